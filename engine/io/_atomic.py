@@ -1,0 +1,35 @@
+"""Atomic file replacement shared by every writer in ``engine.io``."""
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """Yield a binary file that replaces ``path`` only once the ``with`` block succeeds.
+
+    The data goes to a temporary file in the same folder (so ``os.replace`` is an atomic
+    rename on the same file system), is flushed and fsynced, then renamed over ``path``.
+    If the block raises, the temporary file is deleted and an existing ``path`` is left
+    byte-for-byte untouched: a crash never leaves a half-written file under the real name.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp creates the file 0600; keep the permissions of the file being replaced,
+        # or use the usual 0644 for a new file.
+        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
