@@ -1,0 +1,6 @@
+"""Gaussian splatting renderers. Import-light: no backend (gsplat) is imported here."""
+from engine.render.base import RenderOptions, Renderer
+from engine.render.projection import Projected, project_gaussians
+from engine.render.reference import ReferenceRenderer
+
+__all__ = ["Renderer", "RenderOptions", "ReferenceRenderer", "project_gaussians", "Projected"]
