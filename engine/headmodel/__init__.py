@@ -1,0 +1,1 @@
+"""Head models: the HeadModel interface, OpenHead (ours, default) and user-supplied FLAME."""

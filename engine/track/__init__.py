@@ -1,0 +1,1 @@
+"""Tracking: landmarks, mattes and head-model fitting (see the tracker issue)."""
