@@ -71,6 +71,12 @@ def chain_open(edges) -> list[int]:
     return path
 
 
+def brow_edges() -> list[tuple[int, int]]:
+    """The segments of both eyebrows' outlines."""
+    c = _connections()
+    return sorted(c.FACEMESH_LEFT_EYEBROW | c.FACEMESH_RIGHT_EYEBROW)
+
+
 @lru_cache(maxsize=1)
 def topology() -> dict[str, list[int]]:
     """Named loops: face_oval, eye_L, eye_R (lid margins), lips_outer, lips_inner."""

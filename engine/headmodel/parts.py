@@ -68,7 +68,8 @@ class PartBuilder:
         """(verts [V, 3], faces [F, 3], uvs [T, 2], uv_faces [F, 3], vertex_of_uv [T]).
 
         3D vertices are numbered in order of first appearance, so UV vertex i < 468 (a
-        landmark) is 3D vertex i."""
+        landmark) is 3D vertex i. Triangles that welding collapses (the cavity's corners,
+        where its upper and lower halves meet) are dropped."""
         n = self.n
         root = np.arange(n)
         for a, b in self.same_as.items():
@@ -83,7 +84,9 @@ class PartBuilder:
         vertex_of_uv = new_id[root]
         pos = np.concatenate(self.pos)
         uv_faces = np.concatenate(self.faces)
-        return pos[order], vertex_of_uv[uv_faces], np.concatenate(self.uv), uv_faces, vertex_of_uv
+        faces = vertex_of_uv[uv_faces]
+        ok = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])
+        return pos[order], faces[ok], np.concatenate(self.uv), uv_faces[ok], vertex_of_uv
 
 
 def _find(root: np.ndarray, i: int) -> int:

@@ -26,6 +26,7 @@ JAW_TARGET = (0.0, 0.0, -0.080)     # temporomandibular joints' midpoint
 NECK_TARGET = (0.0, -0.035, -0.095)  # skull base
 ROOT_TARGET = (0.0, -0.130, -0.100)  # neck base
 N_EIGENMODES = 19
+CORNER_FREE = 0.009  # lip points this close (in x) to the mouth corners are not pinned to jaw or skull
 
 
 # ---------------------------------------------------------------- joints
@@ -66,10 +67,14 @@ def jaw_field(verts: np.ndarray, faces: np.ndarray, surface: np.ndarray, cavity_
     up_in, low_in, *_ = fm.split_loop(topo["lips_inner"], face)
     up_out, low_out, *_ = fm.split_loop(topo["lips_outer"], face)
     chin_y = face[low_out, 1].min()
-    one = set(low_in[1:-1]) | set(low_out[1:-1]) | set(cavity_lower.tolist())
+    # Only the middle of each lip is pinned: the corners are left to the harmonic field so
+    # the stretch of an opening mouth spreads over a centimetre instead of a millimetre.
+    x_corner = np.abs(face[topo["lips_outer"], 0]).max()
+    mid = lambda ids: [i for i in ids if abs(verts[i, 0]) < x_corner - CORNER_FREE]  # noqa: E731
+    one = set(mid(low_in)) | set(mid(low_out)) | set(mid(cavity_lower.tolist()))
     idx = np.arange(fm.N_FACE)
     one |= set(idx[(face[:, 1] < chin_y - 0.004) & (face[:, 2] > -0.04)].tolist())
-    zero = set(up_in[1:-1]) | set(up_out[1:-1]) | set(cavity_upper.tolist())
+    zero = set(mid(up_in)) | set(mid(up_out)) | set(mid(cavity_upper.tolist()))
     zero |= set(idx[face[:, 1] > face[fm.NOSE_TIP, 1] - 0.012].tolist())
     zero |= set(surface[(verts[surface, 2] < -0.105) | (verts[surface, 1] < -0.125)].tolist())
     zero -= one
@@ -245,8 +250,11 @@ def identity_basis(verts: np.ndarray, faces: np.ndarray, surface: np.ndarray,
     L, M = cotangent_laplacian(verts, sub_faces)
     idx = np.asarray(surface)
     Ls, Ms = L[idx][:, idx], M.tocsr()[idx][:, idx]
-    vals, vecs = spla.eigsh(Ls.tocsc(), k=N_EIGENMODES + 1, M=Ms.tocsc(), sigma=-1e-6, which="LM")
+    # A fixed start vector and a sign convention make the modes (and so the build) deterministic.
+    vals, vecs = spla.eigsh(Ls.tocsc(), k=N_EIGENMODES + 1, M=Ms.tocsc(), sigma=-1e-6, which="LM",
+                            v0=np.linspace(1.0, 2.0, len(idx)))
     vecs = vecs[:, np.argsort(vals)][:, 1:]                      # drop the constant mode
+    vecs *= np.sign(vecs[np.abs(vecs).argmax(0), np.arange(vecs.shape[1])])
     centre = verts[surface].mean(0)
     dirs = []
     for axis in range(3):

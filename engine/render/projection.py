@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from engine.render.base import RenderOptions
+from engine.rotations import quat_to_rotmat
 from engine.types import Camera, Gaussians
 
 
@@ -29,20 +30,6 @@ class Projected:
     depths: Tensor   # [N] camera-space z, metres
     radii: Tensor    # [N] int32 pixel radius of the square bounding the footprint, 0 = culled
     visible: Tensor  # [N] bool
-
-
-def quat_to_rotmat(quats: Tensor) -> Tensor:
-    """Rotation matrices of wxyz quaternions, normalised first (as gsplat does).
-
-    quats: [..., 4] wxyz  ->  [..., 3, 3]
-    """
-    w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)
-    R = torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1)
-    return R.reshape(quats.shape[:-1] + (3, 3))
 
 
 def covariance3d(quats: Tensor, scales: Tensor) -> Tensor:

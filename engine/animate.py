@@ -1,0 +1,36 @@
+"""An avatar on its head model, ready to pose: HeadParams -> world-space Gaussians.
+
+Moving a slider re-runs only this: head model -> binding (paper §2.1). The UV slots are
+computed once per avatar.
+"""
+from __future__ import annotations
+
+import torch
+
+from engine.binding import UVSlots, bind, rasterize_uv
+from engine.headmodel.base import HeadModel
+from engine.types import Avatar, Gaussians, HeadParams
+
+
+class AnimatedAvatar:
+    """Binds an `Avatar`'s UV Gaussians to its posed head model."""
+
+    def __init__(self, avatar: Avatar, model: HeadModel) -> None:
+        if avatar.head_model != model.name:
+            raise ValueError(f"the avatar was made for head model {avatar.head_model!r}, not {model.name!r}")
+        self.avatar = avatar
+        self.model = model
+        self.slots: UVSlots = rasterize_uv(model.uvs.cpu().numpy(), model.uv_faces.cpu().numpy(),
+                                           avatar.gaussians.resolution)
+        if not torch.equal(self.slots.valid, avatar.gaussians.valid.cpu()):
+            raise ValueError("the avatar's valid-texel mask does not match its head model's UV layout")
+
+    def neutral(self) -> HeadParams:
+        """The avatar's own shape, neutral expression and pose."""
+        p = self.model.neutral()
+        return HeadParams(self.avatar.shape[None].to(p.shape), p.expr, p.rotation, p.neck, p.jaw, p.eyes, p.translation)
+
+    def gaussians(self, params: HeadParams) -> Gaussians:
+        """World-space Gaussians of frame 0 of ``params``."""
+        verts = self.model.vertices(params.frame(0))[0]
+        return bind(self.avatar.gaussians, self.slots, verts, self.model.faces)

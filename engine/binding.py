@@ -1,0 +1,155 @@
+"""Gaussian binding (paper §2.1): one Gaussian per valid texel of the UV raster, rigidly
+attached to the triangle under it.
+
+    x = R_f · x_local · s_f + c_f,   q = q_f ⊗ q_local,   s = s_local · s_f
+
+``c_f`` is the triangle's centroid, ``R_f`` its frame (first edge, normal, their cross),
+``s_f`` its scale (mean edge length: it never vanishes on a sliver, unlike sqrt(area)).
+The slots (face index and barycentrics of every valid texel) depend only on the head
+model's UV layout, so the count and binding never change after creation.
+Texel (row i, column j) of an R x R raster has its centre at u = (j + ½)/R, v = 1 − (i + ½)/R.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from engine.rotations import quat_multiply, quat_to_rotmat, rotmat_to_quat
+from engine.types import Gaussians, UVGaussians, check_shape
+
+
+@dataclass(frozen=True)
+class UVSlots:
+    """The valid texels of an R x R UV raster and where each one sits on the mesh. N slots."""
+
+    resolution: int
+    valid: Tensor     # [R, R] bool
+    texel: Tensor     # [N] flat texel index (row-major) of each slot
+    face: Tensor      # [N] int64 triangle index
+    bary: Tensor      # [N, 3] barycentric coordinates in that triangle
+
+    def __len__(self) -> int:
+        return self.texel.shape[0]
+
+    def gather(self, uv_map: Tensor) -> Tensor:
+        """Per-slot values [N, C] of a UV map [C, R, R]."""
+        return uv_map.reshape(uv_map.shape[0], -1)[:, self.texel].T
+
+    def scatter(self, values: Tensor) -> Tensor:
+        """A UV map [C, R, R] holding per-slot ``values`` [N, C], zeros elsewhere."""
+        out = values.new_zeros(values.shape[1], self.resolution * self.resolution)
+        out[:, self.texel] = values.T
+        return out.reshape(values.shape[1], self.resolution, self.resolution)
+
+
+def rasterize_uv(uvs: np.ndarray, uv_faces: np.ndarray, resolution: int) -> UVSlots:
+    """Slots of every texel centre covered by a UV triangle. uvs [T, 2], uv_faces [F, 3].
+
+    A texel on an edge shared by two triangles goes to the lower triangle index."""
+    R = resolution
+    face_of = np.full(R * R, -1, np.int64)
+    bary_of = np.zeros((R * R, 3))
+    tri = uvs[uv_faces] * R                                       # [F, 3, 2] in texel units
+    tri[..., 1] = R - tri[..., 1]                                 # v up -> row down
+    lo = np.clip(np.floor(tri.min(1) - 0.5).astype(int), 0, R - 1)
+    hi = np.clip(np.ceil(tri.max(1) - 0.5).astype(int), 0, R - 1)
+    for f in range(len(uv_faces)):
+        cols = np.arange(lo[f, 0], hi[f, 0] + 1)
+        rows = np.arange(lo[f, 1], hi[f, 1] + 1)
+        cc, rr = np.meshgrid(cols + 0.5, rows + 0.5)
+        p = np.stack([cc.ravel(), rr.ravel()], 1)
+        a, b, c = tri[f]
+        m = np.array([b - a, c - a]).T
+        det = np.linalg.det(m)
+        if abs(det) < 1e-12:
+            continue
+        l12 = np.linalg.solve(m, (p - a).T).T
+        bary = np.column_stack([1 - l12.sum(1), l12])
+        inside = (bary >= -1e-9).all(1)
+        idx = (rr.ravel()[inside] - 0.5).astype(int) * R + (cc.ravel()[inside] - 0.5).astype(int)
+        free = face_of[idx] < 0
+        face_of[idx[free]] = f
+        bary_of[idx[free]] = np.clip(bary[inside][free], 0, 1)
+    texel = np.nonzero(face_of >= 0)[0]
+    bary = bary_of[texel]
+    bary /= bary.sum(1, keepdims=True)
+    return UVSlots(R, torch.from_numpy(face_of.reshape(R, R) >= 0), torch.from_numpy(texel),
+                   torch.from_numpy(face_of[texel]), torch.from_numpy(bary).float())
+
+
+@dataclass(frozen=True)
+class TriangleFrames:
+    """Per-triangle rigid frames of a posed mesh. F triangles."""
+
+    centroid: Tensor  # [F, 3]
+    rotation: Tensor  # [F, 3, 3] columns: first edge, normal, edge x normal
+    scale: Tensor     # [F] mean edge length
+
+
+def triangle_frames(verts: Tensor, faces: Tensor) -> TriangleFrames:
+    """Frames of the triangles ``faces`` [F, 3] of vertices ``verts`` [V, 3]."""
+    v0, v1, v2 = verts[faces[:, 0]], verts[faces[:, 1]], verts[faces[:, 2]]
+    e0 = torch.nn.functional.normalize(v1 - v0, dim=-1)
+    n = torch.nn.functional.normalize(torch.linalg.cross(v1 - v0, v2 - v0), dim=-1)
+    R = torch.stack([e0, n, torch.linalg.cross(e0, n)], dim=-1)
+    scale = ((v1 - v0).norm(dim=-1) + (v2 - v1).norm(dim=-1) + (v0 - v2).norm(dim=-1)) / 3
+    return TriangleFrames((v0 + v1 + v2) / 3, R, scale)
+
+
+def bind(uvg: UVGaussians, slots: UVSlots, verts: Tensor, faces: Tensor) -> Gaussians:
+    """World-space Gaussians of UV-layout Gaussians on a posed mesh (verts [V, 3], faces [F, 3])."""
+    if uvg.resolution != slots.resolution:
+        raise ValueError(f"UV maps are {uvg.resolution}² but the slots are {slots.resolution}²")
+    check_shape(verts, (None, 3), "verts")
+    fr = triangle_frames(verts, faces)
+    R, c, s = fr.rotation[slots.face], fr.centroid[slots.face], fr.scale[slots.face]
+    local = slots.gather(uvg.local_position)                            # [N, 3]
+    means = torch.einsum("nij,nj->ni", R, local) * s[:, None] + c
+    q_local = torch.nn.functional.normalize(slots.gather(uvg.rotation), dim=-1)
+    quats = quat_multiply(rotmat_to_quat(R), q_local)
+    scales = torch.exp(slots.gather(uvg.log_scale)) * s[:, None]
+    opacities = torch.sigmoid(slots.gather(uvg.opacity)[:, 0])
+    colors = slots.gather(uvg.color).clamp(0, 1)
+    return Gaussians(means, quats, scales, opacities, colors)
+
+
+def surface_init(slots: UVSlots, verts: Tensor, faces: Tensor, colors: Tensor, opacity: float = 0.99,
+                 thickness: float = 0.35) -> UVGaussians:
+    """UV Gaussians lying on the surface of a rest mesh: each at its texel's surface point,
+    flat (``thickness`` of its width along the normal), as wide as the texel's footprint.
+
+    colors: [N, 3] per slot. The footprint is measured from neighbouring texels' surface
+    points, so texels of densely mapped regions (the face) get small Gaussians."""
+    fr = triangle_frames(verts, faces)
+    tri = verts[faces[slots.face]]                                      # [N, 3, 3]
+    p = torch.einsum("nk,nkc->nc", slots.bary, tri)
+    R, c, s = fr.rotation[slots.face], fr.centroid[slots.face], fr.scale[slots.face]
+    local = torch.einsum("nji,nj->ni", R, p - c) / s[:, None]
+    width = texel_footprint(slots, p)
+    log_scale = torch.log(torch.stack([width, width * thickness, width], 1) / s[:, None])
+    n = len(slots)
+    rot = torch.zeros(n, 4)
+    rot[:, 0] = 1
+    logit = torch.full((n, 1), float(np.log(opacity / (1 - opacity))))
+    to_map = slots.scatter
+    return UVGaussians(to_map(local), to_map(rot), to_map(log_scale), to_map(colors), to_map(logit), slots.valid)
+
+
+def texel_footprint(slots: UVSlots, points: Tensor) -> Tensor:
+    """Per-slot distance [N] to the surface points of the texels right and below (the mean of
+    those that are valid, else the slot's own triangle scale is not known here: 1 mm)."""
+    R = slots.resolution
+    grid = torch.full((R * R, 3), float("nan"))
+    grid[slots.texel] = points
+    grid = grid.reshape(R, R, 3)
+    dx = (grid[:, 1:] - grid[:, :-1]).norm(dim=-1)
+    dy = (grid[1:] - grid[:-1]).norm(dim=-1)
+    d = torch.stack([
+        torch.nn.functional.pad(dx, (0, 1), value=float("nan")), torch.nn.functional.pad(dx, (1, 0), value=float("nan")),
+        torch.nn.functional.pad(dy, (0, 0, 0, 1), value=float("nan")), torch.nn.functional.pad(dy, (0, 0, 1, 0), value=float("nan"))])
+    d = torch.where(d < 0.02, d, torch.full_like(d, float("nan")))    # a neighbour across a chart seam is not adjacent
+    width = torch.nanmean(d, dim=0).reshape(-1)[slots.texel]
+    return torch.nan_to_num(width, nan=0.001).clamp(0.0003, 0.01)

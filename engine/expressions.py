@@ -1,0 +1,81 @@
+"""Named expressions: ARKit-style names to `HeadParams`.
+
+Blendshape names map to the head model's expression components; a few names are joint
+motions instead, as in ARKit: ``jawOpen`` opens the jaw joint, ``eyeLook{Up,Down,In,Out}_{L,R}``
+turn the eyes. Weight 1 is the full expression.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from engine.headmodel.base import HeadModel
+from engine.types import HeadParams
+
+JAW_OPEN_RAD = 0.45   # jawOpen = 1 opens the jaw by this angle
+EYE_LOOK_RAD = 0.45   # eyeLook* = 1 turns the eye by this angle
+
+
+def _joint_axes() -> dict[str, tuple[str, int, float]]:
+    """name -> (HeadParams field, component, radians at weight 1)."""
+    out = {"jawOpen": ("jaw", 0, JAW_OPEN_RAD)}
+    for side, off, inward in (("L", 0, -1.0), ("R", 3, 1.0)):
+        out[f"eyeLookUp_{side}"] = ("eyes", off + 0, -EYE_LOOK_RAD)
+        out[f"eyeLookDown_{side}"] = ("eyes", off + 0, EYE_LOOK_RAD)
+        out[f"eyeLookIn_{side}"] = ("eyes", off + 1, inward * EYE_LOOK_RAD)
+        out[f"eyeLookOut_{side}"] = ("eyes", off + 1, -inward * EYE_LOOK_RAD)
+    return out
+
+
+JOINT_EXPRESSIONS = _joint_axes()
+
+
+def expression_names(model: HeadModel) -> list[str]:
+    """Every name `apply_expressions` accepts for ``model``."""
+    return sorted(set(n for n in model.expr_names if n) | set(JOINT_EXPRESSIONS))
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """``"jawOpen=0.6,mouthSmile_L=0.5"`` -> {"jawOpen": 0.6, "mouthSmile_L": 0.5}."""
+    out = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"expression {item!r} needs a weight, as in {item}=0.5")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"expression {name.strip()!r}: weight {value!r} is not a number") from None
+    return out
+
+
+def apply_expressions(params: HeadParams, model: HeadModel, weights: dict[str, float]) -> HeadParams:
+    """``params`` with the named expressions set (every frame of the batch)."""
+    expr, jaw, eyes = params.expr.clone(), params.jaw.clone(), params.eyes.clone()
+    joints = {"jaw": jaw, "eyes": eyes}
+    for name, w in weights.items():
+        if name in JOINT_EXPRESSIONS:
+            field, k, rad = JOINT_EXPRESSIONS[name]
+            joints[field][:, k] += w * rad
+        elif name in model.expr_names:
+            expr[:, model.expr_names.index(name)] = w
+        else:
+            raise ValueError(f"unknown expression {name!r} for {model.name}; known: {', '.join(expression_names(model))}")
+    return dataclasses.replace(params, expr=expr, jaw=jaw, eyes=eyes)
+
+
+def head_rotation(params: HeadParams, yaw_deg: float = 0.0, pitch_deg: float = 0.0, roll_deg: float = 0.0) -> HeadParams:
+    """``params`` with the neck turned by yaw (left +), pitch (down +) and roll, in degrees."""
+    from engine.rotations import axis_angle_to_rotmat, rotmat_to_quat
+
+    r = [torch.tensor([[0.0, 1.0, 0.0]]) * yaw_deg, torch.tensor([[1.0, 0.0, 0.0]]) * pitch_deg,
+         torch.tensor([[0.0, 0.0, 1.0]]) * roll_deg]
+    R = torch.eye(3)
+    for aa in r:
+        R = R @ axis_angle_to_rotmat(torch.deg2rad(aa))[0]
+    q = rotmat_to_quat(R)
+    angle = 2 * torch.atan2(q[1:].norm(), q[0])
+    axis = q[1:] / q[1:].norm().clamp_min(1e-12)
+    neck = (axis * angle).expand_as(params.neck).to(params.neck)
+    return dataclasses.replace(params, neck=neck)

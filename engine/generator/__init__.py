@@ -1,0 +1,1 @@
+"""Generators: everything that turns sources into UV-layout Gaussians (`UVGaussians`)."""

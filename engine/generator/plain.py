@@ -1,0 +1,87 @@
+"""The plain avatar: an OpenHead painted in flat colours with baked soft shading.
+
+It is what the program shows before any portrait is loaded, and the avatar the tests and
+benchmarks use. Regions are found from OpenHead's UV layout (`engine.headmodel.parts`), so
+a FLAME head model gets a uniform skin colour.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from matplotlib.path import Path as PolyPath
+
+from engine.binding import UVSlots, rasterize_uv, surface_init
+from engine.headmodel import facemesh as fm
+from engine.headmodel import parts
+from engine.headmodel.base import HeadModel
+from engine.headmodel.rig import vertex_normals
+from engine.types import Avatar
+
+UV_RESOLUTION = 256
+SKIN = (0.80, 0.60, 0.50)
+LIPS = (0.70, 0.38, 0.38)
+BROWS = (0.33, 0.24, 0.19)
+SCLERA = (0.92, 0.90, 0.87)
+IRIS = (0.30, 0.22, 0.15)
+PUPIL = (0.03, 0.03, 0.03)
+TEETH = (0.93, 0.91, 0.85)
+CAVITY = (0.30, 0.08, 0.08)
+LIGHT = (-0.35, 0.45, 0.82)
+
+
+def _in_rect(uv: np.ndarray, rect) -> np.ndarray:
+    u0, v0, u1, v1 = rect
+    return (uv[:, 0] >= u0 - 0.004) & (uv[:, 0] <= u1 + 0.004) & (uv[:, 1] >= v0 - 0.004) & (uv[:, 1] <= v1 + 0.004)
+
+
+def _distance_to_edges(p: np.ndarray, pts: np.ndarray, edges) -> np.ndarray:
+    """Distance [N] of points [N, 2] to the nearest of the segments ``edges`` between ``pts``."""
+    a, b = pts[[e[0] for e in edges]], pts[[e[1] for e in edges]]        # [E, 2]
+    ab = b - a
+    t = np.clip(((p[:, None] - a[None]) * ab[None]).sum(-1) / (ab * ab).sum(-1)[None], 0, 1)
+    return np.linalg.norm(p[:, None] - (a[None] + t[..., None] * ab[None]), axis=-1).min(1)
+
+
+def shade(model: HeadModel, slots: UVSlots, verts: np.ndarray) -> np.ndarray:
+    """Soft frontal-light shading factor [N] of every slot on the mesh posed as ``verts`` [V, 3]."""
+    faces = model.faces.numpy()
+    vn = vertex_normals(verts, faces)
+    n = np.einsum("nk,nkc->nc", slots.bary.numpy(), vn[faces[slots.face.numpy()]])
+    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-9)
+    light = np.asarray(LIGHT) / np.linalg.norm(LIGHT)
+    return 0.62 + 0.38 * np.clip(n @ light, 0, 1)
+
+
+def plain_colors(model: HeadModel, slots: UVSlots, shaded: bool = True) -> torch.Tensor:
+    """Per-slot albedo [N, 3], with soft shading of the rest pose baked in when ``shaded``."""
+    R = slots.resolution
+    row, col = slots.texel.numpy() // R, slots.texel.numpy() % R
+    uv = np.stack([(col + 0.5) / R, 1 - (row + 0.5) / R], 1)
+    color = np.tile(np.array(SKIN), (len(slots), 1))
+    if model.name.startswith("openhead"):
+        uvs = model.uvs.numpy()
+        # UV vertex i < 468 is landmark i on the face chart.
+        lips = PolyPath(uvs[fm.topology()["lips_outer"]]).contains_points(uv)
+        color[lips] = LIPS
+        color[(_distance_to_edges(uv, uvs, fm.brow_edges()) < 0.006) & ~lips] = BROWS
+        for cu, cv, r in (parts.EYE_R_DISC, parts.EYE_L_DISC):
+            d = np.hypot(uv[:, 0] - cu, uv[:, 1] - cv) / r        # polar angle / cap angle
+            angle = d * parts.EYE_CAP_DEG
+            eye = d <= 1.02
+            color[eye] = SCLERA
+            color[eye & (angle < 27)] = IRIS
+            color[eye & (angle < 11)] = PUPIL
+        for rect in (parts.TEETH_UPPER, parts.TEETH_LOWER):
+            color[_in_rect(uv, rect)] = TEETH
+        for rect in (parts.CAVITY_UPPER, parts.CAVITY_LOWER, parts.CAVITY_BACK):
+            color[_in_rect(uv, rect)] = CAVITY
+    if shaded:
+        color = color * shade(model, slots, model.v_template.numpy())[:, None]
+    return torch.from_numpy(color).float()
+
+
+def plain_avatar(model: HeadModel, resolution: int = UV_RESOLUTION) -> Avatar:
+    """The model's neutral shape covered in plain-coloured flat Gaussians."""
+    slots = rasterize_uv(model.uvs.numpy(), model.uv_faces.numpy(), resolution)
+    uvg = surface_init(slots, model.v_template, model.faces, plain_colors(model, slots))
+    return Avatar(uvg, model.name, torch.zeros(model.n_shape), {"generator": "plain", "head_model": model.name})

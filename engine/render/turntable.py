@@ -1,0 +1,51 @@
+"""Offline rendering of an animated avatar to PNG and MP4 (the headless `render` command)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from engine.animate import AnimatedAvatar
+from engine.camera import orbit_camera
+from engine.expressions import apply_expressions
+from engine.render.reference import ReferenceRenderer
+from engine.types import HeadParams
+
+SWEEP = ({"mouthSmile_L": 1.0, "mouthSmile_R": 1.0}, {"jawOpen": 0.6}, {"eyeBlink_L": 1.0, "eyeBlink_R": 1.0},
+         {"browInnerUp": 1.0, "eyeWide_L": 1.0, "eyeWide_R": 1.0})
+
+
+def _renderer():
+    return ReferenceRenderer()
+
+
+def render_image(animated: AnimatedAvatar, params: HeadParams, out: Path, size: int = 512,
+                 view_yaw: float = 0.0, view_pitch: float = 0.0) -> None:
+    import imageio.v3 as iio
+
+    cam = orbit_camera(view_yaw, view_pitch, size=size)
+    with torch.no_grad():
+        frame = _renderer().render(animated.gaussians(params), cam)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(out, frame.to_uint8())
+
+
+def render_turntable(animated: AnimatedAvatar, params: HeadParams, out: Path, size: int = 384, frames: int = 48,
+                     fps: int = 24) -> None:
+    """The camera swings ±40° around the head while the face runs through a few expressions."""
+    import imageio.v3 as iio
+    from tqdm import tqdm
+
+    renderer = _renderer()
+    images = []
+    for i in tqdm(range(frames), desc=f"rendering {out.name}", unit="frame"):
+        t = i / frames
+        weights = SWEEP[int(t * len(SWEEP)) % len(SWEEP)]
+        amount = math.sin(math.pi * ((t * len(SWEEP)) % 1.0))
+        p = apply_expressions(params, animated.model, {k: v * amount for k, v in weights.items()})
+        cam = orbit_camera(40.0 * math.sin(2 * math.pi * t), 5.0, size=size)
+        with torch.no_grad():
+            images.append(renderer.render(animated.gaussians(p), cam).to_uint8())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(out, images, fps=fps, codec="libx264", macro_block_size=16)

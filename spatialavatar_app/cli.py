@@ -1,0 +1,183 @@
+"""The command line: `python main.py COMMAND --help`.
+
+Every command is a dataclass (its fields are the options, their docstrings the help) with a
+``run()`` method; tyro builds the parser from them.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional
+
+import tyro
+
+
+def _load(avatar: Optional[Path], head_model: Optional[Path]):
+    """(AnimatedAvatar, HeadModel) of a bundle, or of the plain default avatar."""
+    from engine.animate import AnimatedAvatar
+    from engine.generator.plain import plain_avatar
+    from engine.headmodel.openhead import load_head_model
+
+    model = load_head_model(head_model)
+    if avatar is None:
+        return AnimatedAvatar(plain_avatar(model), model), model
+    from engine.io import load_avatar
+
+    av = load_avatar(avatar)
+    if av.head_model != model.name:
+        raise SystemExit(f"{avatar} was made for head model {av.head_model!r}; pass --head-model for it "
+                         f"(the loaded one is {model.name!r})")
+    return AnimatedAvatar(av, model), model
+
+
+@dataclass(frozen=True)
+class Pose:
+    """Expression and head pose options shared by the commands that pose an avatar."""
+
+    expr: str = ""
+    """Expressions as NAME=WEIGHT pairs, e.g. jawOpen=0.6,mouthSmile_L=0.5 (`headmodel --list` names them)."""
+    yaw: float = 0.0
+    """Head turn to the subject's left, degrees (neck joint)."""
+    pitch: float = 0.0
+    """Head tilt downwards, degrees (neck joint)."""
+    roll: float = 0.0
+    """Head roll, degrees (neck joint)."""
+
+    def params(self, animated, model):
+        from engine.expressions import apply_expressions, head_rotation, parse_weights
+
+        p = apply_expressions(animated.neutral(), model, parse_weights(self.expr))
+        return head_rotation(p, self.yaw, self.pitch, self.roll) if (self.yaw or self.pitch or self.roll) else p
+
+
+@dataclass
+class Render:
+    """Render an avatar (default: the built-in plain avatar) to a PNG, or a turntable MP4 with --video."""
+
+    out: Path = Path("out/render.png")
+    """Output image (.png) or, with --video, video (.mp4)."""
+    avatar: Optional[Path] = None
+    """Avatar bundle to render; the built-in plain avatar when omitted."""
+    pose: Annotated[Pose, tyro.conf.OmitArgPrefixes] = Pose()
+    size: int = 512
+    """Image width and height in pixels."""
+    view_yaw: float = 0.0
+    """Camera orbit around the head, degrees (subject's left +)."""
+    view_pitch: float = 0.0
+    """Camera elevation, degrees."""
+    video: bool = False
+    """Write a turntable with an expression sweep (MP4) instead of one image."""
+    frames: int = 48
+    """Number of video frames."""
+    head_model: Optional[Path] = None
+    """A FLAME folder to use instead of OpenHead (the avatar must have been made for it)."""
+
+    def run(self) -> None:
+        from engine.render.turntable import render_image, render_turntable
+
+        animated, model = _load(self.avatar, self.head_model)
+        params = self.pose.params(animated, model)
+        if self.video:
+            render_turntable(animated, params, self.out, self.size, self.frames)
+        else:
+            render_image(animated, params, self.out, self.size, self.view_yaw, self.view_pitch)
+        print(f"wrote {self.out}")
+
+
+@dataclass
+class Export:
+    """Export a posed avatar as a standard 3DGS .ply (world space) and/or an avatar bundle."""
+
+    ply: Optional[Path] = None
+    """Write the posed Gaussians here as a 3DGS point cloud."""
+    bundle: Optional[Path] = None
+    """Write the avatar bundle (.savatar) here."""
+    avatar: Optional[Path] = None
+    """Avatar bundle to export; the built-in plain avatar when omitted."""
+    pose: Annotated[Pose, tyro.conf.OmitArgPrefixes] = Pose()
+    head_model: Optional[Path] = None
+    """A FLAME folder to use instead of OpenHead."""
+
+    def run(self) -> None:
+        if not (self.ply or self.bundle):
+            raise SystemExit("export: nothing to do; give --ply PATH and/or --bundle PATH")
+        from engine.io import export_ply, save_avatar
+
+        animated, model = _load(self.avatar, self.head_model)
+        if self.ply:
+            export_ply(animated.gaussians(self.pose.params(animated, model)), self.ply)
+            print(f"wrote {self.ply} ({len(animated.slots)} Gaussians)")
+        if self.bundle:
+            save_avatar(animated.avatar, self.bundle)
+            print(f"wrote {self.bundle}")
+
+
+@dataclass
+class HeadModelCmd:
+    """Build OpenHead (the default head model) and inspect it: counts, expression names, a contact sheet."""
+
+    out: Optional[Path] = None
+    """Also save the model's .npz here."""
+    smplx: Optional[Path] = None
+    """Export a folder that smplx.FLAME loads (FLAME_NEUTRAL.npz + flame_static_embedding.pkl)."""
+    sheet: Optional[Path] = None
+    """Write a contact sheet PNG: neutral, jawOpen, every expression, three head poses."""
+    list: bool = False
+    """Print the expression names."""
+
+    def run(self) -> None:
+        from engine.binding import rasterize_uv
+        from engine.expressions import expression_names
+        from engine.headmodel.base import HeadModel
+        from engine.headmodel.openhead import cache_path, load_openhead
+
+        data = load_openhead()
+        slots = rasterize_uv(data.uvs, data.uv_faces, 256)
+        print(f"{data.name} ({cache_path()}): {len(data.v_template)} vertices, {len(data.faces)} faces, "
+              f"{data.n_shape} shape / {data.n_expr} expression components, {len(slots)} valid texels at 256²")
+        if self.list:
+            print("\n".join(expression_names(HeadModel(data))))
+        if self.out:
+            data.save(self.out)
+            print(f"wrote {self.out}")
+        if self.smplx:
+            from engine.headmodel.build import export_smplx
+
+            export_smplx(data, self.smplx)
+            print(f"wrote {self.smplx}/")
+        if self.sheet:
+            from engine.headmodel.preview import contact_sheet
+
+            contact_sheet(data, self.sheet)
+            print(f"wrote {self.sheet}")
+
+
+@dataclass
+class Demo:
+    """What `python main.py` runs until the desktop app lands: render the default avatar
+    to out/default_avatar.png and a turntable to out/default_avatar.mp4."""
+
+    out_dir: Path = Path("out")
+    """Folder for the outputs."""
+
+    def run(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        Render(out=self.out_dir / "default_avatar.png").run()
+        Render(out=self.out_dir / "default_avatar.mp4", video=True, size=384).run()
+
+
+COMMANDS = {"render": Render, "export": Export, "headmodel": HeadModelCmd, "demo": Demo}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        argv = ["demo"]
+    cmd = tyro.extras.subcommand_cli_from_dict(
+        COMMANDS, args=argv, prog="python main.py",
+        description="SpatialAvatar-0: 4D Gaussian head avatars. With no command: the demo.")
+    try:
+        cmd.run()
+    except (ValueError, OSError) as e:   # bad input: one clear line, no traceback
+        raise SystemExit(f"error: {e}") from None
