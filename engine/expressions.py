@@ -51,7 +51,10 @@ def parse_weights(text: str) -> dict[str, float]:
 
 
 def apply_expressions(params: HeadParams, model: HeadModel, weights: dict[str, float]) -> HeadParams:
-    """``params`` with the named expressions set (every frame of the batch)."""
+    """``params`` with the named expressions applied to every frame of the batch.
+
+    A blendshape's weight is *set*; a joint expression (jawOpen, eyeLook*) is *added* to the
+    joint's current rotation, so it composes with a tracked or posed jaw and gaze."""
     expr, jaw, eyes = params.expr.clone(), params.jaw.clone(), params.eyes.clone()
     joints = {"jaw": jaw, "eyes": eyes}
     for name, w in weights.items():

@@ -49,8 +49,8 @@ class HeadParams:
     translation: Tensor  # [B, 3] metres
 
     def __post_init__(self) -> None:
-        b = self.shape.shape[0] if self.shape.dim() == 2 else -1
         check_shape(self.shape, (None, None), "HeadParams.shape")
+        b = self.shape.shape[0]
         check_shape(self.expr, (b, None), "HeadParams.expr")
         for name in ("rotation", "neck", "jaw", "translation"):
             check_shape(getattr(self, name), (b, 3), f"HeadParams.{name}")
@@ -129,6 +129,10 @@ class Camera:
         fwd = torch.tensor(target, dtype=torch.float32) - eye_t
         fwd = fwd / fwd.norm()
         right = torch.linalg.cross(fwd, torch.tensor(up, dtype=torch.float32))
+        if right.norm() < 1e-6:
+            # Looking along ``up`` (straight down or up): any perpendicular is as good; take the
+            # one that keeps the world's -z (the back of a head) at the top of the image.
+            right = torch.linalg.cross(fwd, torch.tensor([0.0, 0.0, -1.0]) * torch.sign(fwd[1]))
         right = right / right.norm()
         down = torch.linalg.cross(fwd, right)
         R = torch.stack([right, down, fwd])  # rows: camera axes in world coordinates
@@ -223,8 +227,8 @@ class Frame:
     depth: Tensor  # [H, W] alpha-weighted camera-space z (metres), 0 where empty
 
     def __post_init__(self) -> None:
-        h, w = self.alpha.shape[:2] if self.alpha.dim() == 2 else (-1, -1)
         check_shape(self.alpha, (None, None), "Frame.alpha")
+        h, w = self.alpha.shape
         check_shape(self.rgb, (h, w, 3), "Frame.rgb")
         check_shape(self.depth, (h, w), "Frame.depth")
 

@@ -1,0 +1,66 @@
+"""The command line, end to end on small images."""
+from __future__ import annotations
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from engine.io import read_ply
+from spatialavatar_app.cli import main
+
+
+def test_render_writes_the_default_avatar_centred(tmp_path):
+    out = tmp_path / "x.png"
+    main(["render", "--out", str(out), "--size", "96", "--expr", "jawOpen=0.5,mouthSmile_L=0.5"])
+    img = iio.imread(out)
+    assert img.shape == (96, 96, 3)
+    head = (img < 250).any(-1)                       # not the white background
+    rows, cols = np.nonzero(head)
+    assert 0.25 < head.mean() < 0.75
+    assert abs(cols.mean() - 48) < 6                 # the head is centred left to right
+
+
+def test_yaw_turns_the_head_to_the_subjects_left(tmp_path):
+    """A head turned to its left shows its right cheek: mass moves to image right (OpenCV, frontal camera)."""
+    def nose_column(args):
+        out = tmp_path / "y.png"
+        main(["render", "--out", str(out), "--size", "96", *args])
+        img = iio.imread(out).astype(float)
+        dark = img.sum(-1) < 600                     # everything but the white background
+        return np.nonzero(dark)[1].mean()
+
+    assert nose_column(["--yaw", "30"]) > nose_column(["--yaw", "-30"]) + 2
+
+
+def test_export_ply_holds_every_slot(tmp_path):
+    ply = tmp_path / "a.ply"
+    main(["export", "--ply", str(ply), "--expr", "eyeBlink_L=1"])
+    g = read_ply(ply)
+    assert len(g) >= 55_000
+    assert float(g.means[:, 1].max() - g.means[:, 1].min()) == pytest.approx(0.33, abs=0.05)   # head + neck, metres
+
+
+def test_export_bundle_round_trips_into_render(tmp_path):
+    bundle = tmp_path / "a.savatar"
+    main(["export", "--bundle", str(bundle)])
+    main(["render", "--avatar", str(bundle), "--out", str(tmp_path / "b.png"), "--size", "48"])
+    assert iio.imread(tmp_path / "b.png").shape == (48, 48, 3)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["render", "--expr", "bogus=1"], "unknown expression 'bogus'"),
+    (["render", "--expr", "jawOpen"], "needs a weight"),
+    (["export"], "nothing to do"),
+])
+def test_bad_input_is_one_clear_error(tmp_path, args, message):
+    with pytest.raises(SystemExit) as e:
+        main(args + (["--out", str(tmp_path / "z.png")] if args[0] == "render" else []))
+    assert message in str(e.value)
+
+
+def test_corrupt_bundle_is_named(tmp_path):
+    bad = tmp_path / "bad.savatar"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(SystemExit) as e:
+        main(["render", "--avatar", str(bad), "--out", str(tmp_path / "z.png")])
+    assert "bad.savatar" in str(e.value)
