@@ -35,6 +35,9 @@ def _load(avatar: Optional[Path], head_model: Optional[Path]):
 class Pose:
     """Expression and head pose options shared by the commands that pose an avatar."""
 
+    preset: Optional[str] = None
+    """An expression preset: a bundled name (smile, laugh, surprise, sad, angry, blink, wink_left, kiss,
+    neutral) or a .json file; --expr is applied on top."""
     expr: str = ""
     """Expressions as NAME=WEIGHT pairs, e.g. jawOpen=0.6,mouthSmile_L=0.5 (`headmodel --list` names them)."""
     yaw: float = 0.0
@@ -47,7 +50,10 @@ class Pose:
     def params(self, animated, model):
         from engine.expressions import apply_expressions, head_rotation, parse_weights
 
-        p = apply_expressions(animated.neutral(), model, parse_weights(self.expr))
+        from engine.io.presets import load_expression_preset
+
+        weights = load_expression_preset(self.preset) if self.preset else {}
+        p = apply_expressions(animated.neutral(), model, {**weights, **parse_weights(self.expr)})
         return head_rotation(p, self.yaw, self.pitch, self.roll) if (self.yaw or self.pitch or self.roll) else p
 
 
@@ -109,7 +115,12 @@ class Export:
             export_ply(animated.gaussians(self.pose.params(animated, model)), self.ply)
             print(f"wrote {self.ply} ({len(animated.slots)} Gaussians)")
         if self.bundle:
-            save_avatar(animated.avatar, self.bundle)
+            from dataclasses import replace
+
+            from engine.render.turntable import render_array
+
+            thumb = render_array(animated, animated.neutral(), size=128)
+            save_avatar(replace(animated.avatar, thumbnail=thumb), self.bundle)
             print(f"wrote {self.bundle}")
 
 

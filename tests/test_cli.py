@@ -64,3 +64,14 @@ def test_corrupt_bundle_is_named(tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["render", "--avatar", str(bad), "--out", str(tmp_path / "z.png")])
     assert "bad.savatar" in str(e.value)
+
+
+def test_preset_and_bundle_thumbnail(tmp_path):
+    from engine.io import load_avatar
+
+    main(["render", "--preset", "surprise", "--out", str(tmp_path / "s.png"), "--size", "48"])
+    assert iio.imread(tmp_path / "s.png").shape == (48, 48, 3)
+    main(["export", "--bundle", str(tmp_path / "t.savatar")])
+    thumb = load_avatar(tmp_path / "t.savatar").thumbnail
+    assert thumb.shape == (128, 128, 3) and thumb.dtype == np.uint8
+    assert (thumb < 250).any(-1).mean() > 0.25          # a head, not a blank image

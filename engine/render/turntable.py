@@ -17,18 +17,25 @@ SWEEP = ({"mouthSmile_L": 1.0, "mouthSmile_R": 1.0}, {"jawOpen": 0.6}, {"eyeBlin
 
 
 def _renderer():
+    # The only backend so far; the renderers issue adds engine.render.select().
     return ReferenceRenderer()
+
+
+def render_array(animated: AnimatedAvatar, params: HeadParams, size: int = 512, view_yaw: float = 0.0,
+                 view_pitch: float = 0.0):
+    """The avatar on white as a uint8 [size, size, 3] numpy image."""
+    cam = orbit_camera(view_yaw, view_pitch, size=size)
+    with torch.no_grad():
+        return _renderer().render(animated.gaussians(params), cam).to_uint8()
 
 
 def render_image(animated: AnimatedAvatar, params: HeadParams, out: Path, size: int = 512,
                  view_yaw: float = 0.0, view_pitch: float = 0.0) -> None:
     import imageio.v3 as iio
 
-    cam = orbit_camera(view_yaw, view_pitch, size=size)
-    with torch.no_grad():
-        frame = _renderer().render(animated.gaussians(params), cam)
+    img = render_array(animated, params, size, view_yaw, view_pitch)
     out.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(out, frame.to_uint8())
+    iio.imwrite(out, img)
 
 
 def render_turntable(animated: AnimatedAvatar, params: HeadParams, out: Path, size: int = 384, frames: int = 48,
