@@ -13,22 +13,31 @@ from typing import Annotated, Optional
 import tyro
 
 
-def _load(avatar: Optional[Path], head_model: Optional[Path]):
-    """(AnimatedAvatar, HeadModel) of a bundle, or of the plain default avatar."""
-    from engine.animate import AnimatedAvatar
-    from engine.generator.plain import plain_avatar
-    from engine.headmodel.openhead import load_head_model
+@dataclass(frozen=True)
+class Source:
+    """Which avatar, on which head model."""
 
-    model = load_head_model(head_model)
-    if avatar is None:
-        return AnimatedAvatar(plain_avatar(model), model), model
-    from engine.io import load_avatar
+    avatar: Optional[Path] = None
+    """Avatar bundle (.savatar); the built-in plain avatar when omitted."""
+    head_model: Optional[Path] = None
+    """A FLAME folder or .pkl to use instead of OpenHead (the avatar must have been made for it)."""
 
-    av = load_avatar(avatar)
-    if av.head_model != model.name:
-        raise SystemExit(f"{avatar} was made for head model {av.head_model!r}; pass --head-model for it "
-                         f"(the loaded one is {model.name!r})")
-    return AnimatedAvatar(av, model), model
+    def load(self):
+        """(AnimatedAvatar, HeadModel)."""
+        from engine.animate import AnimatedAvatar
+        from engine.generator.plain import plain_avatar
+        from engine.headmodel.openhead import load_head_model
+
+        model = load_head_model(self.head_model)
+        if self.avatar is None:
+            return AnimatedAvatar(plain_avatar(model), model), model
+        from engine.io import load_avatar
+
+        av = load_avatar(self.avatar)
+        if av.head_model != model.name:
+            raise SystemExit(f"{self.avatar} was made for head model {av.head_model!r}; pass --head-model "
+                             f"for it (the loaded one is {model.name!r})")
+        return AnimatedAvatar(av, model), model
 
 
 @dataclass(frozen=True)
@@ -63,8 +72,7 @@ class Render:
 
     out: Path = Path("out/render.png")
     """Output image (.png) or, with --video, video (.mp4)."""
-    avatar: Optional[Path] = None
-    """Avatar bundle to render; the built-in plain avatar when omitted."""
+    source: Annotated[Source, tyro.conf.OmitArgPrefixes] = Source()
     pose: Annotated[Pose, tyro.conf.OmitArgPrefixes] = Pose()
     size: int = 512
     """Image width and height in pixels."""
@@ -76,13 +84,11 @@ class Render:
     """Write a turntable with an expression sweep (MP4) instead of one image."""
     frames: int = 48
     """Number of video frames."""
-    head_model: Optional[Path] = None
-    """A FLAME folder to use instead of OpenHead (the avatar must have been made for it)."""
 
     def run(self) -> None:
         from engine.render.turntable import render_image, render_turntable
 
-        animated, model = _load(self.avatar, self.head_model)
+        animated, model = self.source.load()
         params = self.pose.params(animated, model)
         if self.video:
             render_turntable(animated, params, self.out, self.size, self.frames)
@@ -99,18 +105,15 @@ class Export:
     """Write the posed Gaussians here as a 3DGS point cloud."""
     bundle: Optional[Path] = None
     """Write the avatar bundle (.savatar) here."""
-    avatar: Optional[Path] = None
-    """Avatar bundle to export; the built-in plain avatar when omitted."""
+    source: Annotated[Source, tyro.conf.OmitArgPrefixes] = Source()
     pose: Annotated[Pose, tyro.conf.OmitArgPrefixes] = Pose()
-    head_model: Optional[Path] = None
-    """A FLAME folder to use instead of OpenHead."""
 
     def run(self) -> None:
         if not (self.ply or self.bundle):
             raise SystemExit("export: nothing to do; give --ply PATH and/or --bundle PATH")
         from engine.io import export_ply, save_avatar
 
-        animated, model = _load(self.avatar, self.head_model)
+        animated, model = self.source.load()
         if self.ply:
             export_ply(animated.gaussians(self.pose.params(animated, model)), self.ply)
             print(f"wrote {self.ply} ({len(animated.slots)} Gaussians)")
@@ -136,6 +139,9 @@ class HeadModelCmd:
     """Write a contact sheet PNG: neutral, jawOpen, every expression, three head poses."""
     list: bool = False
     """Print the expression names."""
+    check_smplx: bool = False
+    """Export to a temporary folder, load it with smplx.FLAME and print the largest vertex
+    difference from our own skinning over random shapes, expressions and poses."""
 
     def run(self) -> None:
         from engine.binding import rasterize_uv
@@ -157,6 +163,14 @@ class HeadModelCmd:
 
             export_smplx(data, self.smplx)
             print(f"wrote {self.smplx}/")
+        if self.check_smplx:
+            import tempfile
+
+            from engine.headmodel.build import export_smplx, smplx_max_error
+
+            with tempfile.TemporaryDirectory() as tmp:
+                export_smplx(data, Path(tmp))
+                print(f"smplx.FLAME vs our LBS, max vertex difference: {smplx_max_error(data, Path(tmp)):.2e} m")
         if self.sheet:
             from engine.headmodel.preview import contact_sheet
 

@@ -1,12 +1,12 @@
 """Build OpenHead, our default head model, deterministically from code and one fitted file.
 
-    python -m engine.headmodel.build [--out DIR] [--smplx DIR] [--sheet PNG]
+    python -m engine.headmodel.build [--out FILE]
 
 Inputs: ``engine/headmodel/data/face_neutral.npy`` (FaceMesh's 468 points, fitted by
 `engine.headmodel.fit_face` on portraits and videos) and the procedural rules of
 `shell`, `parts` and `rig`. Output: a `HeadModelData` in FLAME layout, cached by
-`engine.headmodel.openhead.load_openhead`; ``--smplx DIR`` also writes it as
-``FLAME_NEUTRAL.npz`` + ``flame_static_embedding.pkl`` so that ``smplx.FLAME`` loads it.
+`engine.headmodel.openhead.load_openhead`; `export_smplx` (``python main.py headmodel --smplx DIR``)
+writes it as ``FLAME_NEUTRAL.npz`` + ``flame_static_embedding.pkl`` so that ``smplx.FLAME`` loads it.
 """
 from __future__ import annotations
 
@@ -129,28 +129,49 @@ def export_smplx(data: HeadModelData, folder: Path) -> None:
         pickle.dump({"lmk_face_idx": data.lmk_faces.astype(np.int64), "lmk_b_coords": data.lmk_bary}, f)
 
 
+def smplx_flame(data: HeadModelData, folder: Path, batch_size: int = 1):
+    """An ``smplx.FLAME`` module loading the export in ``folder`` (a subclass only sets the basis sizes)."""
+    import smplx
+
+    class OpenHeadFLAME(smplx.FLAME):
+        SHAPE_SPACE_DIM = data.n_shape
+        EXPRESSION_SPACE_DIM = data.n_expr
+
+    return OpenHeadFLAME(str(folder), ext="npz", num_betas=data.n_shape, num_expression_coeffs=data.n_expr,
+                         batch_size=batch_size)
+
+
+def smplx_max_error(data: HeadModelData, folder: Path, batch: int = 8, seed: int = 0) -> float:
+    """Largest vertex distance (metres) between smplx.FLAME on the export in ``folder`` and our
+    `HeadModel`, over ``batch`` random parameter sets (shape, expression and every joint)."""
+    import torch
+
+    from engine.headmodel.base import HeadModel
+    from engine.types import HeadParams
+
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.rand(*s, generator=g) - 0.5  # noqa: E731
+    p = HeadParams(r(batch, data.n_shape), r(batch, data.n_expr), r(batch, 3) * 0.6, r(batch, 3) * 0.5,
+                   r(batch, 3) * 0.4, r(batch, 6) * 0.5, r(batch, 3) * 0.1)
+    out = smplx_flame(data, folder, batch)(betas=p.shape, expression=p.expr, global_orient=p.rotation,
+                                           neck_pose=p.neck, jaw_pose=p.jaw, leye_pose=p.eyes[:, :3],
+                                           reye_pose=p.eyes[:, 3:], transl=p.translation)
+    return float((out.vertices - HeadModel(data).vertices(p)).abs().max())
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description="Build the OpenHead head model.")
-    ap.add_argument("--out", type=Path, help="write the model .npz here (default: the user cache)")
-    ap.add_argument("--smplx", type=Path, help="also export a folder that smplx.FLAME loads")
-    ap.add_argument("--sheet", type=Path, help="also write a contact sheet PNG of the rig")
+    ap = argparse.ArgumentParser(description="Build the OpenHead head model into the user cache "
+                                 "(`python main.py headmodel` inspects and exports it).")
+    ap.add_argument("--out", type=Path, help="also write the model .npz here")
     args = ap.parse_args()
     from engine.headmodel.openhead import cache_path
 
     data = build_openhead()
-    out = args.out or cache_path()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    data.save(out)
-    print(f"{data.name}: {len(data.v_template)} vertices, {len(data.faces)} faces, "
-          f"{data.n_shape} shape and {data.n_expr} expression components -> {out}")
-    if args.smplx:
-        export_smplx(data, args.smplx)
-        print(f"smplx.FLAME folder -> {args.smplx}")
-    if args.sheet:
-        from engine.headmodel.preview import contact_sheet
-
-        contact_sheet(data, args.sheet)
-        print(f"contact sheet -> {args.sheet}")
+    for out in filter(None, (cache_path(), args.out)):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        data.save(out)
+        print(f"{data.name}: {len(data.v_template)} vertices, {len(data.faces)} faces, "
+              f"{data.n_shape} shape and {data.n_expr} expression components -> {out}")
 
 
 if __name__ == "__main__":

@@ -223,8 +223,13 @@ def build_shell(face_neutral: np.ndarray, spec: ShellSpec = ShellSpec()) -> Shel
     nu, nv = spec.grid
     gu, gv = np.meshgrid(np.linspace(0, 1, nu + 1), np.linspace(spec.v_range[0], spec.v_range[1], nv + 1))
     grid_uv = np.stack([gu.ravel(), gv.ravel()], 1)
-    oval = face_uv[topo["face_oval"]]
     cell = min(1.0 / nu, (spec.v_range[1] - spec.v_range[0]) / nv)
+    # A regular grid's cells are cocircular, so which diagonal Delaunay picks would hang on
+    # floating-point noise (it differed between processes). A fixed jitter of the interior
+    # points makes the triangulation unambiguous and the build bit-reproducible.
+    inner = (gu.ravel() > 0) & (gu.ravel() < 1) & (gv.ravel() > spec.v_range[0]) & (gv.ravel() < spec.v_range[1])
+    grid_uv[inner] += np.random.default_rng(7).uniform(-0.15, 0.15, (int(inner.sum()), 2)) * cell
+    oval = face_uv[topo["face_oval"]]
     near_face = np.min(np.linalg.norm(grid_uv[:, None] - face_uv[None], axis=2), axis=1) < 0.75 * cell
     grid_uv = grid_uv[~(PolyPath(oval).contains_points(grid_uv) | near_face)]
 

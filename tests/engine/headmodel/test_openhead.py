@@ -73,27 +73,12 @@ def test_joints_are_where_anatomy_puts_them(model):
 
 
 def test_loads_through_smplx_flame_with_the_same_vertices(openhead, model, tmp_path):
-    import smplx
-
-    from engine.headmodel.build import export_smplx
+    from engine.headmodel.build import export_smplx, smplx_flame, smplx_max_error
 
     export_smplx(openhead, tmp_path)
-
-    class OpenHeadFLAME(smplx.FLAME):
-        SHAPE_SPACE_DIM = openhead.n_shape
-        EXPRESSION_SPACE_DIM = openhead.n_expr
-
-    flame = OpenHeadFLAME(str(tmp_path), ext="npz", num_betas=openhead.n_shape,
-                          num_expression_coeffs=openhead.n_expr, batch_size=3)
-    g = torch.Generator().manual_seed(0)
-    r = lambda *s: (torch.rand(*s, generator=g) - 0.5)  # noqa: E731
-    p = HeadParams(r(3, openhead.n_shape), r(3, openhead.n_expr), r(3, 3) * 0.6, r(3, 3) * 0.5, r(3, 3) * 0.4,
-                   r(3, 6) * 0.5, r(3, 3) * 0.1)
-    out = flame(betas=p.shape, expression=p.expr, global_orient=p.rotation, neck_pose=p.neck, jaw_pose=p.jaw,
-                leye_pose=p.eyes[:, :3], reye_pose=p.eyes[:, 3:], transl=p.translation)
-    ours = model.vertices(p)
-    assert (out.vertices - ours).abs().max().item() < 1e-5
-    lm = model.landmarks(ours)
+    assert smplx_max_error(openhead, tmp_path) < 1e-5
+    out = smplx_flame(openhead, tmp_path)()
+    lm = model.landmarks(model.vertices(model.neutral()))
     assert_close(out.joints[:, 5:], lm, atol=1e-5, rtol=0)   # smplx appends the landmarks to the joints
 
 
