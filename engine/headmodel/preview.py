@@ -49,7 +49,7 @@ def contact_sheet(data: HeadModelData, path: Path, tile: int = 224, cols: int = 
 
     slots = rasterize_uv(model.uvs.numpy(), model.uv_faces.numpy(), avatar.gaussians.resolution)
     albedo = plain_colors(model, slots, shaded=False)
-    cam = Camera.look_at((0.0, 0.0, 0.75), (0.0, -0.0, 0.0), fov_y_deg=16, width=tile, height=tile)
+    cam = Camera.look_at((0.0, 0.0, 0.75), (0.0, 0.0, 0.0), fov_y_deg=12.5, width=tile, height=tile)
     renderer = ReferenceRenderer()
     tiles = sheet_poses(model)
     rows = (len(tiles) + cols - 1) // cols
