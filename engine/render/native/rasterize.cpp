@@ -20,6 +20,9 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -263,12 +266,14 @@ void raster_forward(const Settings<S>& st, const S* packed, const int64_t* off, 
     const int x0 = (tile % tiles_x) * TS, y0 = (tile / tiles_x) * TS;
     alignas(64) S T[NPIX], cr[NPIX], cg[NPIX], cb[NPIX], cd[NPIX], ca[NPIX], done[NPIX];
     alignas(64) int32_t last[NPIX];
+    int chunk_done[NPIX / VW] = {0};  // saturated pixels per chunk: full chunks are skipped
     int ndone = 0;
     for (int p = 0; p < NPIX; ++p) {
       const bool in = (x0 + p % TS) < st.W && (y0 + p / TS) < st.H;
       T[p] = 1; cr[p] = cg[p] = cb[p] = cd[p] = ca[p] = 0; last[p] = 0;
       done[p] = in ? 0 : 1;
       ndone += in ? 0 : 1;
+      chunk_done[p / VW] += in ? 0 : 1;
     }
     const int64_t begin = off[tile], end = off[tile + 1];
     for (int64_t j = begin; j < end && ndone < NPIX; ++j) {
@@ -278,12 +283,13 @@ void raster_forward(const Settings<S>& st, const S* packed, const int64_t* off, 
       const S mx = P[PMX], my = P[PMY], A = P[PA], B = P[PB], C = P[PC], o = P[PO];
       const S colr = P[PR], colg = P[PG], colb = P[PBL], z = P[PZ];
       const int32_t idx = int32_t(j - begin + 1);
-      int newly = 0;
       for (int r = r0; r <= r1; ++r) {
         const S dy = S(y0 + r) + S(0.5) - my;
         for (int ch = c0 / VW; ch <= c1 / VW; ++ch) {
+          if (chunk_done[r * NCH + ch] == VW) continue;
           const int base = r * TS + ch * VW;
           const S xb = S(x0 + ch * VW) + S(0.5) - mx;
+          int newly = 0;
 #pragma omp simd reduction(+ : newly)
           for (int i = 0; i < VW; ++i) {
             const int p = base + i;
@@ -303,9 +309,10 @@ void raster_forward(const Settings<S>& st, const S* packed, const int64_t* off, 
             last[p] = con ? idx : last[p];
             newly += stop ? 1 : 0;
           }
+          chunk_done[r * NCH + ch] += newly;
+          ndone += newly;
         }
       }
-      ndone += newly;
     }
     for (int p = 0; p < NPIX; ++p) {
       const int x = x0 + p % TS, y = y0 + p / TS;
@@ -330,6 +337,8 @@ void raster_backward(const Settings<S>& st, const S* packed, const int64_t* off,
     const int x0 = (tile % tiles_x) * TS, y0 = (tile / tiles_x) * TS;
     alignas(64) S T[NPIX], Sr[NPIX], Sg[NPIX], Sb[NPIX], Sd[NPIX], Sa[NPIX];
     alignas(64) S gr[NPIX], gg[NPIX], gb[NPIX], ga[NPIX], gd[NPIX], lastf[NPIX];
+    alignas(64) S acc[NG][VW];
+    int chunk_last[NPIX / VW] = {0};  // chunks whose pixels all stopped before entry j are skipped
     int32_t maxlast = 0;
     for (int p = 0; p < NPIX; ++p) {
       const int x = x0 + p % TS, y = y0 + p / TS;
@@ -344,6 +353,7 @@ void raster_backward(const Settings<S>& st, const S* packed, const int64_t* off,
       ga[p] = g_alpha[q]; gd[p] = g_depth[q];
       lastf[p] = S(last_in[q]);
       maxlast = std::max(maxlast, last_in[q]);
+      chunk_last[p / VW] = std::max(chunk_last[p / VW], last_in[q]);
     }
     const int64_t begin = off[tile];
     for (int64_t j = begin + maxlast - 1; j >= begin; --j) {
@@ -353,14 +363,20 @@ void raster_backward(const Settings<S>& st, const S* packed, const int64_t* off,
       if (!tile_bbox(P, x0, y0, r0, r1, c0, c1)) continue;
       const S mx = P[PMX], my = P[PMY], A = P[PA], B = P[PB], C = P[PC], o = P[PO];
       const S colr = P[PR], colg = P[PG], colb = P[PBL], z = P[PZ];
-      const S local = S(j - begin);
-      S amx = 0, amy = 0, aA = 0, aB = 0, aC = 0, ao = 0, acr = 0, acg = 0, acb = 0, az = 0;
+      const int32_t jl = int32_t(j - begin);
+      const S local = S(jl);
+      bool touched = false;
       for (int r = r0; r <= r1; ++r) {
         const S dy = S(y0 + r) + S(0.5) - my;
         for (int ch = c0 / VW; ch <= c1 / VW; ++ch) {
+          if (jl >= chunk_last[r * NCH + ch]) continue;
+          if (!touched) {
+            std::memset(acc, 0, sizeof(acc));
+            touched = true;
+          }
           const int base = r * TS + ch * VW;
           const S xb = S(x0 + ch * VW) + S(0.5) - mx;
-#pragma omp simd reduction(+ : amx, amy, aA, aB, aC, ao, acr, acg, acb, az)
+#pragma omp simd
           for (int i = 0; i < VW; ++i) {
             const int p = base + i;
             const S dx = xb + S(i);
@@ -378,21 +394,25 @@ void raster_backward(const Settings<S>& st, const S* packed, const int64_t* off,
             const S wa = act ? w : S(0);
             Sr[p] += wa * colr; Sg[p] += wa * colg; Sb[p] += wa * colb; Sd[p] += wa * z; Sa[p] += wa;
             T[p] = act ? Tb : T[p];
-            acr += wa * gr[p]; acg += wa * gg[p]; acb += wa * gb[p]; az += wa * gd[p];
+            acc[GR][i] += wa * gr[p]; acc[GG][i] += wa * gg[p]; acc[GBL][i] += wa * gb[p]; acc[GZ][i] += wa * gd[p];
             const bool pass = act & (og <= amax);
             const S gpow = pass ? gal * al : S(0);
-            ao += pass ? gal * G : S(0);
-            amx += gpow * (A * dx + B * dy);
-            amy += gpow * (B * dx + C * dy);
-            aA += S(-0.5) * gpow * dx * dx;
-            aB -= gpow * dx * dy;
-            aC += S(-0.5) * gpow * dy * dy;
+            acc[GO][i] += pass ? gal * G : S(0);
+            acc[GMX][i] += gpow * (A * dx + B * dy);
+            acc[GMY][i] += gpow * (B * dx + C * dy);
+            acc[GA][i] += S(-0.5) * gpow * dx * dx;
+            acc[GB][i] -= gpow * dx * dy;
+            acc[GC][i] += S(-0.5) * gpow * dy * dy;
           }
         }
       }
+      if (!touched) continue;
       S* g = buf + int64_t(gid) * NG;
-      g[GMX] += amx; g[GMY] += amy; g[GA] += aA; g[GB] += aB; g[GC] += aC; g[GO] += ao;
-      g[GR] += acr; g[GG] += acg; g[GBL] += acb; g[GZ] += az;
+      for (int k = 0; k < NG; ++k) {
+        S sum = 0;
+        for (int i = 0; i < VW; ++i) sum += acc[k][i];
+        g[k] += sum;
+      }
     }
   }
 }
@@ -518,6 +538,18 @@ Settings<S> make_settings(const torch::Tensor& viewmat, const torch::Tensor& K, 
   return st;
 }
 
+// SPATIALAVATAR_NATIVE_PROFILE=1 prints the time of every stage to stderr.
+struct StageTimer {
+  bool on = std::getenv("SPATIALAVATAR_NATIVE_PROFILE") != nullptr;
+  std::chrono::steady_clock::time_point t = std::chrono::steady_clock::now();
+  void operator()(const char* stage) {
+    if (!on) return;
+    auto now = std::chrono::steady_clock::now();
+    std::fprintf(stderr, "native %-18s %8.2f ms\n", stage, std::chrono::duration<double, std::milli>(now - t).count());
+    t = now;
+  }
+};
+
 void check_inputs(const std::vector<torch::Tensor>& ts) {
   for (const auto& t : ts) {
     TORCH_CHECK(t.device().is_cpu(), "native renderer: tensors must be on the CPU");
@@ -548,14 +580,19 @@ std::vector<torch::Tensor> forward(torch::Tensor means, torch::Tensor quats, tor
   const int tiles_x = int((W + TS - 1) / TS), tiles_y = int((H + TS - 1) / TS);
   AT_DISPATCH_FLOATING_TYPES(means.scalar_type(), "native_forward", [&] {
     auto st = make_settings<scalar_t>(viewmat, K, W, H, near_, far_, eps2d, amin, amax, tmin, extent);
+    StageTimer timer;
     project_all<scalar_t>(N, means.data_ptr<scalar_t>(), quats.data_ptr<scalar_t>(), scales.data_ptr<scalar_t>(),
                           opacities.data_ptr<scalar_t>(), colors.data_ptr<scalar_t>(), st,
                           packed.data_ptr<scalar_t>(), rect.data_ptr<int32_t>(), nt);
+    timer("project");
     bin_tiles<scalar_t>(N, packed.data_ptr<scalar_t>(), rect.data_ptr<int32_t>(), tiles_x, tiles_y, offsets, ids);
+    timer("sort+bin");
     if (W > 0 && H > 0)
       raster_forward<scalar_t>(st, packed.data_ptr<scalar_t>(), offsets.data_ptr<int64_t>(), ids.data_ptr<int32_t>(),
                                rgb.data_ptr<scalar_t>(), alpha.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>(),
                                tfinal.data_ptr<scalar_t>(), last.data_ptr<int32_t>(), nt);
+    timer("raster forward");
+    if (timer.on) std::fprintf(stderr, "native entries %ld, N %ld\n", long(ids.numel()), long(N));
   });
   return {rgb, alpha, depth, packed, offsets, ids, tfinal, last};
 }
@@ -576,15 +613,18 @@ std::vector<torch::Tensor> backward(torch::Tensor means, torch::Tensor quats, to
   auto gbuf = torch::zeros({nt, N, NG}, opts);
   AT_DISPATCH_FLOATING_TYPES(means.scalar_type(), "native_backward", [&] {
     auto st = make_settings<scalar_t>(viewmat, K, W, H, near_, far_, eps2d, amin, amax, tmin, extent);
+    StageTimer timer;
     if (W > 0 && H > 0)
       raster_backward<scalar_t>(st, packed.data_ptr<scalar_t>(), offsets.data_ptr<int64_t>(), ids.data_ptr<int32_t>(),
                                 tfinal.data_ptr<scalar_t>(), last.data_ptr<int32_t>(), g_rgb.data_ptr<scalar_t>(),
                                 g_alpha.data_ptr<scalar_t>(), g_depth.data_ptr<scalar_t>(), gbuf.data_ptr<scalar_t>(),
                                 N, nt);
+    timer("raster backward");
     project_backward<scalar_t>(N, means.data_ptr<scalar_t>(), quats.data_ptr<scalar_t>(), scales.data_ptr<scalar_t>(),
                                packed.data_ptr<scalar_t>(), st, gbuf.data_ptr<scalar_t>(), nt,
                                gm.data_ptr<scalar_t>(), gq.data_ptr<scalar_t>(), gs.data_ptr<scalar_t>(),
                                go.data_ptr<scalar_t>(), gc.data_ptr<scalar_t>(), nt);
+    timer("project backward");
   });
   return {gm, gq, gs, go, gc};
 }

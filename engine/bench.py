@@ -1,0 +1,196 @@
+"""Benchmarks: `python main.py bench render` times every renderer on two standard scenes.
+
+Scenes:
+- ``avatar``: the default avatar (plain OpenHead avatar, neutral pose, ~62.5K Gaussians,
+  opaque surfaces: early termination works);
+- ``synthetic``: 58K semi-transparent Gaussians filling a head-sized ellipsoid (mean
+  opacity 0.27, random rotations, scales log-uniform 1-4 mm): a pixel sees hundreds of
+  faint Gaussians, so almost nothing terminates early. This is the hard case.
+
+Both are seen by `engine.camera.orbit_camera` from the front. Times are wall-clock medians
+after warm-up; peak memory is the growth of the process's peak resident set during the
+timed runs (Linux: VmHWM, reset through /proc/self/clear_refs), or n/a where unavailable.
+"""
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from engine.camera import HEAD_TARGET, orbit_camera
+from engine.render.base import Renderer
+from engine.types import Camera, Gaussians
+
+SCENES = ("avatar", "synthetic")
+
+
+def synthetic_scene(n: int = 58_000, seed: int = 0, mean_opacity: float = 0.27) -> Gaussians:
+    """n semi-transparent Gaussians in a head-sized ellipsoid around `HEAD_TARGET` (see module doc)."""
+    g = torch.Generator().manual_seed(seed)
+    d = torch.randn(n, 3, generator=g)
+    d = d / d.norm(dim=1, keepdim=True) * torch.rand(n, 1, generator=g) ** (1 / 3)
+    means = d * torch.tensor([0.08, 0.11, 0.10]) + torch.tensor(HEAD_TARGET)
+    quats = torch.randn(n, 4, generator=g)
+    quats = quats / quats.norm(dim=1, keepdim=True)
+    scales = torch.exp(math.log(1e-3) + math.log(4.0) * torch.rand(n, 3, generator=g))
+    opacities = 2 * mean_opacity * torch.rand(n, generator=g).clamp(0.02, 0.98)
+    colors = torch.rand(n, 3, generator=g)
+    return Gaussians(means, quats, scales, opacities, colors)
+
+
+def default_avatar() -> Gaussians:
+    """The default avatar, neutral pose."""
+    from engine.animate import AnimatedAvatar
+    from engine.generator.plain import plain_avatar
+    from engine.headmodel.openhead import load_head_model
+
+    model = load_head_model()
+    animated = AnimatedAvatar(plain_avatar(model), model)
+    with torch.no_grad():
+        return animated.gaussians(animated.neutral())
+
+
+def scene(name: str) -> Gaussians:
+    if name == "avatar":
+        return default_avatar()
+    if name == "synthetic":
+        return synthetic_scene()
+    raise ValueError(f"unknown scene {name!r}; choose from {', '.join(SCENES)}")
+
+
+class _PeakMemory:
+    """Growth of the process's peak RSS (bytes) while in the block; None when not measurable."""
+
+    def __enter__(self) -> "_PeakMemory":
+        self.bytes: int | None = None
+        self._ok = _reset_peak_rss()
+        self._base = _rss_kb("VmRSS:") if self._ok else None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._ok and self._base is not None:
+            peak = _rss_kb("VmHWM:")
+            if peak is not None:
+                self.bytes = max(0, peak - self._base) * 1024
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _rss_kb(key: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+@dataclass(frozen=True)
+class Timing:
+    backend: str
+    scene: str
+    n_gaussians: int
+    size: int
+    mode: str            # "forward" | "fwd+bwd"
+    median_ms: float | None
+    runs: int
+    peak_bytes: int | None
+
+    @property
+    def fps(self) -> float | None:
+        return None if not self.median_ms else 1000.0 / self.median_ms
+
+
+def time_renderer(renderer: Renderer, gaussians: Gaussians, camera: Camera, backward: bool, runs: int,
+                  warmup: int = 2) -> tuple[float, int | None]:
+    """Median wall-clock ms of ``runs`` renders (with ``backward``: render + backward of a
+    loss touching rgb, alpha and depth) after ``warmup`` untimed ones, and the peak memory."""
+    fields = [t.detach().clone() for t in (gaussians.means, gaussians.quats, gaussians.scales,
+                                           gaussians.opacities, gaussians.colors)]
+
+    def once() -> None:
+        if backward:
+            leaves = [t.requires_grad_(True) for t in fields]
+            frame = renderer.render(Gaussians(*leaves), camera)
+            (frame.rgb.sum() + frame.alpha.sum() + 0.1 * frame.depth.sum()).backward()
+            for t in leaves:
+                t.grad = None
+        else:
+            with torch.no_grad():
+                renderer.render(Gaussians(*fields), camera)
+
+    for _ in range(warmup):
+        once()
+    times = []
+    with _PeakMemory() as mem:
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            once()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times), mem.bytes
+
+
+def bench_render(backends: Sequence[str] = ("native", "reference"), sizes: Sequence[int] = (256, 512),
+                 scenes: Sequence[str] = SCENES, runs: int = 20, reference_runs: int = 3,
+                 log: Callable[[str], None] = print) -> list[Timing]:
+    """Time every backend (by `engine.render.select` name) on every scene, size and mode."""
+    from engine.render.select import select
+
+    rows: list[Timing] = []
+    for scene_name in scenes:
+        gaussians = scene(scene_name)
+        for backend in backends:
+            renderer = select("cpu", need_grad=False, prefer=backend)
+            n = reference_runs if backend == "reference" else runs
+            if n <= 0:
+                continue
+            for size in sizes:
+                camera = orbit_camera(size=size)
+                for mode in ("forward", "fwd+bwd"):
+                    if mode == "fwd+bwd" and not renderer.differentiable:
+                        rows.append(Timing(backend, scene_name, len(gaussians), size, mode, None, 0, None))
+                        continue
+                    warmup = 1 if backend == "reference" else 3
+                    ms, peak = time_renderer(renderer, gaussians, camera, mode == "fwd+bwd", n, warmup)
+                    rows.append(Timing(backend, scene_name, len(gaussians), size, mode, ms, n, peak))
+                    log(f"  {scene_name:9s} {backend:9s} {size}² {mode:8s} {ms:9.1f} ms")
+    return rows
+
+
+def format_table(rows: Sequence[Timing]) -> str:
+    """A fixed-width table; ``vs ref`` is the reference's median over this backend's, same run."""
+    ref = {(r.scene, r.size, r.mode): r.median_ms for r in rows if r.backend == "reference"}
+    head = f"{'scene':9s} {'N':>6s} {'backend':9s} {'size':>5s} {'mode':8s} {'ms':>9s} {'FPS':>7s} " \
+           f"{'peak MB':>8s} {'runs':>4s} {'vs ref':>8s}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        ms = "n/a" if r.median_ms is None else f"{r.median_ms:.1f}"
+        fps = "n/a" if r.fps is None else f"{r.fps:.1f}"
+        mem = "n/a" if r.peak_bytes is None else f"{r.peak_bytes / 2**20:.0f}"
+        base = ref.get((r.scene, r.size, r.mode))
+        ratio = f"{base / r.median_ms:.0f}x" if base and r.median_ms else "-"
+        lines.append(f"{r.scene:9s} {r.n_gaussians:6d} {r.backend:9s} {r.size:5d} {r.mode:8s} {ms:>9s} {fps:>7s} "
+                     f"{mem:>8s} {r.runs:4d} {ratio:>8s}")
+    return "\n".join(lines)
+
+
+def machine_load() -> str:
+    """The 1-minute load average and core count, to judge how noisy the numbers are."""
+    try:
+        load1 = os.getloadavg()[0]
+    except OSError:
+        return "load average: n/a"
+    return f"load average {load1:.2f} on {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
