@@ -187,6 +187,35 @@ def format_table(rows: Sequence[Timing]) -> str:
     return "\n".join(lines)
 
 
+class OtherCpuUse:
+    """CPU time used by *other* processes while in the block, in cores (Linux /proc/stat)."""
+
+    def __enter__(self) -> "OtherCpuUse":
+        self.cores: float | None = None
+        self._start = (_busy_jiffies(), _own_cpu_s(), time.perf_counter())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        busy0, own0, t0 = self._start
+        busy1, own1, t1 = _busy_jiffies(), _own_cpu_s(), time.perf_counter()
+        if busy0 is not None and busy1 is not None and t1 > t0:
+            hz = os.sysconf("SC_CLK_TCK")
+            self.cores = max(0.0, ((busy1 - busy0) / hz - (own1 - own0)) / (t1 - t0))
+
+
+def _busy_jiffies() -> int | None:
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # minus idle and iowait
+
+
+def _own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
 def machine_load() -> str:
     """The 1-minute load average and core count, to judge how noisy the numbers are."""
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import tyro
 
@@ -192,7 +192,39 @@ class Demo:
         Render(out=self.out_dir / "default_avatar.mp4", video=True, size=384).run()
 
 
-COMMANDS = {"render": Render, "export": Export, "headmodel": HeadModelCmd, "demo": Demo}
+@dataclass
+class Bench:
+    """Benchmarks. `bench render`: every renderer x 256²/512² x forward / forward+backward on the
+    default avatar and a hard synthetic 58K scene, with the speed-up over the reference."""
+
+    what: Annotated[Literal["render"], tyro.conf.Positional] = "render"
+    """What to benchmark."""
+    backends: tuple[str, ...] = ("native", "reference")
+    """Renderers to time (names as for engine.render.select)."""
+    sizes: tuple[int, ...] = (256, 512)
+    """Image sizes (square)."""
+    scenes: tuple[str, ...] = ("avatar", "synthetic")
+    """Scenes: avatar (default avatar, opaque) and/or synthetic (58K semi-transparent)."""
+    runs: int = 20
+    """Timed runs per cell (median reported), after warm-up."""
+    reference_runs: int = 3
+    """Timed runs for the slow reference renderer (0 skips it)."""
+
+    def run(self) -> None:
+        from engine.bench import OtherCpuUse, bench_render, format_table, machine_load
+
+        print(f"before: {machine_load()}")
+        with OtherCpuUse() as others:
+            rows = bench_render(self.backends, self.sizes, self.scenes, self.runs, self.reference_runs)
+        print(format_table(rows))
+        print(f"after: {machine_load()}")
+        if others.cores is not None:
+            print(f"other processes used {others.cores:.2f} cores on average during the run (noise)")
+        print("ms: median wall-clock; vs ref: reference ms / this ms, same run; the reference uses "
+              f"{self.reference_runs} runs after 1 warm-up, the others {self.runs} after 3.")
+
+
+COMMANDS = {"render": Render, "export": Export, "headmodel": HeadModelCmd, "demo": Demo, "bench": Bench}
 
 
 def main(argv: list[str] | None = None) -> None:
