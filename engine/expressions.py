@@ -31,9 +31,12 @@ def _joint_axes() -> dict[str, tuple[str, int, float]]:
 JOINT_EXPRESSIONS = _joint_axes()
 
 
+LOCAL_PREFIX = "local_"   # OpenHead's tracking modes: accepted, but not listed for people to pick
+
+
 def expression_names(model: HeadModel) -> list[str]:
-    """Every name `apply_expressions` accepts for ``model``."""
-    return sorted(set(n for n in model.expr_names if n) | set(JOINT_EXPRESSIONS))
+    """The named expressions of ``model`` (blendshapes and joint motions) for people to pick."""
+    return sorted(set(n for n in model.expr_names if n and not n.startswith(LOCAL_PREFIX)) | set(JOINT_EXPRESSIONS))
 
 
 def parse_weights(text: str) -> dict[str, float]:

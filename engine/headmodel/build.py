@@ -29,8 +29,8 @@ IRIS_RIM_DEG = 27.0  # angular radius of the iris on the eyeball (5.7 mm on a 12
 def landmark_embedding(verts: np.ndarray, faces: np.ndarray, eye_poles: dict[str, int],
                        eye_centres: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(lmk_faces [478], lmk_bary [478, 3]): FaceMesh point i < 468 is vertex i; the iris
-    points are the eyeball's pole and four points on the iris rim (right, up, left, down
-    in the image of a frontal face, FaceMesh's order)."""
+    points are the eyeball's pole and four points on the iris rim, in FaceMesh's order: towards
+    the image's right (the subject's left, +x), up, left, down for a frontal face."""
     first_face = np.full(len(verts), -1)
     corner = np.zeros(len(verts), int)
     for k in range(3):
@@ -42,11 +42,11 @@ def landmark_embedding(verts: np.ndarray, faces: np.ndarray, eye_poles: dict[str
         lf.append(first_face[i])
         lb.append(np.eye(3)[corner[i]])
     a = np.deg2rad(IRIS_RIM_DEG)
-    for side, sx in (("R", -1.0), ("L", 1.0)):
+    for side in ("R", "L"):
         c = eye_centres[side]
         r = np.linalg.norm(verts[eye_poles[side]] - c)
         pts = [verts[eye_poles[side]]] + [c + r * np.array([np.sin(a) * dx, np.sin(a) * dy, np.cos(a)])
-                                          for dx, dy in ((-sx * 0 - 1, 0), (0, 1), (1, 0), (0, -1))]
+                                          for dx, dy in ((1, 0), (0, 1), (-1, 0), (0, -1))]
         for p in pts:
             f, bary = _closest_on_faces(verts, faces, p)
             lf.append(f)
@@ -102,6 +102,8 @@ def build_openhead(face_file: Path = FACE_FILE, spec: ShellSpec = ShellSpec()) -
     weights = rig.skinning_weights(verts, jaw, groups)
     graph = rig.edge_graph(verts, surface_faces)
     names, exprdirs = rig.expression_basis(verts, faces, graph, jaw)
+    local_names, local_dirs = rig.local_modes(verts, faces, graph, surface)
+    names, exprdirs = names + local_names, np.concatenate([exprdirs, local_dirs], axis=2)
     followers = [(groups["eye_L"], np.array(fm.topology()["eye_L"])), (groups["eye_R"], np.array(fm.topology()["eye_R"])),
                  (groups["teeth_upper"], np.array(upper_in)), (groups["teeth_lower"], np.array(lower_in))]
     shapedirs = rig.identity_basis(verts, faces, surface, followers)

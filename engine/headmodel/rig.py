@@ -219,6 +219,49 @@ def expression_basis(verts: np.ndarray, faces: np.ndarray, surface_graph: sp.csr
     return names, np.stack([shapes[n] for n in names], axis=2)
 
 
+# ---------------------------------------------------------------- local modes
+LOCAL_REGIONS = (  # (name, radius in metres, modes): smooth extra degrees of freedom for tracking
+    ("mouth", 0.030, 10), ("eye_L", 0.020, 5), ("eye_R", 0.020, 5), ("brow_L", 0.018, 3), ("brow_R", 0.018, 3))
+LOCAL_AMPLITUDE = 0.003   # metres of peak displacement per unit coefficient
+
+
+def local_modes(verts: np.ndarray, faces: np.ndarray, graph: sp.csr_matrix, surface: np.ndarray
+                ) -> tuple[list[str], np.ndarray]:
+    """Extra expression components [V, 3, K] named ``local_<region>_<k><axis>``: the lowest
+    Dirichlet eigenmodes of the cotangent Laplacian on a geodesic disc around the mouth, each
+    eye and each brow, along x, y and z. The named ARKit shapes are too few to follow every
+    face a tracker sees (the exaggerated expressions of a talking-head video); these smooth,
+    local modes absorb the rest, vanish at the region's border and cannot cross the eye or
+    mouth openings (the region is geodesic and the openings are holes)."""
+    topo = fm.topology()
+    centres = {"mouth": topo["lips_inner"], "eye_L": topo["eye_L"], "eye_R": topo["eye_R"],
+               "brow_L": list(fm.BROW_ALL["L"]), "brow_R": list(fm.BROW_ALL["R"])}
+    on_surface = np.zeros(len(verts), bool)
+    on_surface[surface] = True
+    L, M = cotangent_laplacian(verts, faces[on_surface[faces].all(1)])
+    names, dirs = [], []
+    for region, radius, n_modes in LOCAL_REGIONS:
+        dist = dijkstra(graph, indices=centres[region], min_only=True, limit=radius)
+        inside = np.isfinite(dist) & (dist < radius) & on_surface
+        edges = graph.tocoo()
+        border = np.zeros(len(verts), bool)
+        border[edges.row[inside[edges.row] & ~inside[edges.col]]] = True
+        idx = np.nonzero(inside & ~border)[0]                   # Dirichlet: the border stays put
+        Li, Mi = L[idx][:, idx].tocsc(), M.tocsr()[idx][:, idx].tocsc()
+        vals, vecs = spla.eigsh(Li, k=n_modes, M=Mi, sigma=-1e-6, which="LM", v0=np.linspace(1.0, 2.0, len(idx)))
+        vecs = vecs[:, np.argsort(vals)]
+        vecs *= np.sign(vecs[np.abs(vecs).argmax(0), np.arange(n_modes)])
+        for k in range(n_modes):
+            phi = np.zeros(len(verts))
+            phi[idx] = vecs[:, k] / np.abs(vecs[:, k]).max() * LOCAL_AMPLITUDE
+            for axis, a in enumerate("xyz"):
+                d = np.zeros((len(verts), 3))
+                d[:, axis] = phi
+                names.append(f"local_{region}_{k}{a}")
+                dirs.append(d)
+    return names, np.stack(dirs, axis=2)
+
+
 # ---------------------------------------------------------------- identity
 def cotangent_laplacian(verts: np.ndarray, faces: np.ndarray) -> tuple[sp.csr_matrix, sp.dia_matrix]:
     """(L [V, V] positive semi-definite, lumped mass M [V, V])."""

@@ -1,0 +1,53 @@
+"""A head model reduced to its landmarks: the same skinning as `HeadModel`, evaluated once per
+landmark, so a fit never poses the whole mesh. Joints still see the whole shaped mesh
+through precomputed joint directions.
+
+Each landmark's rest position, blendshapes, pose correctives and skinning weights are the
+barycentric blend of its triangle's. Skinning commutes with that blend wherever the three
+vertices share their weights, so the result is exact for OpenHead (a face landmark *is* a
+vertex; an iris point lies on a rigid eyeball) and within a small fraction of a millimetre
+for FLAME's smoothly varying weights.
+"""
+from __future__ import annotations
+
+import torch
+from smplx.lbs import batch_rigid_transform, batch_rodrigues
+from torch import Tensor
+
+from engine.headmodel.base import HeadModel
+from engine.types import HeadParams
+
+
+class LandmarkModel:
+    """Landmarks [B, L, 3] of a `HeadModel` for `HeadParams`."""
+
+    def __init__(self, model: HeadModel) -> None:
+        self.model = model
+        idx = model.faces[model.lmk_faces]                                   # [L, 3] vertex ids
+        b = model.lmk_bary                                                   # [L, 3]
+        V, P = model.v_template.shape[0], model.posedirs.shape[0]
+        self.rest = torch.einsum("lk,lkc->lc", b, model.v_template[idx])     # [L, 3]
+        self.dirs = torch.einsum("lk,lkcs->lcs", b, model.dirs[idx])         # [L, 3, S+E]
+        self.posedirs = torch.einsum("lk,plkc->plc", b, model.posedirs.reshape(P, V, 3)[:, idx])  # [P, L, 3]
+        self.weights = torch.einsum("lk,lkj->lj", b, model.weights[idx])     # [L, J]
+        self.J_rest = model.J_regressor @ model.v_template                   # [J, 3]
+        self.J_dirs = torch.einsum("jv,vcs->jcs", model.J_regressor, model.dirs)  # [J, 3, S+E]
+        self.parents = model.parents
+        self.n_shape, self.n_expr = model.n_shape, model.n_expr
+
+    @property
+    def n_landmarks(self) -> int:
+        return self.rest.shape[0]
+
+    def __call__(self, params: HeadParams) -> Tensor:
+        B = params.batch_size
+        coeffs = torch.cat([params.shape, params.expr], dim=1)                         # [B, S+E]
+        v = self.rest + torch.einsum("lcs,bs->blc", self.dirs, coeffs)                 # [B, L, 3]
+        J = self.J_rest + torch.einsum("jcs,bs->bjc", self.J_dirs, coeffs)             # [B, J, 3]
+        rot = batch_rodrigues(params.full_pose().reshape(-1, 3)).reshape(B, -1, 3, 3)  # [B, J, 3, 3]
+        feat = (rot[:, 1:] - torch.eye(3, dtype=rot.dtype)).reshape(B, -1)             # [B, P]
+        v = v + torch.einsum("bp,plc->blc", feat, self.posedirs)
+        _, A = batch_rigid_transform(rot, J, self.parents, dtype=rot.dtype)            # [B, J, 4, 4]
+        T = torch.einsum("lj,bjmn->blmn", self.weights, A)                             # [B, L, 4, 4]
+        v = torch.einsum("blmn,bln->blm", T[..., :3, :3], v) + T[..., :3, 3]
+        return v + params.translation[:, None, :]
