@@ -12,6 +12,8 @@ from typing import Annotated, Literal, Optional
 
 import tyro
 
+from spatialavatar_app.track_cmd import Track
+
 
 @dataclass(frozen=True)
 class Source:
@@ -224,7 +226,7 @@ class Bench:
               f"{self.reference_runs} runs after 1 warm-up, the others {self.runs} after 3.")
 
 
-COMMANDS = {"render": Render, "export": Export, "headmodel": HeadModelCmd, "demo": Demo, "bench": Bench}
+COMMANDS = {"render": Render, "export": Export, "track": Track, "headmodel": HeadModelCmd, "demo": Demo, "bench": Bench}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -176,16 +176,17 @@ class _Unknowns(torch.nn.Module):
         return [self.rot_, self.trans_, self.expr_, self.jaw_, self.eyes_]
 
 
-def fit_landmarks(lm: LandmarkModel, obs: Observations, cfg: FitConfig = FitConfig(), shared_focal: bool = False
-                  ) -> FitResult:
+def fit_landmarks(lm: LandmarkModel, obs: Observations, cfg: FitConfig = FitConfig(), shared_focal: bool = False,
+                  focal: float | None = None) -> FitResult:
     """Fit a few frames of one person jointly: shared shape, per-frame pose and expression, and
-    a focal length per frame or (``shared_focal``) one for all."""
+    a focal length per frame or (``shared_focal``) one for all, or a given, fixed ``focal``."""
     n = len(obs.points)
     size = torch.tensor(obs.image_size, dtype=torch.float32)                     # [N, 2]
     scale = size.max(1).values / REF_SIZE                                        # [N]
     f0 = cfg.focal_init * obs.image_size.max(1)
-    if shared_focal:
-        f0 = np.full(n, np.median(f0))
+    if shared_focal or focal is not None:
+        f0 = np.full(n, focal if focal is not None else np.median(f0))
+        shared_focal = True
     rot0, trans0 = initial_pose(lm, obs, f0)
     log_f0 = np.log(f0[:1] if shared_focal else f0)
     u = _Unknowns(lm, n, rot0, trans0, log_f0)
@@ -225,7 +226,7 @@ def fit_landmarks(lm: LandmarkModel, obs: Observations, cfg: FitConfig = FitConf
         opt.step(closure)
 
     run([u.rot_, u.trans_], cfg.iters_pose)
-    run(u.per_frame() + [u.shape_, u.log_f_], cfg.iters_all)
+    run(u.per_frame() + [u.shape_] + ([] if focal is not None else [u.log_f_]), cfg.iters_all)
 
     with torch.no_grad():
         p = u.params()
@@ -235,3 +236,22 @@ def fit_landmarks(lm: LandmarkModel, obs: Observations, cfg: FitConfig = FitConf
     err[~obs.found] = np.nan
     detached = HeadParams(*(getattr(p, k).detach().clone() for k in ("shape", "expr", "rotation", "neck", "jaw", "eyes", "translation")))
     return FitResult(detached, intrinsics(f.numpy().astype(np.float64), obs.image_size), err, uv.numpy())
+
+
+def search_focal(lm: LandmarkModel, obs: Observations, cfg: FitConfig = FitConfig(),
+                 factors: tuple = (0.9, 1.4, 2.1, 3.2, 4.8)) -> float:
+    """The focal length (pixels) that best explains several frames of one head.
+
+    The reprojection error is nearly flat in focal length once identity shape can scale the
+    face in depth, so gradient descent barely moves it off its start (tests: it stayed at the
+    initial guess 27 % from the truth). A coarse search over ``factors`` x the image's larger
+    side, each with focal fixed and everything else fitted, and a parabola through the best
+    three (in log focal) finds it. Worth it for a video's keyframes; a single portrait does not
+    constrain it at all."""
+    side = float(obs.image_size.max())
+    logs = np.log(np.asarray(factors) * side)
+    errs = np.array([np.nanmean(fit_landmarks(lm, obs, cfg, focal=float(np.exp(x))).error_px) for x in logs])
+    k = int(np.clip(np.argmin(errs), 1, len(logs) - 2))
+    a, b, c = np.polyfit(logs[k - 1 : k + 2], errs[k - 1 : k + 2], 2)
+    best = -b / (2 * a) if a > 0 else logs[np.argmin(errs)]
+    return float(np.exp(np.clip(best, logs[0], logs[-1])))

@@ -152,14 +152,14 @@ def smooth_frames(p: HeadParams, found: np.ndarray, strength: float) -> HeadPara
 
 
 def fit_video(lm: LandmarkModel, obs, cfg: FitConfig = FitConfig(), n_keyframes: int = 20):
-    """Fit a video: shape, focal and root rotation on keyframes (joint L-BFGS), then every frame
-    by LM, then temporal smoothing. Returns a `FitResult`."""
-    from engine.track.fit import FitResult, Observations, fit_landmarks, initial_pose, intrinsics
+    """Fit a video: focal (searched), shape and root rotation on keyframes (joint L-BFGS), then
+    every frame by LM, then temporal smoothing. Returns a `FitResult`."""
+    from engine.track.fit import FitResult, Observations, fit_landmarks, initial_pose, intrinsics, search_focal
 
     keys = np.nonzero(obs.found)[0]
     keys = keys[np.linspace(0, len(keys) - 1, min(n_keyframes, len(keys))).round().astype(int)]
     key_obs = Observations(obs.points[keys], obs.depth[keys], obs.found[keys], obs.image_size[keys])
-    stage_a = fit_landmarks(lm, key_obs, cfg, shared_focal=True)
+    stage_a = fit_landmarks(lm, key_obs, cfg, focal=search_focal(lm, key_obs, cfg))
     focal = float(stage_a.K[0, 0, 0])
     shape = stage_a.params.shape[0]
     n = len(obs.points)
