@@ -86,6 +86,8 @@ class Render:
     """Write a turntable with an expression sweep (MP4) instead of one image."""
     frames: int = 48
     """Number of video frames."""
+    renderer: Optional[str] = None
+    """Renderer backend: gsplat, native, gl or reference (default: the best available here)."""
 
     def run(self) -> None:
         from engine.render.turntable import render_image, render_turntable
@@ -93,9 +95,9 @@ class Render:
         animated, model = self.source.load()
         params = self.pose.params(animated, model)
         if self.video:
-            render_turntable(animated, params, self.out, self.size, self.frames)
+            render_turntable(animated, params, self.out, self.size, self.frames, renderer=self.renderer)
         else:
-            render_image(animated, params, self.out, self.size, self.view_yaw, self.view_pitch)
+            render_image(animated, params, self.out, self.size, self.view_yaw, self.view_pitch, self.renderer)
         print(f"wrote {self.out}")
 
 
@@ -236,7 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     cmd = tyro.extras.subcommand_cli_from_dict(
         COMMANDS, args=argv, prog="python main.py",
         description="SpatialAvatar-0: 4D Gaussian head avatars. With no command: the demo.")
+    from engine.render.select import RendererUnavailable
+
     try:
         cmd.run()
-    except (ValueError, OSError) as e:   # bad input: one clear line, no traceback
+    except (ValueError, OSError, RendererUnavailable) as e:   # bad input: one clear line, no traceback
         raise SystemExit(f"error: {e}") from None

@@ -9,42 +9,44 @@ import torch
 from engine.animate import AnimatedAvatar
 from engine.camera import orbit_camera
 from engine.expressions import apply_expressions
-from engine.render.reference import ReferenceRenderer
+from engine.render.base import Renderer
 from engine.types import HeadParams
 
 SWEEP = ({"mouthSmile_L": 1.0, "mouthSmile_R": 1.0}, {"jawOpen": 0.6}, {"eyeBlink_L": 1.0, "eyeBlink_R": 1.0},
          {"browInnerUp": 1.0, "eyeWide_L": 1.0, "eyeWide_R": 1.0})
 
 
-def _renderer():
-    # The only backend so far; the renderers issue adds engine.render.select().
-    return ReferenceRenderer()
+def _renderer(prefer: str | None) -> Renderer:
+    from engine.render.select import select
+
+    return select(torch.device("cpu"), need_grad=False, prefer=prefer)
 
 
 def render_array(animated: AnimatedAvatar, params: HeadParams, size: int = 512, view_yaw: float = 0.0,
-                 view_pitch: float = 0.0):
-    """The avatar on white as a uint8 [size, size, 3] numpy image."""
+                 view_pitch: float = 0.0, renderer: str | None = None):
+    """The avatar on white as a uint8 [size, size, 3] numpy image; ``renderer`` names a backend
+    (default: the best available, see `engine.render.select`)."""
     cam = orbit_camera(view_yaw, view_pitch, size=size)
     with torch.no_grad():
-        return _renderer().render(animated.gaussians(params), cam).to_uint8()
+        return _renderer(renderer).render(animated.gaussians(params), cam).to_uint8()
 
 
 def render_image(animated: AnimatedAvatar, params: HeadParams, out: Path, size: int = 512,
-                 view_yaw: float = 0.0, view_pitch: float = 0.0) -> None:
+                 view_yaw: float = 0.0, view_pitch: float = 0.0, renderer: str | None = None) -> None:
     import imageio.v3 as iio
 
-    img = render_array(animated, params, size, view_yaw, view_pitch)
+    img = render_array(animated, params, size, view_yaw, view_pitch, renderer)
     out.parent.mkdir(parents=True, exist_ok=True)
     iio.imwrite(out, img)
 
 
 def render_turntable(animated: AnimatedAvatar, params: HeadParams, out: Path, size: int = 384, frames: int = 48,
-                     fps: int = 24) -> None:
+                     fps: int = 24, renderer: str | None = None) -> None:
     """The camera swings ±40° around the head while the face runs through a few expressions."""
     import imageio.v3 as iio
     from tqdm import tqdm
 
-    renderer = _renderer()
+    backend = _renderer(renderer)
     images = []
     for i in tqdm(range(frames), desc=f"rendering {out.name}", unit="frame"):
         t = i / frames
@@ -53,6 +55,6 @@ def render_turntable(animated: AnimatedAvatar, params: HeadParams, out: Path, si
         p = apply_expressions(params, animated.model, {k: v * amount for k, v in weights.items()})
         cam = orbit_camera(40.0 * math.sin(2 * math.pi * t), 5.0, size=size)
         with torch.no_grad():
-            images.append(renderer.render(animated.gaussians(p), cam).to_uint8())
+            images.append(backend.render(animated.gaussians(p), cam).to_uint8())
     out.parent.mkdir(parents=True, exist_ok=True)
     iio.imwrite(out, images, fps=fps, codec="libx264", macro_block_size=16)
