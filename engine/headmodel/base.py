@@ -45,14 +45,18 @@ class HeadModelData:
     lmk_faces: np.ndarray     # [L] face index of each landmark
     lmk_bary: np.ndarray      # [L, 3] barycentric coordinates of each landmark
     expr_names: tuple[str, ...]  # [E] names of the expression components ("" where unnamed)
+    lmk_ids: np.ndarray | None = None  # [L] FaceMesh index of each landmark; None: landmark i is point i
 
     def __post_init__(self) -> None:
+        if self.lmk_ids is None:
+            object.__setattr__(self, "lmk_ids", np.arange(len(self.lmk_faces), dtype=np.int64))
         v, f = len(self.v_template), len(self.faces)
         j = len(JOINT_NAMES)
         want = {
             "v_template": (v, 3), "faces": (f, 3), "shapedirs": (v, 3, None), "exprdirs": (v, 3, None),
             "posedirs": (v, 3, 9 * (j - 1)), "J_regressor": (j, v), "weights": (v, j), "parents": (j,),
             "uvs": (None, 2), "uv_faces": (f, 3), "lmk_faces": (None,), "lmk_bary": (len(self.lmk_faces), 3),
+            "lmk_ids": (len(self.lmk_faces),),
         }
         for key, shape in want.items():
             arr = getattr(self, key)
@@ -83,10 +87,11 @@ class HeadModelData:
         except (OSError, ValueError) as e:
             raise HeadModelError(f"cannot read head model {path}: {e}") from e
         with z:
-            missing = [f.name for f in fields(HeadModelData) if f.name not in z.files]
+            optional = ("lmk_ids",)
+            missing = [f.name for f in fields(HeadModelData) if f.name not in z.files and f.name not in optional]
             if missing:
                 raise HeadModelError(f"head model {path} lacks key(s) {', '.join(missing)}")
-            kw = {f.name: z[f.name] for f in fields(HeadModelData)}
+            kw = {f.name: z[f.name] for f in fields(HeadModelData) if f.name in z.files}
         kw["name"] = str(kw["name"])
         kw["expr_names"] = tuple(str(s) for s in kw["expr_names"])
         return HeadModelData(**kw)
@@ -124,6 +129,7 @@ class HeadModel:
         self.uv_faces = t(data.uv_faces, torch.int64)                          # [F, 3]
         self.lmk_faces = t(data.lmk_faces, torch.int64)                        # [L]
         self.lmk_bary = t(data.lmk_bary)                                       # [L, 3]
+        self.lmk_ids = t(data.lmk_ids, torch.int64)                            # [L] FaceMesh index of each
         self.expr_names = data.expr_names
 
     @property

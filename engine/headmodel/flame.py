@@ -68,14 +68,14 @@ def load_flame(path: str | Path) -> HeadModelData:
     weights = _field(model, "weights", (v, N_JOINTS), model_file)
     parents = _parents(_field(model, "kintree_table", (2, N_JOINTS), model_file), model_file)
     uvs, uv_faces = _read_uvs(model_file.parent, faces)
-    lmk_faces, lmk_bary = _read_landmarks(model_file.parent, len(faces))
+    lmk_faces, lmk_bary, lmk_ids = _read_landmarks(model_file.parent, len(faces))
     f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
     return HeadModelData(
         name="flame2023" if "2023" in model_file.name else "flame2020",
         v_template=f32(v_template), faces=faces, shapedirs=f32(shapedirs[..., :N_SHAPE]),
         exprdirs=f32(shapedirs[..., N_SHAPE:]), posedirs=f32(posedirs), J_regressor=f32(j_regressor),
         weights=f32(weights), parents=parents, uvs=f32(uvs), uv_faces=uv_faces,
-        lmk_faces=lmk_faces, lmk_bary=f32(lmk_bary), expr_names=("",) * (shapedirs.shape[2] - N_SHAPE),
+        lmk_faces=lmk_faces, lmk_bary=f32(lmk_bary), lmk_ids=lmk_ids, expr_names=("",) * (shapedirs.shape[2] - N_SHAPE),
     )
 
 
@@ -296,17 +296,21 @@ def _read_obj(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             np.array(uv_faces, dtype=np.int64).reshape(-1, 3))
 
 
-def _read_landmarks(folder: Path, n_faces: int) -> tuple[np.ndarray, np.ndarray]:
-    """(lmk_faces [L], lmk_bary [L, 3]) from FLAME's MediaPipe embedding; L = 0 when the file is absent."""
+def _read_landmarks(folder: Path, n_faces: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lmk_faces [L], lmk_bary [L, 3], lmk_ids [L]) from FLAME's MediaPipe embedding, whose
+    ``landmark_indices`` name the FaceMesh point of each landmark; L = 0 when the file is absent."""
     path = folder / LANDMARK_FILE
     if not path.is_file():
-        return np.zeros(0, dtype=np.int64), np.zeros((0, 3), dtype=np.float32)
-    lmk_faces, lmk_bary = _read_npz(path, ("lmk_face_idx", "lmk_b_coords"))
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 3), dtype=np.float32), np.zeros(0, dtype=np.int64)
+    lmk_faces, lmk_bary, lmk_ids = _read_npz(path, ("lmk_face_idx", "lmk_b_coords", "landmark_indices"))
+    _check_shape(lmk_ids.shape, (len(lmk_faces),), f"{path}: key 'landmark_indices'")
+    if lmk_ids.size and (lmk_ids.min() < 0 or lmk_ids.max() >= 478):
+        raise HeadModelError(f"{path}: key 'landmark_indices' has FaceMesh indices outside [0, 478)")
     _check_shape(lmk_faces.shape, (None,), f"{path}: key 'lmk_face_idx'")
     _check_shape(lmk_bary.shape, (len(lmk_faces), 3), f"{path}: key 'lmk_b_coords'")
     if lmk_faces.size and (lmk_faces.min() < 0 or lmk_faces.max() >= n_faces):
         raise HeadModelError(f"{path}: key 'lmk_face_idx' has face indices outside [0, {n_faces})")
-    return lmk_faces.astype(np.int64), lmk_bary
+    return lmk_faces.astype(np.int64), lmk_bary, lmk_ids.astype(np.int64)
 
 
 def _read_npz(path: Path, keys: tuple[str, ...]) -> list[np.ndarray]:

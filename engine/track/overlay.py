@@ -37,6 +37,8 @@ def draw_overlay(rgb: np.ndarray, model: HeadModel, params: HeadParams, K: np.nd
     thick = max(1, round(max(h, w) / 400))
     for i, j in _contour_edges():
         p, q = fitted[i], fitted[j]
+        if not (np.isfinite(p).all() and np.isfinite(q).all()):   # a head model without these landmarks
+            continue
         cv2.line(out, tuple(np.round(p * 4).astype(int)), tuple(np.round(q * 4).astype(int)), (255, 40, 40), thick,
                  cv2.LINE_AA, shift=2)
     if detected is not None and np.isfinite(detected).all():

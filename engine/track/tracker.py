@@ -65,7 +65,7 @@ class Tracked:
     @property
     def bbox(self) -> np.ndarray:
         """[N, 4] x0, y0, x1, y1 of the fitted landmarks."""
-        return np.concatenate([self.fitted.min(1), self.fitted.max(1)], 1)
+        return np.concatenate([np.nanmin(self.fitted, 1), np.nanmax(self.fitted, 1)], 1)
 
     def save(self, out_dir: Path) -> Path:
         """Write ``<name>.npz`` (VHAP keys + K, image_size, bbox, timestep_id, found, flagged,
@@ -97,6 +97,19 @@ def pick_face(faces: list[np.ndarray], path, notes: list[str]) -> np.ndarray:
     if width < MIN_FACE_PX:
         raise TrackError(path, f"the face is too small to track ({width:.0f} px wide; needs {MIN_FACE_PX})")
     return faces[0]
+
+
+def _model_points(obs: Observations, model: HeadModel) -> Observations:
+    """The observations of the model's own landmarks (FaceMesh points ``model.lmk_ids``)."""
+    ids = model.lmk_ids.numpy()
+    return Observations(obs.points[:, ids], obs.depth[:, ids], obs.found, obs.image_size)
+
+
+def _facemesh_order(fitted: np.ndarray, model: HeadModel) -> np.ndarray:
+    """Fitted model landmarks [N, L, 2] as FaceMesh's [N, 478, 2], nan where the model has none."""
+    out = np.full((len(fitted), N_LANDMARKS, 2), np.nan, dtype=np.float32)
+    out[:, model.lmk_ids.numpy()] = fitted
+    return out
 
 
 def _observations(lmks: list[np.ndarray | None], sizes: list[tuple]) -> Observations:
@@ -134,11 +147,12 @@ def track_portraits(paths: Sequence[Path], model: HeadModel, cfg: FitConfig = Fi
         matter.close()
     t1 = time.perf_counter()
     obs = _observations(lmks, sizes)
-    fit = fit_landmarks(LandmarkModel(model), obs, cfg)
+    fit = fit_landmarks(LandmarkModel(model), _model_points(obs, model), cfg)
     if progress:
         progress(len(paths) + 1, len(paths) + 1)
     return Tracked(name or Path(paths[0]).stem, [str(p) for p in paths], fit.params, fit.K, obs.image_size, obs.found,
-                   fit.error_px, np.where(obs.found[:, None, None], obs.points, np.nan), fit.projected, mattes,
+                   fit.error_px, np.where(obs.found[:, None, None], obs.points, np.nan),
+                   _facemesh_order(fit.projected, model), mattes,
                    seconds={"detect": t1 - t0, "fit": time.perf_counter() - t1}, warnings=notes)
 
 
@@ -178,7 +192,8 @@ def track_video(path: Path, model: HeadModel, cfg: FitConfig = FitConfig(), prog
         notes.append(f"{path}: no face in {lost} of {len(lmks)} frames (filled by smoothing, flagged)")
     t1 = time.perf_counter()
     obs = _observations(lmks, sizes)
-    fit = fit_video(LandmarkModel(model), obs, cfg, N_KEYFRAMES)
+    fit = fit_video(LandmarkModel(model), _model_points(obs, model), cfg, N_KEYFRAMES)
     return Tracked(Path(path).stem, [str(path)], fit.params, fit.K, obs.image_size, obs.found, fit.error_px,
-                   np.where(obs.found[:, None, None], obs.points, np.nan), fit.projected, mattes, fps=fps,
+                   np.where(obs.found[:, None, None], obs.points, np.nan), _facemesh_order(fit.projected, model),
+                   mattes, fps=fps,
                    seconds={"detect": t1 - t0, "fit": time.perf_counter() - t1}, warnings=notes)

@@ -135,7 +135,7 @@ def write_flame(folder: Path, a: dict[str, np.ndarray], *, name: str = "generic_
         write_obj(folder / "head_template.obj", a)
     if landmarks:
         np.savez(folder / "mediapipe_landmark_embedding.npz", lmk_face_idx=a["lmk_faces"],
-                 lmk_b_coords=a["lmk_bary"], landmark_indices=np.arange(L))
+                 lmk_b_coords=a["lmk_bary"], landmark_indices=np.arange(L) * 3 + 1)
     return folder
 
 
@@ -165,6 +165,7 @@ def test_loads_arrays_without_chumpy(tmp_path: Path, style: str) -> None:
     np.testing.assert_array_equal(data.uv_faces, a["uv_faces"])
     np.testing.assert_array_equal(data.lmk_faces, a["lmk_faces"])
     np.testing.assert_array_equal(data.lmk_bary, a["lmk_bary"])
+    np.testing.assert_array_equal(data.lmk_ids, np.arange(len(a["lmk_faces"])) * 3 + 1)   # FaceMesh indices
     assert (data.n_shape, data.n_expr, data.expr_names) == (300, 100, ("",) * 100)
     assert data.name == "flame2020"
     assert data.J_regressor.dtype == np.float32 and data.faces.dtype == np.int64

@@ -93,3 +93,19 @@ def test_not_an_image_names_the_file(model, tmp_path):
     path.write_text("hello")
     with pytest.raises(MediaError, match="notes.png"):
         track_portraits([path], model)
+
+
+def test_a_head_model_with_fewer_landmarks_tracks_through_its_embedding(openhead, astronaut, tmp_path):
+    """FLAME's MediaPipe embedding covers 105 of FaceMesh's points; the tracker fits only those
+    (simulated with OpenHead restricted to every fourth FaceMesh point)."""
+    import dataclasses
+
+    ids = np.arange(0, 468, 4)
+    sub = dataclasses.replace(openhead, lmk_faces=openhead.lmk_faces[ids], lmk_bary=openhead.lmk_bary[ids], lmk_ids=ids)
+    path = tmp_path / "astronaut.png"
+    iio.imwrite(path, astronaut)
+    tracked = track_portraits([path], HeadModel(sub))
+    assert tracked.error_px[0] < 2.5
+    assert np.isfinite(tracked.fitted[0, ids]).all() and np.isnan(tracked.fitted[0, 1]).all()
+    full = track_portraits([path], HeadModel(openhead))
+    assert np.abs(tracked.fitted[0, ids] - full.fitted[0, ids]).mean() < 3.0    # pixels: the same face
