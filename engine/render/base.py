@@ -14,7 +14,8 @@ from engine.types import Camera, Frame, Gaussians
 
 @dataclass(frozen=True)
 class RenderOptions:
-    """Settings of projection and compositing. Defaults are those of 3DGS / gsplat."""
+    """Settings of projection and compositing. Defaults are the original 3DGS code's (gsplat fixes
+    alpha_max at 0.999 and cannot change it; its backend warns when these ask otherwise)."""
 
     near: float = 0.01
     """Gaussians whose centre has camera z <= near (metres) are culled."""
