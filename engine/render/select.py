@@ -63,10 +63,9 @@ def _make(name: str, device: torch.device, need_grad: bool) -> Renderer:
         cls = _optional("gl_backend", "GLRenderer")
         if cls is None:
             raise RendererUnavailable("engine/render/gl_backend.py is not installed")
-        renderer = cls()
-        if need_grad and not renderer.differentiable:
+        if need_grad and not cls.differentiable:   # checked on the class: an instance holds a GL context
             raise RendererUnavailable("the gl renderer has no backward pass, and gradients are needed")
-        return renderer
+        return cls()
     raise ValueError(f"unknown renderer {name!r}; choose from {', '.join(ORDER)}")
 
 
