@@ -143,17 +143,21 @@ def time_renderer(renderer: Renderer, gaussians: Gaussians, camera: Camera, back
     return statistics.median(times), mem.bytes
 
 
-def bench_render(backends: Sequence[str] = ("native", "reference"), sizes: Sequence[int] = (256, 512),
+def bench_render(backends: Sequence[str] = ("native", "gl", "reference"), sizes: Sequence[int] = (256, 512),
                  scenes: Sequence[str] = SCENES, runs: int = 20, reference_runs: int = 3,
                  log: Callable[[str], None] = print) -> list[Timing]:
     """Time every backend (by `engine.render.select` name) on every scene, size and mode."""
-    from engine.render.select import select
+    from engine.render.select import RendererUnavailable, select
 
     rows: list[Timing] = []
     for scene_name in scenes:
         gaussians = scene(scene_name)
         for backend in backends:
-            renderer = select("cpu", need_grad=False, prefer=backend)
+            try:
+                renderer = select("cpu", need_grad=False, prefer=backend)
+            except RendererUnavailable as e:   # e.g. gsplat without CUDA, gl without an OpenGL driver
+                log(f"  {backend}: not available here ({e})")
+                continue
             n = reference_runs if backend == "reference" else runs
             if n <= 0:
                 continue

@@ -203,8 +203,8 @@ class Bench:
 
     what: Annotated[Literal["render"], tyro.conf.Positional] = "render"
     """What to benchmark."""
-    backends: tuple[str, ...] = ("native", "reference")
-    """Renderers to time (names as for engine.render.select)."""
+    backends: tuple[str, ...] = ("native", "gl", "reference")
+    """Renderers to time (names as for engine.render.select; unavailable ones are reported and skipped)."""
     sizes: tuple[int, ...] = (256, 512)
     """Image sizes (square)."""
     scenes: tuple[str, ...] = ("avatar", "synthetic")
