@@ -209,3 +209,23 @@ def _pack_back_to_front(gaussians: Gaussians, camera: Camera, options: RenderOpt
         ids = keep.nonzero().squeeze(1)
         order = ids[torch.argsort(z[ids], stable=True)].flip(0)
         return packed.index_select(0, order).numpy()
+
+
+def upload_frame(ctx, frame: Frame, texture=None):
+    """Put any renderer's `Frame` (CPU or CUDA tensors) into an RGBA32F texture laid out like
+    `GLRenderer.color_texture` (premultiplied rgb + alpha, image row 0 in GL's bottom row), so
+    the display path shows native, reference and gsplat frames exactly as it shows its own.
+    Reuses ``texture`` when its size matches; returns the texture written.
+
+    The copy goes through host memory; CUDA–OpenGL interop (mapping the texture as a CUDA
+    graphics resource) would avoid it and is left for a machine with a GPU to measure."""
+    import numpy as np
+
+    h, w = frame.alpha.shape
+    rgba = torch.cat([frame.rgb, frame.alpha[..., None]], -1).detach().to("cpu", torch.float32)
+    if texture is None or texture.size != (w, h):
+        if texture is not None:
+            texture.release()
+        texture = ctx.texture((w, h), 4, dtype="f4")
+    texture.write(np.ascontiguousarray(rgba.numpy()).tobytes())
+    return texture

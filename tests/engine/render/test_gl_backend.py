@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -231,3 +233,71 @@ def test_select_gl(renderer) -> None:
         chosen.release()
     with pytest.raises(RendererUnavailable, match="gradients"):
         select("cpu", need_grad=True, prefer="gl")
+
+
+WINDOW_SCRIPT = """
+import json, sys
+import glfw, moderngl, numpy as np, torch
+sys.path.insert(0, sys.argv[1])
+from engine.render.gl_backend import GLRenderer, upload_frame
+from engine.render.reference import ReferenceRenderer
+from engine.types import Camera, Gaussians
+torch.manual_seed(0)
+n = 40
+g = Gaussians(torch.cat([torch.rand(n, 2) - 0.5, 2 + torch.rand(n, 1)], 1), torch.randn(n, 4),
+              0.05 + 0.1 * torch.rand(n, 3), 0.1 + 0.8 * torch.rand(n), torch.rand(n, 3))
+cam = Camera(torch.eye(4), torch.tensor([[30.0, 0, 18.5], [0, 30.0, 14.5], [0, 0, 1]]), 37, 29)
+assert glfw.init(), "glfw.init failed"
+glfw.window_hint(glfw.VISIBLE, glfw.FALSE)
+glfw.window_hint(glfw.CONTEXT_VERSION_MAJOR, 3)
+glfw.window_hint(glfw.CONTEXT_VERSION_MINOR, 3)
+glfw.window_hint(glfw.OPENGL_PROFILE, glfw.OPENGL_CORE_PROFILE)
+win = glfw.create_window(64, 64, "test", None, None)
+assert win, "no OpenGL 3.3 window"
+glfw.make_context_current(win)
+ctx = moderngl.create_context()
+gl = GLRenderer(ctx)
+windowed = gl.render(g, cam)
+with torch.no_grad():
+    ref = ReferenceRenderer().render(g, cam)
+gl.draw(g, cam)
+own = np.frombuffer(gl.color_texture.read(), np.float32).reshape(29, 37, 4)
+tex = upload_frame(ctx, ref)
+up = np.frombuffer(tex.read(), np.float32).reshape(29, 37, 4)
+print(json.dumps({"window_vs_ref": float((windowed.rgb - ref.rgb).abs().max()),
+                  "upload_vs_own": float(np.abs(up - own).max()), "tex_size": list(tex.size), "error": ctx.error}))
+glfw.terminate()
+"""
+
+
+def test_windowed_context_and_frame_upload():
+    """The app's path: a GLFW window's OpenGL 3.3 context on Xvfb draws what the reference
+    draws, and any backend's frame uploaded with `upload_frame` equals gl's own texture.
+    Runs in a child process: Mesa crashed when a GLX window followed this module's EGL
+    context in one process (the app must likewise keep to one of the two)."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (scripts/setup.sh --test installs it)")
+    display = ":93"
+    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "320x240x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        root = str(Path(__file__).resolve().parents[3])
+        env = {**__import__("os").environ, "DISPLAY": display, "OMP_NUM_THREADS": "1"}
+        out = subprocess.run([sys.executable, "-c", WINDOW_SCRIPT, root], env=env, capture_output=True, text=True,
+                             timeout=120)
+    finally:
+        xvfb.terminate()
+        xvfb.wait()
+    assert out.returncode == 0, out.stderr[-2000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["error"] == "GL_NO_ERROR" and r["tex_size"] == [37, 29]
+    assert r["window_vs_ref"] < 1e-4
+    assert r["upload_vs_own"] < 1e-4
