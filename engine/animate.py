@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.binding import UVSlots, bind, rasterize_uv
+from engine.binding import UVSlots, bind
 from engine.headmodel.base import HeadModel
 from engine.types import Avatar, Gaussians, HeadParams
 
@@ -20,8 +20,7 @@ class AnimatedAvatar:
             raise ValueError(f"the avatar was made for head model {avatar.head_model!r}, not {model.name!r}")
         self.avatar = avatar
         self.model = model
-        self.slots: UVSlots = rasterize_uv(model.uvs.cpu().numpy(), model.uv_faces.cpu().numpy(),
-                                           avatar.gaussians.resolution)
+        self.slots: UVSlots = model.uv_slots(avatar.gaussians.resolution)
         if not torch.equal(self.slots.valid, avatar.gaussians.valid.cpu()):
             raise ValueError("the avatar's valid-texel mask does not match its head model's UV layout")
 

@@ -116,12 +116,12 @@ def bind(uvg: UVGaussians, slots: UVSlots, verts: Tensor, faces: Tensor) -> Gaus
     return Gaussians(means, quats, scales, opacities, colors)
 
 
-def surface_init(slots: UVSlots, verts: Tensor, faces: Tensor, colors: Tensor, opacity: float = 0.99,
+def surface_init(slots: UVSlots, verts: Tensor, faces: Tensor, colors: Tensor, opacity: float | Tensor = 0.99,
                  thickness: float = 0.35) -> UVGaussians:
     """UV Gaussians lying on the surface of a rest mesh: each at its texel's surface point,
     flat (``thickness`` of its width along the normal), as wide as the texel's footprint.
 
-    colors: [N, 3] per slot. The footprint is measured from neighbouring texels' surface
+    colors: [N, 3] per slot; opacity: one value or [N]. The footprint is measured from neighbouring texels' surface
     points, so texels of densely mapped regions (the face) get small Gaussians."""
     fr = triangle_frames(verts, faces)
     tri = verts[faces[slots.face]]                                      # [N, 3, 3]
@@ -133,7 +133,8 @@ def surface_init(slots: UVSlots, verts: Tensor, faces: Tensor, colors: Tensor, o
     n = len(slots)
     rot = torch.zeros(n, 4)
     rot[:, 0] = 1
-    logit = torch.full((n, 1), float(np.log(opacity / (1 - opacity))))
+    alpha = torch.as_tensor(opacity, dtype=torch.float32).clamp(1e-4, 1 - 1e-4).expand(n)   # per slot or one value
+    logit = torch.log(alpha / (1 - alpha))[:, None]
     to_map = slots.scatter
     return UVGaussians(to_map(local), to_map(rot), to_map(log_scale), to_map(colors), to_map(logit), slots.valid)
 

@@ -20,19 +20,21 @@ class Source:
     """Which avatar, on which head model."""
 
     avatar: Optional[Path] = None
-    """Avatar bundle (.savatar); the built-in plain avatar when omitted."""
+    """Avatar bundle (.savatar); the built-in default avatar (built from a public-domain NASA
+    portrait) when omitted."""
     head_model: Optional[Path] = None
     """A FLAME folder or .pkl to use instead of OpenHead (the avatar must have been made for it)."""
 
     def load(self):
         """(AnimatedAvatar, HeadModel)."""
         from engine.animate import AnimatedAvatar
-        from engine.generator.plain import plain_avatar
         from engine.headmodel.openhead import load_head_model
 
         model = load_head_model(self.head_model)
         if self.avatar is None:
-            return AnimatedAvatar(plain_avatar(model), model), model
+            from engine.service import default_avatar
+
+            return AnimatedAvatar(default_avatar(model), model), model
         from engine.io import load_avatar
 
         av = load_avatar(self.avatar)
@@ -183,6 +185,49 @@ class HeadModelCmd:
 
 
 @dataclass
+class Build:
+    """Build an avatar from 1-4 portraits of one person (tracked, then warped into the head
+    model's UV layout and mean-pooled), and save it as a bundle."""
+
+    portraits: tyro.conf.Positional[list[Path]]
+    """1 to 4 portrait images of one person."""
+    out: Path = Path("out/avatar.savatar")
+    """The avatar bundle to write."""
+    head_model: Optional[Path] = None
+    """A FLAME folder or .pkl to use instead of OpenHead."""
+
+    def run(self) -> None:
+        from tqdm import tqdm
+
+        from engine.headmodel.openhead import load_head_model
+        from engine.service import AvatarService
+
+        service = AvatarService(load_head_model(self.head_model), avatar=_placeholder(self.head_model))
+        bar = tqdm(total=100, desc="building", bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}")
+
+        def progress(stage: str, fraction: float) -> None:
+            bar.set_description(stage)
+            bar.n = int(100 * fraction)
+            bar.refresh()
+
+        avatar = service.build_avatar(self.portraits, progress)
+        bar.close()
+        service.save(self.out)
+        for note in avatar.metadata.get("notes", []):
+            print(f"note: {note}")
+        print(f"wrote {self.out} (built in {avatar.metadata['seconds']:.2f} s from {len(avatar.metadata['sources'])} "
+              f"portrait(s); mean texel confidence {avatar.metadata['mean_confidence']:.2f})")
+
+
+def _placeholder(head_model):
+    """A cheap avatar to start a service with when the default one is not needed."""
+    from engine.generator.plain import plain_avatar
+    from engine.headmodel.openhead import load_head_model
+
+    return plain_avatar(load_head_model(head_model))
+
+
+@dataclass
 class Demo:
     """What `python main.py` runs until the desktop app lands: render the default avatar
     to out/default_avatar.png and a turntable to out/default_avatar.mp4."""
@@ -228,7 +273,7 @@ class Bench:
               f"{self.reference_runs} runs after 1 warm-up, the others {self.runs} after 3.")
 
 
-COMMANDS = {"render": Render, "export": Export, "track": Track, "headmodel": HeadModelCmd, "demo": Demo, "bench": Bench}
+COMMANDS = {"build": Build, "render": Render, "export": Export, "track": Track, "headmodel": HeadModelCmd, "demo": Demo, "bench": Bench}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from matplotlib.path import Path as PolyPath
 
-from engine.binding import UVSlots, rasterize_uv, surface_init
+from engine.binding import UVSlots, surface_init
 from engine.headmodel import facemesh as fm
 from engine.headmodel import parts
 from engine.headmodel.base import HeadModel
@@ -52,11 +52,24 @@ def shade(model: HeadModel, slots: UVSlots, verts: np.ndarray) -> np.ndarray:
     return 0.62 + 0.38 * np.clip(n @ light, 0, 1)
 
 
-def plain_colors(model: HeadModel, slots: UVSlots, shaded: bool = True) -> torch.Tensor:
-    """Per-slot albedo [N, 3], with soft shading of the rest pose baked in when ``shaded``."""
+def slot_uv(slots: UVSlots) -> np.ndarray:
+    """Texel-centre UV [N, 2] of every slot."""
     R = slots.resolution
     row, col = slots.texel.numpy() // R, slots.texel.numpy() % R
-    uv = np.stack([(col + 0.5) / R, 1 - (row + 0.5) / R], 1)
+    return np.stack([(col + 0.5) / R, 1 - (row + 0.5) / R], 1)
+
+
+def inner_parts(model: HeadModel, slots: UVSlots) -> np.ndarray:
+    """[N] bool: the slot lies on an eyeball, the teeth or the mouth cavity (OpenHead's charts
+    below the main surface); all False for other head models."""
+    if not model.name.startswith("openhead"):
+        return np.zeros(len(slots), bool)
+    return slot_uv(slots)[:, 1] < parts.CAVITY_UPPER[3] + 0.004
+
+
+def plain_colors(model: HeadModel, slots: UVSlots, shaded: bool = True) -> torch.Tensor:
+    """Per-slot albedo [N, 3], with soft shading of the rest pose baked in when ``shaded``."""
+    uv = slot_uv(slots)
     color = np.tile(np.array(SKIN), (len(slots), 1))
     if model.name.startswith("openhead"):
         uvs = model.uvs.numpy()
@@ -82,6 +95,6 @@ def plain_colors(model: HeadModel, slots: UVSlots, shaded: bool = True) -> torch
 
 def plain_avatar(model: HeadModel, resolution: int = UV_RESOLUTION) -> Avatar:
     """The model's neutral shape covered in plain-coloured flat Gaussians."""
-    slots = rasterize_uv(model.uvs.numpy(), model.uv_faces.numpy(), resolution)
+    slots = model.uv_slots(resolution)
     uvg = surface_init(slots, model.v_template, model.faces, plain_colors(model, slots))
     return Avatar(uvg, model.name, torch.zeros(model.n_shape), {"generator": "plain", "head_model": model.name})

@@ -131,6 +131,15 @@ class HeadModel:
         self.lmk_bary = t(data.lmk_bary)                                       # [L, 3]
         self.lmk_ids = t(data.lmk_ids, torch.int64)                            # [L] FaceMesh index of each
         self.expr_names = data.expr_names
+        self._slots: dict = {}
+
+    def uv_slots(self, resolution: int = 256):
+        """The Gaussian slots of this model's UV layout at ``resolution`` (computed once: ~1 s)."""
+        from engine.binding import rasterize_uv
+
+        if resolution not in self._slots:
+            self._slots[resolution] = rasterize_uv(self.uvs.cpu().numpy(), self.uv_faces.cpu().numpy(), resolution)
+        return self._slots[resolution]
 
     @property
     def n_shape(self) -> int:

@@ -45,9 +45,7 @@ def contact_sheet(data: HeadModelData, path: Path, tile: int = 224, cols: int = 
 
     model = HeadModel(data)
     avatar = plain_avatar(model)
-    from engine.binding import rasterize_uv
-
-    slots = rasterize_uv(model.uvs.numpy(), model.uv_faces.numpy(), avatar.gaussians.resolution)
+    slots = model.uv_slots(avatar.gaussians.resolution)
     albedo = plain_colors(model, slots, shaded=False)
     cam = Camera.look_at((0.0, 0.0, 0.75), (0.0, 0.0, 0.0), fov_y_deg=12.5, width=tile, height=tile)
     renderer = ReferenceRenderer()

@@ -1,0 +1,195 @@
+"""The parameter-free feed-forward stage (DESIGN §9, paper §2.2's warp + mean pool with RGB as
+the feature): portraits -> UV-layout Gaussians.
+
+For each source the tracked head model is posed as in the photo; every UV slot's surface
+point is projected into the image and takes the colour there if it is visible (a z-buffer
+of the slots' own points) and faces the camera. The K sources are mean-pooled, weighted by
+visibility x cos(view angle)^p x person matte x expression confidence; K = 1 is the
+identity. Texels no source sees are filled from their left/right mirror where that was seen,
+then by inpainting in UV; eyeballs, teeth and mouth cavity that were not seen keep the plain
+avatar's palette, since inpainting them from skin would paint skin-coloured teeth.
+
+Expression confidence: a texel whose surface point moves far between the neutral face and
+the source's tracked expression (the inside of an open mouth, closed lids) is down-weighted,
+so with several sources the most neutral one paints it.
+
+At the silhouette: opacity is the person matte at each texel's projection (pooled like the
+colour), so where OpenHead's skull or neck is wider than the person, those Gaussians fade
+instead of painting the background onto the head; unseen texels stay opaque. Hair and
+shoulders beyond the head mesh are not modelled (the skull takes the hair's colour).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.binding import UVSlots, surface_init
+from engine.generator.plain import inner_parts, plain_colors
+from engine.headmodel.base import HeadModel
+from engine.headmodel.rig import vertex_normals
+from engine.track.fit import FLIP, project
+from engine.types import HeadParams, UVGaussians
+
+
+@dataclass(frozen=True)
+class ProjectiveConfig:
+    """Weights of the warp and mean pool."""
+
+    resolution: int = 256
+    """UV raster size."""
+    view_power: float = 2.0
+    """Source weight grows as cos(view angle) to this power: grazing views count little."""
+    min_cos: float = 0.1
+    """Texels seen more grazingly than this are not taken from a source."""
+    zbuffer_px: int = 2
+    """Z-buffer cell size in source pixels (the slots' points are splatted into it)."""
+    depth_tolerance: float = 0.003
+    """Metres behind the nearest surface at which a point still counts as visible."""
+    expr_scale: float = 0.006
+    """Metres of expression displacement at which a texel's weight falls to 1/e."""
+    min_confidence: float = 0.05
+    """Pooled weight below which a texel counts as unseen and is filled."""
+
+
+@dataclass
+class Source:
+    """One tracked portrait."""
+
+    rgb: np.ndarray        # [H, W, 3] uint8
+    matte: np.ndarray      # [H, W] uint8 (255 = person)
+    params: HeadParams     # batch of one
+    K: np.ndarray          # [3, 3]
+
+
+def slot_points(model: HeadModel, slots: UVSlots, params: HeadParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posed surface points [N, 3] and normals [N, 3] of every slot."""
+    verts = model.vertices(params)[0]
+    faces = model.faces
+    tri = verts[faces[slots.face]]
+    pts = torch.einsum("nk,nkc->nc", slots.bary, tri)
+    vn = torch.as_tensor(vertex_normals(verts.numpy(), faces.numpy()), dtype=torch.float32)
+    nrm = F.normalize(torch.einsum("nk,nkc->nc", slots.bary, vn[faces[slots.face]]), dim=-1)
+    return pts, nrm
+
+
+def _visible(uv: torch.Tensor, z: torch.Tensor, size: tuple, cfg: ProjectiveConfig) -> torch.Tensor:
+    """Points not hidden by nearer points: a min-depth buffer of the points themselves, eroded
+    by one cell so the gaps between splatted points do not let hidden points through."""
+    h, w = size
+    c = cfg.zbuffer_px
+    gh, gw = (h + c - 1) // c, (w + c - 1) // c
+    ij = (uv / c).floor().long()
+    inside = (ij[:, 0] >= 0) & (ij[:, 0] < gw) & (ij[:, 1] >= 0) & (ij[:, 1] < gh) & (z > 0)
+    flat = ij[:, 1].clamp(0, gh - 1) * gw + ij[:, 0].clamp(0, gw - 1)
+    zbuf = torch.full((gh * gw,), float("inf"))
+    zbuf.scatter_reduce_(0, flat[inside], z[inside], reduce="amin")
+    zbuf = -F.max_pool2d(-zbuf.reshape(1, 1, gh, gw), 3, stride=1, padding=1).reshape(-1)
+    return inside & (z <= zbuf[flat] + cfg.depth_tolerance)
+
+
+def _sample(img: np.ndarray, uv: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples [N, C] of an image [H, W, C] (or [H, W]) at pixel positions uv [N, 2]."""
+    t = torch.as_tensor(img, dtype=torch.float32)
+    t = t[..., None] if t.dim() == 2 else t
+    h, w = t.shape[:2]
+    # uv is continuous: pixel i spans [i, i + 1) (the renderers' convention), hence no half-pixel shift
+    grid = torch.stack([uv[:, 0] / w * 2 - 1, uv[:, 1] / h * 2 - 1], -1)
+    s = F.grid_sample(t.permute(2, 0, 1)[None], grid[None, None], mode="bilinear", align_corners=False)
+    return s[0, :, 0].T
+
+
+def warp_source(model: HeadModel, slots: UVSlots, src: Source, cfg: ProjectiveConfig
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(colour [N, 3] in [0, 1], matte [N], weight [N]) of one source for every slot."""
+    pts, nrm = slot_points(model, slots, src.params)
+    h, w = src.rgb.shape[:2]
+    f = float(src.K[0, 0])
+    uv, z = project(pts[None], torch.tensor([f]), torch.tensor([[h, w]], dtype=torch.float32))
+    uv, z = uv[0], z[0]
+    to_cam = F.normalize(-(pts * FLIP), dim=-1)                              # towards the camera, camera axes
+    cos = (nrm * FLIP * to_cam).sum(-1)
+    vis = _visible(uv, z, (h, w), cfg) & (cos > cfg.min_cos)
+    color = _sample(src.rgb, uv) / 255.0
+    matte = _sample(src.matte, uv)[:, 0] / 255.0
+    weight = vis.float() * cos.clamp_min(0) ** cfg.view_power * expression_confidence(model, slots, src.params, cfg)
+    return color, matte, weight
+
+
+def expression_confidence(model: HeadModel, slots: UVSlots, params: HeadParams, cfg: ProjectiveConfig) -> torch.Tensor:
+    """[N] in (0, 1]: how little each slot's surface moves between the neutral face and this
+    expression (jaw, eyes and blendshapes; head pose and shape removed)."""
+    z3 = torch.zeros(1, 3)
+    pose_free = HeadParams(params.shape, params.expr, z3, z3, params.jaw, params.eyes, z3)
+    neutral = HeadParams(params.shape, torch.zeros_like(params.expr), z3, z3, z3, torch.zeros(1, 6), z3)
+    a, _ = slot_points(model, slots, pose_free)
+    b, _ = slot_points(model, slots, neutral)
+    return torch.exp(-((a - b).norm(dim=-1) / cfg.expr_scale) ** 2)
+
+
+def mirror_slots(model: HeadModel, slots: UVSlots) -> torch.Tensor:
+    """[N] index of the slot nearest to each slot's left/right mirror image on the rest mesh."""
+    from scipy.spatial import cKDTree
+
+    tri = model.v_template[model.faces[slots.face]]
+    pts = torch.einsum("nk,nkc->nc", slots.bary, tri).numpy()
+    _, idx = cKDTree(pts).query(pts * np.array([-1.0, 1.0, 1.0]))
+    return torch.as_tensor(idx)
+
+
+def pool(model: HeadModel, slots: UVSlots, sources: list[Source], cfg: ProjectiveConfig = ProjectiveConfig()
+         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean-pooled (colour [N, 3], opacity [N], confidence [N]) over the sources, unseen texels filled."""
+    num_c, num_m, den = torch.zeros(len(slots), 3), torch.zeros(len(slots)), torch.zeros(len(slots))
+    for src in sources:
+        c, m, w = warp_source(model, slots, src, cfg)
+        num_c += w[:, None] * c
+        num_m += w * m
+        den += w
+    seen = den > cfg.min_confidence
+    color = torch.where(seen[:, None], num_c / den.clamp_min(1e-9)[:, None], torch.zeros(1, 3))
+    opacity = torch.where(seen, num_m / den.clamp_min(1e-9), torch.ones(1))
+    confidence = den / max(len(sources), 1)
+    # 1. the mirror image, where it was seen
+    mirror = mirror_slots(model, slots)
+    use_mirror = ~seen & seen[mirror]
+    color[use_mirror] = color[mirror[use_mirror]]
+    filled = seen | use_mirror
+    # 2. inner parts nobody saw keep the plain palette; 3. the rest is inpainted in UV
+    inner = torch.as_tensor(inner_parts(model, slots))
+    palette = plain_colors(model, slots, shaded=False)
+    color[~filled & inner] = palette[~filled & inner]
+    filled = filled | inner
+    color = _inpaint(slots, color, filled)
+    return color.clamp(0, 1), opacity.clamp(0, 1), confidence
+
+
+def _inpaint(slots: UVSlots, color: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Unknown slots' colours from their UV neighbourhood (OpenCV Telea inpainting)."""
+    import cv2
+
+    if bool(known.all()):
+        return color
+    R = slots.resolution
+    img = slots.scatter(color).permute(1, 2, 0).numpy()
+    mask = np.ones((R, R), np.uint8)
+    mask.reshape(-1)[slots.texel.numpy()[known.numpy()]] = 0
+    u8 = (img.clip(0, 1) * 255 + 0.5).astype(np.uint8)
+    filled = cv2.inpaint(u8, mask, 5, cv2.INPAINT_TELEA).astype(np.float32) / 255
+    out = color.clone()
+    out[~known] = torch.as_tensor(filled.reshape(-1, 3)[slots.texel.numpy()][~known.numpy()])
+    return out
+
+
+def projective_gaussians(model: HeadModel, sources: list[Source], shape: torch.Tensor,
+                         cfg: ProjectiveConfig = ProjectiveConfig()) -> tuple[UVGaussians, torch.Tensor]:
+    """(UV Gaussians of the subject, confidence map [R, R]) from tracked sources sharing ``shape``.
+    Gaussians lie on the subject's neutral surface, flat, as wide as their texel's footprint."""
+    slots = model.uv_slots(cfg.resolution)
+    color, opacity, conf = pool(model, slots, sources, cfg)
+    rest = model.vertices(HeadParams(shape[None], torch.zeros(1, model.n_expr), *(torch.zeros(1, 3),) * 3,
+                                     torch.zeros(1, 6), torch.zeros(1, 3)))[0]
+    uvg = surface_init(slots, rest, model.faces, color, opacity=0.99 * opacity)
+    return uvg, slots.scatter(conf[:, None])[0]

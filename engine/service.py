@@ -1,0 +1,245 @@
+"""AvatarService: the one API the app and the command line use (DESIGN §3). Works headless.
+
+Thread model: one UI thread calls the cheap setters and `render`; one worker thread may run
+`build_avatar` (seconds) at the same time. A lock guards the service's state; the slow work
+runs outside it on local values and the new avatar is swapped in at the end, so the UI
+keeps rendering the old avatar meanwhile. `render` takes a snapshot under the lock and
+renders outside it.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from engine.animate import AnimatedAvatar
+from engine.camera import orbit_camera
+from engine.headmodel.base import HeadModel
+from engine.types import Avatar, Camera, Frame, HeadParams
+
+Progress = Callable[[str, float], None]   # (stage, fraction done in [0, 1])
+MAX_SOURCES = 4
+SHAPE_DISAGREEMENT = 2.5   # rms difference of per-portrait shape coefficients that suggests two people
+
+
+class Cancelled(Exception):
+    """`build_avatar` was cancelled; nothing changed."""
+
+
+def build_avatar(paths: Sequence[Path], model: HeadModel, progress: Progress | None = None,
+                 cancel: threading.Event | None = None, notes: list[str] | None = None) -> Avatar:
+    """An avatar from 1–4 portraits of one person (projective feed-forward stage).
+
+    Portraits without a usable face are left out with a note (in ``notes``) as long as one
+    remains; portraits whose separately tracked shapes disagree strongly get a warning."""
+    from engine.generator.projective import Source, projective_gaussians
+    from engine.io.media import MediaError, read_image
+    from engine.track.tracker import track_portraits
+
+    paths = [Path(p) for p in paths]
+    if not 1 <= len(paths) <= MAX_SOURCES:
+        raise ValueError(f"give 1 to {MAX_SOURCES} portraits of one person, not {len(paths)}")
+    notes = [] if notes is None else notes
+    report = progress or (lambda stage, f: None)
+
+    def check() -> None:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+
+    t0 = time.perf_counter()
+    usable = []
+    for i, p in enumerate(paths):
+        check()
+        report("reading portraits", i / len(paths))
+        try:
+            read_image(p)
+            usable.append(p)
+        except MediaError as e:
+            notes.append(f"left out {e}")
+    check()
+    report("tracking", 0.0)
+    tracked = None
+    while usable:
+        try:
+            tracked = track_portraits(usable, model, progress=lambda d, t: report("tracking", d / t))
+            break
+        except MediaError as e:     # a portrait without a usable face: leave it out, keep the others
+            bad = Path(getattr(e, "path", ""))
+            if bad not in usable:
+                raise
+            notes.append(f"left out {e}")
+            usable.remove(bad)
+    if tracked is None:
+        raise ValueError("no portrait with a usable face: " + "; ".join(notes))
+    notes.extend(tracked.warnings)
+    if len(usable) > 1:
+        _warn_if_different_people(usable, model, tracked, notes)
+    check()
+    report("warping into UV", 0.0)
+    sources = [Source(read_image(p), tracked.mattes[i], tracked.params.frame(i), tracked.K[i])
+               for i, p in enumerate(usable)]
+    shape = tracked.params.shape[0]
+    uvg, confidence = projective_gaussians(model, sources, shape)
+    check()
+    report("done", 1.0)
+    meta = {"generator": "projective", "sources": [str(p) for p in usable], "notes": notes,
+            "seconds": round(time.perf_counter() - t0, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "mean_confidence": float(confidence[uvg.valid].mean())}
+    for n in notes:
+        warnings.warn(n)
+    return Avatar(uvg, model.name, shape, meta)
+
+
+def _warn_if_different_people(paths, model, tracked, notes: list[str]) -> None:
+    """Track each portrait alone and compare their shapes: strongly different shapes suggest
+    portraits of different people (a warning; the joint fit is still used)."""
+    from engine.track.tracker import track_portraits
+
+    from engine.track.fit import FitConfig
+
+    quick = FitConfig(iters_all=60)      # a rough shape per portrait is enough to compare people
+    shapes = [track_portraits([p], model, cfg=quick).params.shape[0] for p in paths]
+    for i in range(len(shapes)):
+        for j in range(i + 1, len(shapes)):
+            d = float((shapes[i] - shapes[j]).pow(2).mean().sqrt())
+            if d > SHAPE_DISAGREEMENT:
+                notes.append(f"{paths[i].name} and {paths[j].name} may show different people "
+                             f"(their face shapes differ by {d:.1f})")
+
+
+class AvatarService:
+    """The current avatar, its pose and the view, and the operations on them."""
+
+    def __init__(self, model: HeadModel | None = None, avatar: Avatar | None = None, renderer: str | None = None,
+                 size: int = 512) -> None:
+        from engine.headmodel.openhead import load_head_model
+        from engine.render.select import select
+
+        self._lock = threading.RLock()
+        self.model = model or load_head_model()
+        self._renderer = select(torch.device("cpu"), need_grad=False, prefer=renderer)
+        self._animated = AnimatedAvatar(avatar or default_avatar(self.model), self.model)
+        self._params = self._animated.neutral()
+        self._camera = orbit_camera(size=size)
+
+    # ---- state
+    @property
+    def avatar(self) -> Avatar:
+        with self._lock:
+            return self._animated.avatar
+
+    @property
+    def params(self) -> HeadParams:
+        with self._lock:
+            return self._params
+
+    @property
+    def camera(self) -> Camera:
+        with self._lock:
+            return self._camera
+
+    def set_avatar(self, avatar: Avatar) -> None:
+        animated = AnimatedAvatar(avatar, self.model)          # validated before the swap
+        with self._lock:
+            self._animated = animated
+            self._params = replace(self._params, shape=avatar.shape[None].to(self._params.shape))
+
+    def set_params(self, params: HeadParams) -> None:
+        self.model.check(params)
+        with self._lock:
+            self._params = replace(params, shape=self._animated.avatar.shape[None].to(params.shape))
+
+    def set_camera(self, camera: Camera) -> None:
+        with self._lock:
+            self._camera = camera
+
+    # ---- work
+    def build_avatar(self, paths: Sequence[Path], progress: Progress | None = None,
+                     cancel: threading.Event | None = None) -> Avatar:
+        """Build from portraits (slow, outside the lock) and make it the current avatar."""
+        avatar = build_avatar(paths, self.model, progress, cancel)
+        self.set_avatar(avatar)
+        return avatar
+
+    def render(self) -> Frame:
+        with self._lock:
+            animated, params, camera = self._animated, self._params, self._camera
+        with torch.no_grad():
+            return self._renderer.render(animated.gaussians(params), camera)
+
+    def export_ply(self, path: Path) -> None:
+        from engine.io import export_ply
+
+        with self._lock:
+            animated, params = self._animated, self._params
+        export_ply(animated.gaussians(params), path)
+
+    def save(self, path: Path) -> None:
+        from engine.io import save_avatar
+
+        avatar = self.avatar
+        if avatar.thumbnail is None:
+            with torch.no_grad():
+                thumb = self._renderer.render(self._animated.gaussians(self._animated.neutral()),
+                                              orbit_camera(size=128)).to_uint8()
+            avatar = replace(avatar, thumbnail=thumb)
+        save_avatar(avatar, path)
+
+    def load(self, path: Path) -> Avatar:
+        from engine.io import load_avatar
+
+        avatar = load_avatar(path)
+        self.set_avatar(avatar)
+        return avatar
+
+
+def default_avatar(model: HeadModel) -> Avatar:
+    """The avatar the program opens on: built by the projective stage from scikit-image's
+    astronaut portrait (Eileen Collins, NASA, public domain) and cached; the plain avatar when
+    the head model is not OpenHead or building fails."""
+    from engine.generator.plain import plain_avatar
+    from engine.io import AvatarFileError, load_avatar, save_avatar
+
+    if not model.name.startswith("openhead"):
+        return plain_avatar(model)
+    path = _default_avatar_path(model)
+    if path.exists():
+        try:
+            return load_avatar(path)
+        except AvatarFileError:
+            pass                                        # a damaged cache is rebuilt
+    import tempfile
+
+    import imageio.v3 as iio
+    from skimage import data
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "astronaut.png"
+            iio.imwrite(src, data.astronaut())
+            avatar = build_avatar([src], model)
+    except (ValueError, OSError) as e:
+        warnings.warn(f"could not build the default avatar ({e}); using the plain one")
+        return plain_avatar(model)
+    avatar = replace(avatar, metadata={**avatar.metadata, "sources": ["skimage.data.astronaut() (NASA, public domain)"]})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_avatar(avatar, path)
+    return avatar
+
+
+def _default_avatar_path(model: HeadModel) -> Path:
+    import hashlib
+
+    from engine.headmodel.openhead import cache_dir
+
+    h = hashlib.sha256(model.data.digest().encode())
+    here = Path(__file__).parent
+    for p in sorted(list((here / "generator").glob("*.py")) + list((here / "track").glob("*.py"))):
+        h.update(p.read_bytes())
+    return cache_dir() / f"default-avatar-{h.hexdigest()[:12]}.savatar"

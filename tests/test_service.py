@@ -1,0 +1,99 @@
+"""AvatarService: building from portraits, posing, rendering, files, threads."""
+from __future__ import annotations
+
+import threading
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from skimage import data
+
+from engine.expressions import apply_expressions
+from engine.generator.plain import plain_avatar
+from engine.headmodel.base import HeadModel
+from engine.service import AvatarService, Cancelled, build_avatar
+
+
+@pytest.fixture(scope="module")
+def model(openhead):
+    return HeadModel(openhead)
+
+
+@pytest.fixture(scope="module")
+def astronaut(tmp_path_factory):
+    path = tmp_path_factory.mktemp("p") / "astronaut.png"
+    iio.imwrite(path, data.astronaut())
+    return path
+
+
+@pytest.fixture(scope="module")
+def service(model):
+    return AvatarService(model, avatar=plain_avatar(model), size=128)
+
+
+def test_build_from_one_portrait_renders_the_face(service, astronaut):
+    avatar = service.build_avatar([astronaut])
+    assert avatar.metadata["generator"] == "projective" and avatar.metadata["mean_confidence"] > 0.05
+    frame = service.render()
+    img = frame.to_uint8()
+    assert img.shape == (128, 128, 3) and frame.alpha.mean() > 0.25
+    centre = img[40:90, 44:84].reshape(-1, 3).mean(0)          # the face, skin-coloured: red > blue
+    assert centre[0] > centre[2] + 15
+
+
+def test_set_params_changes_the_render(service):
+    a = service.render().to_uint8().astype(int)
+    service.set_params(apply_expressions(service.params, service.model, {"jawOpen": 1.0}))
+    b = service.render().to_uint8().astype(int)
+    service.set_params(service.model.neutral())
+    assert np.abs(a - b).mean() > 0.5
+
+
+def test_save_load_and_export(service, tmp_path):
+    service.save(tmp_path / "a.savatar")
+    loaded = service.load(tmp_path / "a.savatar")
+    assert loaded.thumbnail.shape == (128, 128, 3)
+    service.export_ply(tmp_path / "a.ply")
+    assert (tmp_path / "a.ply").stat().st_size > 62_000 * 62 * 4 * 0.9
+
+
+@pytest.mark.parametrize("n", [0, 5])
+def test_wrong_number_of_portraits(model, astronaut, n):
+    with pytest.raises(ValueError, match="1 to 4 portraits"):
+        build_avatar([astronaut] * n, model)
+
+
+def test_a_portrait_without_a_face_is_left_out(model, astronaut, tmp_path):
+    wall = tmp_path / "wall.png"
+    iio.imwrite(wall, np.full((200, 200, 3), 90, np.uint8))
+    notes: list[str] = []
+    with pytest.warns(UserWarning, match="wall.png"):
+        avatar = build_avatar([wall, astronaut], model, notes=notes)
+    assert avatar.metadata["sources"] == [str(astronaut)]
+    assert any("wall.png" in n and "no face" in n for n in notes)
+
+
+def test_cancel_leaves_the_service_unchanged(service, astronaut):
+    before = service.avatar
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Cancelled):
+        service.build_avatar([astronaut], cancel=stop)
+    assert service.avatar is before
+
+
+def test_render_while_a_worker_sets_params(service):
+    errors = []
+
+    def worker():
+        try:
+            for w in np.linspace(0, 1, 20):
+                service.set_params(apply_expressions(service.model.neutral(), service.model, {"mouthSmile_L": float(w)}))
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    frames = [service.render() for _ in range(5)]
+    t.join()
+    assert errors == [] and all(f.rgb.shape == (128, 128, 3) for f in frames)
