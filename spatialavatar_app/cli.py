@@ -21,7 +21,7 @@ class Source:
 
     avatar: Optional[Path] = None
     """Avatar bundle (.savatar); the built-in default avatar (built from a public-domain NASA
-    portrait) when omitted."""
+    portrait) when omitted; `plain` for the untextured mannequin."""
     head_model: Optional[Path] = None
     """A FLAME folder or .pkl to use instead of OpenHead (the avatar must have been made for it)."""
 
@@ -35,6 +35,10 @@ class Source:
             from engine.service import default_avatar
 
             return AnimatedAvatar(default_avatar(model), model), model
+        if str(self.avatar) == "plain":
+            from engine.generator.plain import plain_avatar
+
+            return AnimatedAvatar(plain_avatar(model), model), model
         from engine.io import load_avatar
 
         av = load_avatar(self.avatar)
@@ -193,6 +197,8 @@ class Build:
     """1 to 4 portrait images of one person."""
     out: Path = Path("out/avatar.savatar")
     """The avatar bundle to write."""
+    preview: Optional[Path] = None
+    """Also write a PNG strip of the avatar: yaw -35°, 0°, 35°, then smiling and surprised."""
     head_model: Optional[Path] = None
     """A FLAME folder or .pkl to use instead of OpenHead."""
 
@@ -215,8 +221,30 @@ class Build:
         service.save(self.out)
         for note in avatar.metadata.get("notes", []):
             print(f"note: {note}")
+        if self.preview:
+            write_preview(service, self.preview)
+            print(f"wrote {self.preview}")
         print(f"wrote {self.out} (built in {avatar.metadata['seconds']:.2f} s from {len(avatar.metadata['sources'])} "
               f"portrait(s); mean texel confidence {avatar.metadata['mean_confidence']:.2f})")
+
+
+def write_preview(service, path: Path, size: int = 256) -> None:
+    """A strip of the service's avatar: three head turns, then two expressions."""
+    import imageio.v3 as iio
+    import numpy as np
+
+    from engine.animate import AnimatedAvatar
+    from engine.expressions import apply_expressions
+    from engine.io.presets import load_expression_preset
+    from engine.render.turntable import render_array
+
+    animated = AnimatedAvatar(service.avatar, service.model)
+    neutral = animated.neutral()
+    views = [render_array(animated, neutral, size, yaw) for yaw in (-35, 0, 35)]
+    for preset in ("smile", "surprise"):
+        views.append(render_array(animated, apply_expressions(neutral, service.model, load_expression_preset(preset)), size))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, np.concatenate(views, 1))
 
 
 def _placeholder(head_model):

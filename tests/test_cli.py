@@ -24,7 +24,7 @@ def test_yaw_turns_the_head_to_the_subjects_left(tmp_path):
     """A head turned to its left shows its right cheek: mass moves to image right (OpenCV, frontal camera)."""
     def nose_column(args):
         out = tmp_path / "y.png"
-        main(["render", "--out", str(out), "--size", "96", *args])
+        main(["render", "--avatar", "plain", "--out", str(out), "--size", "96", *args])
         img = iio.imread(out).astype(float)
         dark = img.sum(-1) < 600                     # everything but the white background
         return np.nonzero(dark)[1].mean()

@@ -5,8 +5,8 @@ For each source the tracked head model is posed as in the photo; every UV slot's
 point is projected into the image and takes the colour there if it is visible (a z-buffer
 of the slots' own points) and faces the camera. The K sources are mean-pooled, weighted by
 visibility x cos(view angle)^p x person matte x expression confidence; K = 1 is the
-identity. Texels no source sees are filled from their left/right mirror where that was seen,
-then by inpainting in UV; eyeballs, teeth and mouth cavity that were not seen keep the plain
+identity. Texels no source sees are filled: small holes from their UV neighbours, larger
+areas from their left/right mirror where that was seen, the rest by inpainting in UV; eyeballs, teeth and mouth cavity that were not seen keep the plain
 avatar's palette, since inpainting them from skin would paint skin-coloured teeth.
 
 Expression confidence: a texel whose surface point moves far between the neutral face and
@@ -75,9 +75,11 @@ def slot_points(model: HeadModel, slots: UVSlots, params: HeadParams) -> tuple[t
     return pts, nrm
 
 
-def _visible(uv: torch.Tensor, z: torch.Tensor, size: tuple, cfg: ProjectiveConfig) -> torch.Tensor:
+def _visible(uv: torch.Tensor, z: torch.Tensor, size: tuple, cfg: ProjectiveConfig, slack: torch.Tensor) -> torch.Tensor:
     """Points not hidden by nearer points: a min-depth buffer of the points themselves, eroded
-    by one cell so the gaps between splatted points do not let hidden points through."""
+    by one cell so the gaps between splatted points do not let hidden points through.
+    ``slack`` [N] (metres) is added to the tolerance: on a slanted surface the erosion's
+    neighbours are nearer than the point itself by up to its slope times the cell size."""
     h, w = size
     c = cfg.zbuffer_px
     gh, gw = (h + c - 1) // c, (w + c - 1) // c
@@ -87,7 +89,7 @@ def _visible(uv: torch.Tensor, z: torch.Tensor, size: tuple, cfg: ProjectiveConf
     zbuf = torch.full((gh * gw,), float("inf"))
     zbuf.scatter_reduce_(0, flat[inside], z[inside], reduce="amin")
     zbuf = -F.max_pool2d(-zbuf.reshape(1, 1, gh, gw), 3, stride=1, padding=1).reshape(-1)
-    return inside & (z <= zbuf[flat] + cfg.depth_tolerance)
+    return inside & (z <= zbuf[flat] + cfg.depth_tolerance + slack)
 
 
 def _sample(img: np.ndarray, uv: torch.Tensor) -> torch.Tensor:
@@ -111,7 +113,9 @@ def warp_source(model: HeadModel, slots: UVSlots, src: Source, cfg: ProjectiveCo
     uv, z = uv[0], z[0]
     to_cam = F.normalize(-(pts * FLIP), dim=-1)                              # towards the camera, camera axes
     cos = (nrm * FLIP * to_cam).sum(-1)
-    vis = _visible(uv, z, (h, w), cfg) & (cos > cfg.min_cos)
+    tan = (1 - cos.clamp(cfg.min_cos, 1) ** 2).sqrt() / cos.clamp(cfg.min_cos, 1)
+    slack = 2.0 * cfg.zbuffer_px * z / f * tan                              # two cells along the slope
+    vis = _visible(uv, z, (h, w), cfg, slack) & (cos > cfg.min_cos)
     color = _sample(src.rgb, uv) / 255.0
     matte = _sample(src.matte, uv)[:, 0] / 255.0
     weight = vis.float() * cos.clamp_min(0) ** cfg.view_power * expression_confidence(model, slots, src.params, cfg)
@@ -152,18 +156,33 @@ def pool(model: HeadModel, slots: UVSlots, sources: list[Source], cfg: Projectiv
     color = torch.where(seen[:, None], num_c / den.clamp_min(1e-9)[:, None], torch.zeros(1, 3))
     opacity = torch.where(seen, num_m / den.clamp_min(1e-9), torch.ones(1))
     confidence = den / max(len(sources), 1)
-    # 1. the mirror image, where it was seen
-    mirror = mirror_slots(model, slots)
-    use_mirror = ~seen & seen[mirror]
-    color[use_mirror] = color[mirror[use_mirror]]
-    filled = seen | use_mirror
-    # 2. inner parts nobody saw keep the plain palette; 3. the rest is inpainted in UV
     inner = torch.as_tensor(inner_parts(model, slots))
+    # 1. small holes in what was seen (a nostril, a lid fold) from their UV neighbours
+    pinholes = ~seen & ~inner & _near_seen(slots, seen)
+    color = _inpaint(slots, color, seen | inner | ~pinholes)
+    filled = seen | pinholes
+    # 2. larger unseen areas from their left/right mirror image, where that was seen
+    mirror = mirror_slots(model, slots)
+    use_mirror = ~filled & seen[mirror]
+    color[use_mirror] = color[mirror[use_mirror]]
+    filled = filled | use_mirror
+    # 3. inner parts nobody saw keep the plain palette; 4. the rest is inpainted in UV
     palette = plain_colors(model, slots, shaded=False)
     color[~filled & inner] = palette[~filled & inner]
-    filled = filled | inner
-    color = _inpaint(slots, color, filled)
+    color = _inpaint(slots, color, filled | inner)
     return color.clamp(0, 1), opacity.clamp(0, 1), confidence
+
+
+def _near_seen(slots: UVSlots, seen: torch.Tensor, radius: int = 2) -> torch.Tensor:
+    """[N] bool: the slot is at most ``radius`` texels from a seen one, all round (a hole, not
+    an unseen region): the closing of the seen mask in UV."""
+    R = slots.resolution
+    m = torch.zeros(R * R)
+    m[slots.texel] = seen.float()
+    m = m.reshape(1, 1, R, R)
+    k = 2 * radius + 1
+    closed = -F.max_pool2d(-F.max_pool2d(m, k, 1, radius), k, 1, radius)
+    return closed.reshape(-1)[slots.texel] > 0.5
 
 
 def _inpaint(slots: UVSlots, color: torch.Tensor, known: torch.Tensor) -> torch.Tensor:

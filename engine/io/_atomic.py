@@ -19,6 +19,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     byte-for-byte untouched: a crash never leaves a half-written file under the real name.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)   # an output folder that does not exist yet is made
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
