@@ -25,7 +25,6 @@ from engine.types import Avatar, Camera, Frame, HeadParams
 
 Progress = Callable[[str, float], None]   # (stage, fraction done in [0, 1])
 MAX_SOURCES = 4
-SHAPE_DISAGREEMENT = 2.5   # rms difference of per-portrait shape coefficients that suggests two people
 
 
 class Cancelled(Exception):
@@ -37,7 +36,9 @@ def build_avatar(paths: Sequence[Path], model: HeadModel, progress: Progress | N
     """An avatar from 1–4 portraits of one person (projective feed-forward stage).
 
     Portraits without a usable face are left out with a note (in ``notes``) as long as one
-    remains; portraits whose separately tracked shapes disagree strongly get a warning."""
+    remains. Whether the portraits show one person is not checked: fitted shape coefficients
+    do not separate people (two photos of one woman differed more than photos of a man and a
+    woman), and a face-recognition model would have to be shipped or supplied."""
     from engine.generator.projective import Source, projective_gaussians
     from engine.io.media import MediaError, read_image
     from engine.track.tracker import track_portraits
@@ -78,8 +79,6 @@ def build_avatar(paths: Sequence[Path], model: HeadModel, progress: Progress | N
     if tracked is None:
         raise ValueError("no portrait with a usable face: " + "; ".join(notes))
     notes.extend(tracked.warnings)
-    if len(usable) > 1:
-        _warn_if_different_people(usable, model, tracked, notes)
     check()
     report("warping into UV", 0.0)
     sources = [Source(read_image(p), tracked.mattes[i], tracked.params.frame(i), tracked.K[i])
@@ -94,23 +93,6 @@ def build_avatar(paths: Sequence[Path], model: HeadModel, progress: Progress | N
     for n in notes:
         warnings.warn(n)
     return Avatar(uvg, model.name, shape, meta)
-
-
-def _warn_if_different_people(paths, model, tracked, notes: list[str]) -> None:
-    """Track each portrait alone and compare their shapes: strongly different shapes suggest
-    portraits of different people (a warning; the joint fit is still used)."""
-    from engine.track.tracker import track_portraits
-
-    from engine.track.fit import FitConfig
-
-    quick = FitConfig(iters_all=60)      # a rough shape per portrait is enough to compare people
-    shapes = [track_portraits([p], model, cfg=quick).params.shape[0] for p in paths]
-    for i in range(len(shapes)):
-        for j in range(i + 1, len(shapes)):
-            d = float((shapes[i] - shapes[j]).pow(2).mean().sqrt())
-            if d > SHAPE_DISAGREEMENT:
-                notes.append(f"{paths[i].name} and {paths[j].name} may show different people "
-                             f"(their face shapes differ by {d:.1f})")
 
 
 class AvatarService:

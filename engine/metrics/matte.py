@@ -1,0 +1,37 @@
+"""The evaluation matte: head and neck only, like the INSTA / SplattingAvatar data the paper
+evaluates on: the person segmentation intersected with the dilated silhouette of the tracked
+head mesh, so shoulders, torso and the background are excluded. Ground truth and render are
+both composited on a constant (black) background through it; metrics cover the full frame."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from engine.headmodel.base import HeadModel
+from engine.track.fit import project
+from engine.types import HeadParams
+
+MATTE_DEFINITION = ("eval matte = (person segmentation > 0.5) AND dilate(silhouette of the tracked head mesh, "
+                    "{dilate} px); ground truth and render composited on black through it; metrics over the full frame")
+
+
+def mesh_silhouette(model: HeadModel, params: HeadParams, focal: float, size: tuple[int, int]) -> np.ndarray:
+    """uint8 [H, W] mask (255 inside) of the head mesh posed by ``params`` (one frame), seen by
+    the tracker's camera (origin, looking down -z, principal point at the centre)."""
+    h, w = size
+    with torch.no_grad():
+        verts = model.vertices(params.frame(0))
+        uv, _ = project(verts, torch.tensor([focal]), torch.tensor([[h, w]], dtype=torch.float32))
+    tri = np.round(uv[0].numpy()[model.faces.numpy()] * 4).astype(np.int32)     # 2 bits of sub-pixel
+    mask = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(mask, list(tri), 255, lineType=cv2.LINE_8, shift=2)
+    return mask
+
+
+def eval_matte(person: np.ndarray, silhouette: np.ndarray, dilate_px: int) -> np.ndarray:
+    """float32 [H, W] in {0, 1}: person (uint8 or float in [0, 1] or [0, 255]) ∩ dilated silhouette."""
+    p = person.astype(np.float32)
+    p = p / 255.0 if p.max() > 1.0 else p
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate_px + 1, 2 * dilate_px + 1))
+    return ((p > 0.5) & (cv2.dilate(silhouette, k) > 0)).astype(np.float32)
