@@ -36,9 +36,8 @@ def build_avatar(paths: Sequence[Path], model: HeadModel, progress: Progress | N
     """An avatar from 1–4 portraits of one person (projective feed-forward stage).
 
     Portraits without a usable face are left out with a note (in ``notes``) as long as one
-    remains. Whether the portraits show one person is not checked: fitted shape coefficients
-    do not separate people (two photos of one woman differed more than photos of a man and a
-    woman), and a face-recognition model would have to be shipped or supplied."""
+    remains; portraits that seem to show different people (dlib face descriptors, see
+    `engine.track.identity`) get a note and a warning, and are still used."""
     from engine.generator.projective import Source, projective_gaussians
     from engine.io.media import MediaError, read_image
     from engine.track.tracker import track_portraits
@@ -79,6 +78,14 @@ def build_avatar(paths: Sequence[Path], model: HeadModel, progress: Progress | N
     if tracked is None:
         raise ValueError("no portrait with a usable face: " + "; ".join(notes))
     notes.extend(tracked.warnings)
+    if len(usable) > 1:
+        from engine.track.identity import SAME_PERSON_DISTANCE, different_people, face_descriptor
+
+        images = [read_image(p) for p in usable]
+        desc = [face_descriptor(img, tracked.landmarks[i]) for i, img in enumerate(images)]
+        for i, j, d in different_people(desc):
+            notes.append(f"{usable[i].name} and {usable[j].name} may show different people (face descriptor "
+                         f"distance {d:.2f} > {SAME_PERSON_DISTANCE}); the avatar mixes them")
     check()
     report("warping into UV", 0.0)
     sources = [Source(read_image(p), tracked.mattes[i], tracked.params.frame(i), tracked.K[i])
