@@ -13,6 +13,7 @@ from typing import Annotated, Literal, Optional
 import tyro
 
 from spatialavatar_app.eval_cmd import Eval
+from spatialavatar_app.refine_cmd import Refine
 from spatialavatar_app.track_cmd import Track
 
 
@@ -302,7 +303,7 @@ class Bench:
               f"{self.reference_runs} runs after 1 warm-up, the others {self.runs} after 3.")
 
 
-COMMANDS = {"build": Build, "render": Render, "export": Export, "track": Track, "headmodel": HeadModelCmd, "demo": Demo, "bench": Bench, "eval": Eval}
+COMMANDS = {"build": Build, "render": Render, "export": Export, "track": Track, "refine": Refine, "headmodel": HeadModelCmd, "demo": Demo, "bench": Bench, "eval": Eval}
 
 
 def main(argv: list[str] | None = None) -> None:

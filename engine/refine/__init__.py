@@ -1,0 +1,1 @@
+"""The per-subject refiner (paper §2.5)."""

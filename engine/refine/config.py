@@ -1,0 +1,69 @@
+"""Refiner hyperparameters (paper §2.5), loaded from ``presets/refine/<name>.json``."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from engine.io.presets import PRESET_ROOT
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """Layout-preserving refinement: binding and Gaussian count frozen, no densification."""
+
+    iterations: int = 10000
+    """Optimisation steps (one training frame each)."""
+    resolution: int = 256
+    """Longer side of the training renders, pixels (frames are downscaled to it)."""
+    lr_position: float = 2e-4
+    """Adam learning rate of local positions (units of the triangle scale)."""
+    lr_rotation: float = 1e-3
+    """Adam learning rate of local rotations (quaternion components)."""
+    lr_scale: float = 5e-3
+    """Adam learning rate of log-scales."""
+    lr_color: float = 2.5e-3
+    """Adam learning rate of colours."""
+    lr_opacity: float = 2.5e-2
+    """Adam learning rate of opacity logits."""
+    lambda_l1: float = 0.8
+    """Weight of the L1 photometric loss."""
+    lambda_ssim: float = 0.2
+    """Weight of (1 - SSIM)."""
+    lambda_aspect: float = 0.01
+    """Weight of the screen-space anti-spike penalty (0 disables it: ablation)."""
+    aspect_tau: float = 1.15
+    """Penalty-free half log aspect ratio of a projected Gaussian (1.15: axes up to 10:1)."""
+    aspect_start: int = 500
+    """Iteration from which the aspect penalty applies."""
+    scale_freeze: int = 500
+    """Log-scales stay fixed for this many iterations (0 disables the freeze: ablation)."""
+    log_scale_max: float | None = 1.1
+    """Hard clamp of log-scale relative to the triangle scale (None disables it: ablation)."""
+    random_background: bool = True
+    """Composite render and target on the same random colour each step (False: white)."""
+    checkpoint_every: int = 1000
+    """Write a resumable checkpoint every this many iterations (0: never)."""
+    preview_every: int = 250
+    """Report a preview frame to the progress callback every this many iterations."""
+    seed: int = 0
+    """Random seed of frame order and backgrounds."""
+
+
+def load_refine_config(name_or_path: str | Path = "default", **overrides) -> RefineConfig:
+    """The bundled preset ``name`` (``default``, ``fast``) or a JSON file, then ``overrides``.
+    ``fast`` and other presets list only what differs from the defaults."""
+    path = Path(name_or_path)
+    if path.suffix != ".json":
+        path = PRESET_ROOT / "refine" / f"{name_or_path}.json"
+        if not path.exists():
+            names = sorted(p.stem for p in (PRESET_ROOT / "refine").glob("*.json"))
+            raise ValueError(f"no refine preset {name_or_path!r}; bundled: {', '.join(names)}")
+    data = json.loads(path.read_text())
+    if data.pop("schema", None) != 1:
+        raise ValueError(f"{path}: unknown preset schema (expected 1)")
+    known = {f.name for f in fields(RefineConfig)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
+    return replace(RefineConfig(), **{**data, **overrides})

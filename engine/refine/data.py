@@ -1,0 +1,93 @@
+"""Training data of the refiner: a tracked video, downscaled, split, with head-and-neck mattes."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from engine.headmodel.base import HeadModel
+from engine.io.media import VideoReader
+from engine.metrics.matte import eval_matte, mesh_silhouette
+from engine.types import Camera, HeadParams
+
+LONG_VIDEO = 1400         # frames from which the paper's fixed 350-frame test split is used
+LONG_HOLDOUT = 350
+SHORT_HOLDOUT = 0.25      # held-out fraction of shorter videos
+MATTE_DILATE = 15         # pixels at 512 px, scaled with the resolution
+MIN_TRAIN = 30
+
+
+def split(n: int) -> int:
+    """Index of the first held-out frame: the last 350 frames of a long video (the paper's
+    SplattingAvatar protocol), the last quarter of a shorter one."""
+    held = LONG_HOLDOUT if n >= LONG_VIDEO else round(SHORT_HOLDOUT * n)
+    return n - held
+
+
+def tracker_camera(K: np.ndarray, size: tuple[int, int], longer_side: int) -> Camera:
+    """The tracker's camera (origin, looking down -z) for a frame, scaled so its longer side is
+    at most ``longer_side``."""
+    h, w = size
+    cam = Camera(torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0])), torch.tensor(K, dtype=torch.float32), w, h)
+    s = min(1.0, longer_side / max(h, w))
+    return cam.resized(round(w * s), round(h * s)) if s < 1 else cam
+
+
+@dataclass
+class VideoData:
+    """Frames [N, h, w, 3] uint8 and eval mattes [N, h, w] float32 at the working resolution."""
+
+    name: str
+    images: np.ndarray
+    mattes: np.ndarray
+    params: HeadParams
+    cameras: list[Camera]
+    found: np.ndarray
+    first_test: int
+
+    @property
+    def train(self) -> np.ndarray:
+        """Training frame indices: before the held-out split and with a tracked face."""
+        idx = np.arange(self.first_test)
+        return idx[self.found[: self.first_test]]
+
+    @property
+    def test(self) -> np.ndarray:
+        idx = np.arange(self.first_test, len(self.found))
+        return idx[self.found[self.first_test :]]
+
+    def reference_frame(self) -> int:
+        """The training frame with the least jaw opening; when the jaw hardly moves (max < 0.02
+        rad, e.g. a silent or occluded mouth) the most frontal one instead."""
+        tr = self.train
+        jaw = self.params.jaw[tr].norm(dim=-1)
+        if float(jaw.max()) < 0.02:
+            turn = (self.params.rotation[tr] + self.params.neck[tr]).norm(dim=-1)
+            return int(tr[int(turn.argmin())])
+        return int(tr[int(jaw.argmin())])
+
+
+def load_video_data(path: Path, tracked, model: HeadModel, longer_side: int) -> VideoData:
+    """Read ``path`` again at the working resolution, with the head-and-neck matte per frame."""
+    n = len(tracked.found)
+    first_test = split(n)
+    if first_test - int((~tracked.found[:first_test]).sum()) < MIN_TRAIN:
+        raise ValueError(f"{path}: too short to refine: {n} frames leave fewer than {MIN_TRAIN} tracked training "
+                         f"frames before the held-out last {n - first_test}")
+    cams = [tracker_camera(tracked.K[i], tuple(int(x) for x in tracked.image_size[i]), longer_side) for i in range(n)]
+    h, w = cams[0].height, cams[0].width
+    images = np.zeros((n, h, w, 3), np.uint8)
+    mattes = np.zeros((n, h, w), np.float32)
+    dilate = max(1, round(MATTE_DILATE * max(h, w) / 512))
+    with VideoReader(path) as video:
+        for i, rgb in enumerate(video):
+            if i >= n:
+                break
+            images[i] = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA) if rgb.shape[:2] != (h, w) else rgb
+            person = cv2.resize(tracked.mattes[i], (w, h), interpolation=cv2.INTER_AREA)
+            sil = mesh_silhouette(model, tracked.params.frame(i), float(cams[i].K[0, 0]), (h, w))
+            mattes[i] = eval_matte(person, sil, dilate)
+    return VideoData(Path(path).stem, images, mattes, tracked.params, cams, tracked.found, first_test)

@@ -1,0 +1,132 @@
+"""The per-subject refiner (paper §2.5): optimise the UV-layout Gaussian attributes on a
+tracked video with the binding and the Gaussian count frozen (no densification, no pruning).
+
+    loss = λ1·L1 + λssim·(1 − SSIM) + 1[t ≥ aspect_start]·λaspect·L_aspect
+    L_aspect = mean_g ReLU(½·log(λmax/λmin of the projected 2D covariance) − τ)
+
+Log-scales are frozen for the first ``scale_freeze`` iterations and hard-clamped afterwards;
+render and target are composited on the same random background each step, so silhouette
+gradients stay symmetric. Each step trains on one random training frame.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from engine.binding import bind
+from engine.headmodel.base import HeadModel
+from engine.metrics import ssim
+from engine.refine.config import RefineConfig
+from engine.refine.data import VideoData
+from engine.render.projection import project_gaussians
+from engine.types import Avatar, UVGaussians, UV_MAP_CHANNELS
+
+MAP_LR = {"local_position": "lr_position", "rotation": "lr_rotation", "log_scale": "lr_scale", "color": "lr_color",
+          "opacity": "lr_opacity"}
+
+
+@dataclass
+class Progress:
+    iteration: int
+    total: int
+    loss: float
+    its_per_second: float
+    eta_seconds: float
+    preview: np.ndarray | None = None    # uint8 [h, w, 3] render of a training frame
+
+
+class RefineCancelled(Exception):
+    """The refinement was cancelled; the last checkpoint (if any) stays loadable."""
+
+
+def aspect_penalty(cov2d: torch.Tensor, visible: torch.Tensor, tau: float) -> torch.Tensor:
+    """mean over visible Gaussians of ReLU(½·log(λmax/λmin) − τ) of their 2D covariances [N, 2, 2]."""
+    a, b, c = cov2d[visible, 0, 0], cov2d[visible, 0, 1], cov2d[visible, 1, 1]
+    mid, rad = (a + c) / 2, torch.sqrt(((a - c) / 2) ** 2 + b * b + 1e-12)
+    ratio = (mid + rad) / (mid - rad).clamp_min(1e-12)
+    return torch.relu(0.5 * torch.log(ratio) - tau).mean() if len(a) else cov2d.sum() * 0
+
+
+def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig = RefineConfig(),
+           progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None,
+           checkpoint: Path | None = None, resume: bool = False) -> Avatar:
+    """The refined avatar. ``checkpoint``: where to write resumable state every
+    ``cfg.checkpoint_every`` iterations; with ``resume`` it is read first if it exists."""
+    from engine.render.select import select
+
+    renderer = select("cpu", need_grad=True)
+    slots = model.uv_slots(avatar.gaussians.resolution)
+    maps = {k: v.detach().clone().requires_grad_(True) for k, v in avatar.gaussians.maps().items()}
+    opt = torch.optim.Adam([{"params": [maps[k]], "lr": getattr(cfg, MAP_LR[k]), "name": k} for k in UV_MAP_CHANNELS],
+                           eps=1e-15)
+    start = 0
+    if resume and checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=True)
+        with torch.no_grad():
+            for k in maps:
+                maps[k].copy_(state["maps"][k])
+        opt.load_state_dict(state["optimizer"])
+        start = int(state["iteration"])
+    train = data.train
+    shape = avatar.shape[None]
+    with torch.no_grad():   # every training frame's posed mesh, once
+        verts = {int(i): model.vertices(dataclasses.replace(data.params.frame(int(i)), shape=shape))[0] for i in train}
+    images = torch.from_numpy(data.images)
+    mattes = torch.from_numpy(data.mattes)
+    t0, loss_avg = time.perf_counter(), None
+    for it in range(start, cfg.iterations):
+        if cancel is not None and cancel.is_set():
+            raise RefineCancelled()
+        rng = np.random.default_rng([cfg.seed, it])     # per step, so a resumed run repeats an unbroken one
+        i = int(rng.choice(train))
+        uvg = UVGaussians(**maps, valid=avatar.gaussians.valid)
+        g = bind(uvg, slots, verts[i], model.faces)
+        cam = data.cameras[i]
+        frame = renderer.render(g, cam)
+        bg = torch.from_numpy(rng.random(3).astype(np.float32)) if cfg.random_background else torch.ones(3)
+        pred = frame.rgb + (1 - frame.alpha[..., None]) * bg
+        m = mattes[i][..., None]
+        target = images[i].float() / 255 * m + bg * (1 - m)
+        loss = cfg.lambda_l1 * (pred - target).abs().mean() + cfg.lambda_ssim * (1 - ssim(pred, target))
+        if cfg.lambda_aspect > 0 and it >= cfg.aspect_start:
+            proj = project_gaussians(g, cam)
+            loss = loss + cfg.lambda_aspect * aspect_penalty(proj.cov2d, proj.visible, cfg.aspect_tau)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if it < cfg.scale_freeze:
+            maps["log_scale"].grad = None
+        opt.step()
+        if cfg.log_scale_max is not None and it >= cfg.scale_freeze:
+            with torch.no_grad():
+                maps["log_scale"].clamp_(max=cfg.log_scale_max)
+        value = float(loss.detach())
+        loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
+        done = it + 1
+        if checkpoint is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
+            _save_checkpoint(checkpoint, maps, opt, done, cfg)
+        if progress is not None:
+            rate = (done - start) / max(time.perf_counter() - t0, 1e-9)
+            preview = frame.to_uint8() if cfg.preview_every and done % cfg.preview_every == 0 else None
+            progress(Progress(done, cfg.iterations, loss_avg, rate, (cfg.iterations - done) / rate, preview))
+    refined = UVGaussians(**{k: v.detach() for k, v in maps.items()}, valid=avatar.gaussians.valid)
+    meta = {**avatar.metadata, "refined": {"video": data.name, "iterations": cfg.iterations,
+                                           "config": dataclasses.asdict(cfg), "train_frames": int(len(train)),
+                                           "skipped_frames": int((~data.found[: data.first_test]).sum())}}
+    return dataclasses.replace(avatar, gaussians=refined, metadata=meta, thumbnail=None)
+
+
+def _save_checkpoint(path: Path, maps: dict, opt, iteration: int, cfg: RefineConfig) -> None:
+    """Atomic: a crash or cancel mid-write leaves the previous checkpoint loadable."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"maps": {k: v.detach() for k, v in maps.items()}, "optimizer": opt.state_dict(),
+                "iteration": iteration, "config": dataclasses.asdict(cfg)}, tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,35 @@
+"""Everything a refinement needs from a video: tracking, the reference frame's feed-forward
+avatar, the training data. Shared by the CLI and the app."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from engine.headmodel.base import HeadModel
+from engine.refine.data import VideoData, load_video_data
+from engine.types import Avatar
+
+
+def prepare(video: Path, model: HeadModel, resolution: int, avatar: Avatar | None = None,
+            log: Callable[[str], None] = print) -> tuple[Avatar, VideoData]:
+    """(starting avatar, training data). Without ``avatar`` the start is the projective
+    avatar of the reference frame (least jaw opening among the training frames)."""
+    from engine.generator.projective import Source, projective_gaussians
+    from engine.io.media import VideoReader
+    from engine.track.tracker import track_video
+
+    log(f"tracking {video} ...")
+    tracked = track_video(video, model)
+    data = load_video_data(video, tracked, model, resolution)
+    if avatar is None:
+        ref = data.reference_frame()
+        with VideoReader(video) as frames:
+            rgb = next(f for i, f in enumerate(frames) if i == ref)
+        uvg, _ = projective_gaussians(model, [Source(rgb, tracked.mattes[ref], tracked.params.frame(ref), tracked.K[ref])],
+                                      tracked.params.shape[0])
+        avatar = Avatar(uvg, model.name, tracked.params.shape[0],
+                        {"generator": "projective", "sources": [f"{video}#frame{ref}"], "reference_frame": ref})
+        log(f"reference frame {ref}; {len(data.train)} training and {len(data.test)} held-out frames")
+    elif avatar.head_model != model.name:
+        raise ValueError(f"the avatar was made for {avatar.head_model!r}, not {model.name!r}")
+    return avatar, data
