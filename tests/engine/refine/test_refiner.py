@@ -1,0 +1,132 @@
+"""The refiner on a synthetic video: renders of a known avatar under known parameters."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from engine.binding import surface_init
+from engine.expressions import apply_expressions
+from engine.generator.plain import plain_colors
+from engine.headmodel.base import HeadModel
+from engine.refine.config import RefineConfig, load_refine_config
+from engine.refine.data import VideoData, split, tracker_camera
+from engine.refine.refiner import RefineCancelled, aspect_penalty, refine
+from engine.render import select
+from engine.track.fit import intrinsics
+from engine.types import Avatar, HeadParams
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def model(openhead):
+    return HeadModel(openhead)
+
+
+def avatar_with(model, colors) -> Avatar:
+    slots = model.uv_slots(256)
+    return Avatar(surface_init(slots, model.v_template, model.faces, colors), model.name, torch.zeros(model.n_shape), {})
+
+
+@pytest.fixture(scope="module")
+def video(model) -> VideoData:
+    """8 frames of the plain avatar turning and talking, seen by the tracker's camera."""
+    from engine.animate import AnimatedAvatar
+
+    truth = AnimatedAvatar(avatar_with(model, plain_colors(model, model.uv_slots(256), shaded=False)), model)
+    n = 8
+    ps, imgs, mattes, cams = [], [], [], []
+    K = intrinsics(np.array([260.0]), np.array([[SIZE, SIZE]]))[0]
+    cam = tracker_camera(K, (SIZE, SIZE), SIZE)
+    renderer = select("cpu")
+    for i in range(n):
+        p = apply_expressions(model.neutral(), model, {"jawOpen": 0.5 * (i % 3) / 2, "mouthSmile_L": (i % 2) * 0.8})
+        p = dataclasses.replace(p, rotation=torch.tensor([[0.0, 0.3 * float(np.sin(i)), 0.0]]),
+                                translation=torch.tensor([[0.0, 0.0, -0.75]]))
+        with torch.no_grad():
+            f = renderer.render(truth.gaussians(p), cam)
+        a = f.alpha.clamp_min(1e-6)[..., None]
+        imgs.append(((f.rgb / a).clamp(0, 1).numpy() * 255).astype(np.uint8))
+        mattes.append(f.alpha.numpy())
+        ps.append(p)
+        cams.append(cam)
+    params = HeadParams(*(torch.cat([getattr(p, k) for p in ps]) for k in
+                          ("shape", "expr", "rotation", "neck", "jaw", "eyes", "translation")))
+    return VideoData("synthetic", np.stack(imgs), np.stack(mattes).astype(np.float32), params, cams,
+                     np.ones(n, bool), first_test=6)
+
+
+def colour_error(model, avatar: Avatar) -> float:
+    slots = model.uv_slots(256)
+    truth = plain_colors(model, slots, shaded=False)
+    return float((slots.gather(avatar.gaussians.color) - truth).abs().mean())
+
+
+CFG = RefineConfig(iterations=120, resolution=SIZE, scale_freeze=30, aspect_start=30, checkpoint_every=60,
+                   preview_every=0, lr_color=0.02)
+
+
+def test_refinement_recovers_the_texture_and_keeps_the_layout(model, video):
+    start = avatar_with(model, torch.full((len(model.uv_slots(256)), 3), 0.5))
+    losses = []
+    out = refine(start, model, video, CFG, progress=lambda p: losses.append(p.loss))
+    assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:10])
+    assert colour_error(model, out) < 0.8 * colour_error(model, start)
+    assert torch.equal(out.gaussians.valid, start.gaussians.valid)            # count and layout frozen
+    assert float(out.gaussians.log_scale.max()) <= CFG.log_scale_max + 1e-6   # the hard clamp
+    assert out.metadata["refined"]["train_frames"] == 6
+
+
+def test_scale_freeze_keeps_scales_exactly(model, video):
+    start = avatar_with(model, torch.full((len(model.uv_slots(256)), 3), 0.5))
+    out = refine(start, model, video, dataclasses.replace(CFG, iterations=40, scale_freeze=40))
+    assert torch.equal(out.gaussians.log_scale, start.gaussians.log_scale)
+
+
+@pytest.fixture
+def one_thread():
+    """The native backward accumulates in a thread-dependent order, and Adam amplifies the last
+    bits of near-zero gradients; with one thread a run is bit-reproducible."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_resume_repeats_an_unbroken_run_and_cancel_keeps_the_checkpoint(model, video, tmp_path, one_thread):
+    start = avatar_with(model, torch.full((len(model.uv_slots(256)), 3), 0.5))
+    whole = refine(start, model, video, CFG)
+    ckpt = tmp_path / "r.ckpt"
+    stop = threading.Event()
+
+    def stop_after_60(p):
+        if p.iteration == 61:
+            stop.set()
+
+    with pytest.raises(RefineCancelled):
+        refine(start, model, video, CFG, progress=stop_after_60, cancel=stop, checkpoint=ckpt)
+    assert torch.load(ckpt, weights_only=True)["iteration"] == 60
+    resumed = refine(start, model, video, CFG, checkpoint=ckpt, resume=True)
+    for k, v in whole.gaussians.maps().items():
+        torch.testing.assert_close(resumed.gaussians.maps()[k], v, atol=1e-6, rtol=0)
+
+
+def test_aspect_penalty_against_the_formula():
+    cov = torch.tensor([[[4.0, 0.0], [0.0, 1.0]], [[100.0, 0.0], [0.0, 1.0]], [[2.0, 1.0], [1.0, 2.0]]])
+    vis = torch.tensor([True, True, True])
+    # half log ratios: 0.5 ln 4 = 0.693, 0.5 ln 100 = 2.303, 0.5 ln 3 = 0.549; tau = 1 -> only the second counts
+    expected = (0.5 * np.log(100.0) - 1.0) / 3
+    assert float(aspect_penalty(cov, vis, 1.0)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_split_and_presets():
+    assert split(354) == 354 - 88 and split(2000) == 2000 - 350
+    fast = load_refine_config("fast")
+    assert fast.iterations == 1500 and fast.lambda_l1 == RefineConfig().lambda_l1   # only differences listed
+    assert load_refine_config("default") == RefineConfig()
+    with pytest.raises(ValueError, match="no refine preset 'slow'"):
+        load_refine_config("slow")
