@@ -16,6 +16,7 @@ from engine.headmodel.base import HeadModel
 from engine.io.media import VideoReader
 from engine.metrics import psnr, ssim
 from engine.metrics.matte import eval_matte, mesh_silhouette
+from engine.refine.data import tracker_camera
 from engine.types import Avatar, Camera
 
 MAX_SIDE = 512
@@ -39,13 +40,6 @@ def source_frames(n: int, k: int) -> list[int]:
 def target_frames(n: int, count: int = 50) -> list[int]:
     """``count`` frames evenly through the last third."""
     return sorted(set(np.linspace(2 * n // 3, n - 1, count).round().astype(int).tolist()))
-
-
-def _camera(K: np.ndarray, size: tuple[int, int]) -> Camera:
-    h, w = size
-    cam = Camera(torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0])), torch.tensor(K, dtype=torch.float32), w, h)
-    s = MAX_SIDE / max(h, w)
-    return cam.resized(round(w * s), round(h * s)) if s < 1 else cam
 
 
 def _fit(img: np.ndarray, cam: Camera) -> np.ndarray:
@@ -81,7 +75,7 @@ def evaluate_video(path: Path, model: HeadModel, ks=(1, 4), n_targets: int = 50,
             if not tracked.found[t]:
                 continue
             size = tuple(int(x) for x in tracked.image_size[t])
-            cam = _camera(tracked.K[t], size)
+            cam = tracker_camera(tracked.K[t], size, MAX_SIDE)
             sil = mesh_silhouette(model, tracked.params.frame(t), float(cam.K[0, 0]), (cam.height, cam.width))
             m = torch.from_numpy(eval_matte(_fit(tracked.mattes[t], cam), sil, DILATE_PX))[..., None]
             gt = torch.from_numpy(_fit(frames[t], cam)).float() / 255 * m
