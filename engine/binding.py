@@ -36,7 +36,9 @@ class UVSlots:
 
     def gather(self, uv_map: Tensor) -> Tensor:
         """Per-slot values [N, C] of a UV map [C, R, R]."""
-        return uv_map.reshape(uv_map.shape[0], -1)[:, self.texel].T
+        # Rows of the transposed view: the result is contiguous [N, C]; indexing columns and
+        # transposing gave a strided tensor on which per-row norms were 10x slower.
+        return uv_map.reshape(uv_map.shape[0], -1).T[self.texel]
 
     def scatter(self, values: Tensor) -> Tensor:
         """A UV map [C, R, R] holding per-slot ``values`` [N, C], zeros elsewhere."""

@@ -36,6 +36,9 @@ class RefineConfig:
     """Penalty-free half log aspect ratio of a projected Gaussian (1.15: axes up to 10:1)."""
     aspect_start: int = 500
     """Iteration from which the aspect penalty applies."""
+    aspect_sample: int = 8192
+    """Gaussians drawn at random each step to estimate the penalty's mean (an unbiased estimate;
+    projecting all ~62K cost a quarter of an iteration). 0: all of them."""
     scale_freeze: int = 500
     """Log-scales stay fixed for this many iterations (0 disables the freeze: ablation)."""
     log_scale_max: float | None = 1.1

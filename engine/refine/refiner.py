@@ -3,6 +3,7 @@ tracked video with the binding and the Gaussian count frozen (no densification, 
 
     loss = λ1·L1 + λssim·(1 − SSIM) + 1[t ≥ aspect_start]·λaspect·L_aspect
     L_aspect = mean_g ReLU(½·log(λmax/λmin of the projected 2D covariance) − τ)
+               (estimated each step on a random subset of the Gaussians)
 
 Log-scales are frozen for the first ``scale_freeze`` iterations and hard-clamped afterwards;
 render and target are composited on the same random background each step, so silhouette
@@ -27,7 +28,7 @@ from engine.metrics import ssim
 from engine.refine.config import RefineConfig
 from engine.refine.data import VideoData
 from engine.render.projection import project_gaussians
-from engine.types import Avatar, UVGaussians, UV_MAP_CHANNELS
+from engine.types import Avatar, Gaussians, UVGaussians, UV_MAP_CHANNELS
 
 MAP_LR = {"local_position": "lr_position", "rotation": "lr_rotation", "log_scale": "lr_scale", "color": "lr_color",
           "opacity": "lr_opacity"}
@@ -97,7 +98,11 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
         target = images[i].float() / 255 * m + bg * (1 - m)
         loss = cfg.lambda_l1 * (pred - target).abs().mean() + cfg.lambda_ssim * (1 - ssim(pred, target))
         if cfg.lambda_aspect > 0 and it >= cfg.aspect_start:
-            proj = project_gaussians(g, cam)
+            sub = g
+            if 0 < cfg.aspect_sample < len(g):
+                pick = torch.from_numpy(rng.choice(len(g), cfg.aspect_sample, replace=False))
+                sub = Gaussians(g.means[pick], g.quats[pick], g.scales[pick], g.opacities[pick], g.colors[pick])
+            proj = project_gaussians(sub, cam)
             loss = loss + cfg.lambda_aspect * aspect_penalty(proj.cov2d, proj.visible, cfg.aspect_tau)
         opt.zero_grad(set_to_none=True)
         loss.backward()
