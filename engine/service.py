@@ -53,15 +53,7 @@ def build_avatar(paths: Sequence[Path], model: HeadModel, progress: Progress | N
             raise Cancelled()
 
     t0 = time.perf_counter()
-    usable = []
-    for i, p in enumerate(paths):
-        check()
-        report("reading portraits", i / len(paths))
-        try:
-            read_image(p)
-            usable.append(p)
-        except MediaError as e:
-            notes.append(f"left out {e}")
+    usable = list(paths)
     check()
     report("tracking", 0.0)
     tracked = None
@@ -69,7 +61,7 @@ def build_avatar(paths: Sequence[Path], model: HeadModel, progress: Progress | N
         try:
             tracked = track_portraits(usable, model, progress=lambda d, t: report("tracking", d / t))
             break
-        except MediaError as e:     # a portrait without a usable face: leave it out, keep the others
+        except MediaError as e:     # unreadable, or no usable face: leave it out, keep the others
             bad = Path(getattr(e, "path", ""))
             if bad not in usable:
                 raise
@@ -78,18 +70,17 @@ def build_avatar(paths: Sequence[Path], model: HeadModel, progress: Progress | N
     if tracked is None:
         raise ValueError("no portrait with a usable face: " + "; ".join(notes))
     notes.extend(tracked.warnings)
+    images = [read_image(p) for p in usable]
     if len(usable) > 1:
         from engine.track.identity import SAME_PERSON_DISTANCE, different_people, face_descriptor
 
-        images = [read_image(p) for p in usable]
         desc = [face_descriptor(img, tracked.landmarks[i]) for i, img in enumerate(images)]
         for i, j, d in different_people(desc):
             notes.append(f"{usable[i].name} and {usable[j].name} may show different people (face descriptor "
                          f"distance {d:.2f} > {SAME_PERSON_DISTANCE}); the avatar mixes them")
     check()
     report("warping into UV", 0.0)
-    sources = [Source(read_image(p), tracked.mattes[i], tracked.params.frame(i), tracked.K[i])
-               for i, p in enumerate(usable)]
+    sources = [Source(images[i], tracked.mattes[i], tracked.params.frame(i), tracked.K[i]) for i in range(len(usable))]
     shape = tracked.params.shape[0]
     uvg, confidence = projective_gaussians(model, sources, shape)
     check()
