@@ -78,7 +78,7 @@ class Pose:
 
 @dataclass
 class Render:
-    """Render an avatar (default: the built-in plain avatar) to a PNG, or a turntable MP4 with --video."""
+    """Render an avatar (default: the built-in one) to a PNG, or a turntable MP4 with --video."""
 
     out: Path = Path("out/render.png")
     """Output image (.png) or, with --video, video (.mp4)."""
