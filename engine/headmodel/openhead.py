@@ -17,6 +17,9 @@ from engine.headmodel.base import HeadModel, HeadModelData, HeadModelError
 
 
 
+_NOT_BUILD = {"openhead.py", "flame.py", "preview.py", "fit_face.py", "__init__.py"}
+
+
 def cache_dir() -> Path:
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(root) / "spatialavatar"
@@ -26,10 +29,11 @@ def cache_path() -> Path:
     """Where the current OpenHead build is cached."""
     h = hashlib.sha256()
     here = Path(__file__).parent
-    # Every source and data file of the package: a cache key that misses one would load a
-    # model built by other code.
+    # Every source and data file of the package except those the build never runs (loading,
+    # FLAME, previews, the face fit whose output is the hashed .npy): a key that missed one
+    # would load a model built by other code; one that hashed these rebuilt it for nothing.
     for path in sorted(here.rglob("*")):
-        if path.suffix in (".py", ".npy"):
+        if path.suffix in (".py", ".npy") and path.name not in _NOT_BUILD:
             h.update(path.relative_to(here).as_posix().encode() + path.read_bytes())
     return cache_dir() / f"openhead-{h.hexdigest()[:12]}.npz"
 

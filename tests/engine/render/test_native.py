@@ -130,14 +130,10 @@ def test_saturated_tiles_match_reference() -> None:
         assert float((gn - gr).norm() / gr.norm()) <= 1e-3, name
 
 
-def test_gradcheck() -> None:
+def test_gradcheck(gradcheck_fields) -> None:
     # The reference renderer's gradcheck scene: smooth in every parameter.
     cam = _camera(8, 8, 10.0, torch.float64)
-    means = torch.tensor([[0.1, -0.05, 2.0], [-0.2, 0.1, 2.5], [0.05, 0.2, 3.0]], dtype=torch.float64)
-    quats = torch.tensor([[0.9, 0.1, -0.2, 0.3], [0.8, -0.3, 0.2, 0.1], [1.0, 0.2, 0.1, -0.1]], dtype=torch.float64)
-    scales = torch.tensor([[0.8, 0.6, 0.5], [0.9, 0.7, 0.6], [0.7, 1.0, 0.8]], dtype=torch.float64)
-    opacities = torch.tensor([0.5, 0.6, 0.7], dtype=torch.float64)
-    colors = torch.tensor([[0.2, 0.5, 0.8], [0.7, 0.3, 0.4], [0.1, 0.9, 0.6]], dtype=torch.float64)
+    means, quats, scales, opacities, colors = gradcheck_fields
     inputs = tuple(t.clone().requires_grad_(True) for t in (means, quats, scales, opacities, colors))
 
     def render(*fields: torch.Tensor) -> tuple[torch.Tensor, ...]:

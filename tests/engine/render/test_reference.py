@@ -143,16 +143,12 @@ def _gaussian_alphas(gaussians: Gaussians, camera: Camera) -> torch.Tensor:
     return gaussians.opacities[:, None, None] * torch.exp(-0.5 * (a * dx * dx + c * dy * dy) - b * dx * dy)
 
 
-def test_gradcheck() -> None:
+def test_gradcheck(gradcheck_fields) -> None:
     # Three wide, semi-transparent Gaussians over an 8x8 image (one tile), placed so that
     # every alpha is well inside (alpha_min, alpha_max) and T stays far above
     # transmittance_min: the image is then smooth in all parameters.
     cam = _camera(8, 8, 10.0, torch.float64)
-    means = torch.tensor([[0.1, -0.05, 2.0], [-0.2, 0.1, 2.5], [0.05, 0.2, 3.0]], dtype=torch.float64)
-    quats = torch.tensor([[0.9, 0.1, -0.2, 0.3], [0.8, -0.3, 0.2, 0.1], [1.0, 0.2, 0.1, -0.1]], dtype=torch.float64)
-    scales = torch.tensor([[0.8, 0.6, 0.5], [0.9, 0.7, 0.6], [0.7, 1.0, 0.8]], dtype=torch.float64)
-    opacities = torch.tensor([0.5, 0.6, 0.7], dtype=torch.float64)
-    colors = torch.tensor([[0.2, 0.5, 0.8], [0.7, 0.3, 0.4], [0.1, 0.9, 0.6]], dtype=torch.float64)
+    means, quats, scales, opacities, colors = gradcheck_fields
     alphas = _gaussian_alphas(Gaussians(means, quats, scales, opacities, colors), cam)
     assert float(alphas.min()) > 0.05 and float(alphas.max()) < 0.9
     inputs = tuple(t.clone().requires_grad_(True) for t in (means, quats, scales, opacities, colors))
