@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from engine.binding import bind
+from engine.binding import UVSlots, place, slot_frames
 from engine.headmodel.base import HeadModel
 from engine.metrics import ssim
 from engine.refine.config import RefineConfig
@@ -65,15 +65,18 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
 
     renderer = select("cpu", need_grad=True)
     slots = model.uv_slots(avatar.gaussians.resolution)
-    maps = {k: v.detach().clone().requires_grad_(True) for k, v in avatar.gaussians.maps().items()}
-    opt = torch.optim.Adam([{"params": [maps[k]], "lr": getattr(cfg, MAP_LR[k]), "name": k} for k in UV_MAP_CHANNELS],
+    # Optimised per slot ([N, C]) rather than as UV maps: the same values and the same Adam
+    # steps (texels outside the chart get no gradient), without a gather and its scatter-backward
+    # every step.
+    attrs = {k: slots.gather(v).detach().clone().requires_grad_(True) for k, v in avatar.gaussians.maps().items()}
+    opt = torch.optim.Adam([{"params": [attrs[k]], "lr": getattr(cfg, MAP_LR[k]), "name": k} for k in UV_MAP_CHANNELS],
                            eps=1e-15)
     start = 0
     if resume and checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, weights_only=True)
         with torch.no_grad():
-            for k in maps:
-                maps[k].copy_(state["maps"][k])
+            for k in attrs:
+                attrs[k].copy_(slots.gather(state["maps"][k]))
         opt.load_state_dict(state["optimizer"])
         start = int(state["iteration"])
     train = data.train
@@ -88,8 +91,9 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
             raise RefineCancelled()
         rng = np.random.default_rng([cfg.seed, it])     # per step, so a resumed run repeats an unbroken one
         i = int(rng.choice(train))
-        uvg = UVGaussians(**maps, valid=avatar.gaussians.valid)
-        g = bind(uvg, slots, verts[i], model.faces)
+        with torch.no_grad():
+            frames = slot_frames(slots, verts[i], model.faces)
+        g = place(frames, **attrs)
         cam = data.cameras[i]
         frame = renderer.render(g, cam)
         bg = torch.from_numpy(rng.random(3).astype(np.float32)) if cfg.random_background else torch.ones(3)
@@ -107,25 +111,35 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if it < cfg.scale_freeze:
-            maps["log_scale"].grad = None
+            attrs["log_scale"].grad = None
         opt.step()
         if cfg.log_scale_max is not None and it >= cfg.scale_freeze:
             with torch.no_grad():
-                maps["log_scale"].clamp_(max=cfg.log_scale_max)
+                attrs["log_scale"].clamp_(max=cfg.log_scale_max)
         value = float(loss.detach())
         loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
         done = it + 1
         if checkpoint is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
-            _save_checkpoint(checkpoint, maps, opt, done, cfg)
+            _save_checkpoint(checkpoint, _to_maps(attrs, slots, avatar.gaussians), opt, done, cfg)
         if progress is not None:
             rate = (done - start) / max(time.perf_counter() - t0, 1e-9)
             preview = frame.to_uint8() if cfg.preview_every and done % cfg.preview_every == 0 else None
             progress(Progress(done, cfg.iterations, loss_avg, rate, (cfg.iterations - done) / rate, preview))
-    refined = UVGaussians(**{k: v.detach() for k, v in maps.items()}, valid=avatar.gaussians.valid)
+    refined = UVGaussians(**_to_maps(attrs, slots, avatar.gaussians), valid=avatar.gaussians.valid)
     meta = {**avatar.metadata, "refined": {"video": data.name, "iterations": cfg.iterations,
                                            "config": dataclasses.asdict(cfg), "train_frames": int(len(train)),
                                            "skipped_frames": int((~data.found[: data.first_test]).sum())}}
     return dataclasses.replace(avatar, gaussians=refined, metadata=meta, thumbnail=None)
+
+
+def _to_maps(attrs: dict, slots: UVSlots, start: UVGaussians) -> dict:
+    """UV maps of per-slot attributes; texels outside the chart keep the start's values."""
+    out = {}
+    for k, v in start.maps().items():
+        m = v.detach().clone().reshape(v.shape[0], -1)
+        m[:, slots.texel] = attrs[k].detach().T
+        out[k] = m.reshape(v.shape)
+    return out
 
 
 def _save_checkpoint(path: Path, maps: dict, opt, iteration: int, cfg: RefineConfig) -> None:
