@@ -7,6 +7,7 @@ turn the eyes. Weight 1 is the full expression.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import torch
 
@@ -71,17 +72,40 @@ def apply_expressions(params: HeadParams, model: HeadModel, weights: dict[str, f
     return dataclasses.replace(params, expr=expr, jaw=jaw, eyes=eyes)
 
 
-def head_rotation(params: HeadParams, yaw_deg: float = 0.0, pitch_deg: float = 0.0, roll_deg: float = 0.0) -> HeadParams:
-    """``params`` with the neck turned by yaw (left +), pitch (down +) and roll, in degrees."""
+def _axis_angle(yaw_deg: float, pitch_deg: float, roll_deg: float) -> torch.Tensor:
+    """Axis-angle [3] of yaw (about +y) then pitch (about +x) then roll (about +z), in degrees."""
     from engine.rotations import axis_angle_to_rotmat, rotmat_to_quat
 
-    r = [torch.tensor([[0.0, 1.0, 0.0]]) * yaw_deg, torch.tensor([[1.0, 0.0, 0.0]]) * pitch_deg,
-         torch.tensor([[0.0, 0.0, 1.0]]) * roll_deg]
     R = torch.eye(3)
-    for aa in r:
-        R = R @ axis_angle_to_rotmat(torch.deg2rad(aa))[0]
+    for axis, deg in (((0.0, 1.0, 0.0), yaw_deg), ((1.0, 0.0, 0.0), pitch_deg), ((0.0, 0.0, 1.0), roll_deg)):
+        R = R @ axis_angle_to_rotmat(torch.deg2rad(torch.tensor([axis]) * deg))[0]
     q = rotmat_to_quat(R)
     angle = 2 * torch.atan2(q[1:].norm(), q[0])
-    axis = q[1:] / q[1:].norm().clamp_min(1e-12)
-    neck = (axis * angle).expand_as(params.neck).to(params.neck)
+    return q[1:] / q[1:].norm().clamp_min(1e-12) * angle
+
+
+def head_rotation(params: HeadParams, yaw_deg: float = 0.0, pitch_deg: float = 0.0, roll_deg: float = 0.0) -> HeadParams:
+    """``params`` with the neck turned by yaw (left +), pitch (down +) and roll, in degrees."""
+    neck = _axis_angle(yaw_deg, pitch_deg, roll_deg).expand_as(params.neck).to(params.neck)
     return dataclasses.replace(params, neck=neck)
+
+
+@dataclass(frozen=True)
+class Pose:
+    """Joint angles in degrees on top of named expressions: what the app's pose sliders hold."""
+
+    head: tuple[float, float, float] = (0.0, 0.0, 0.0)   # global yaw (left +), pitch (down +), roll
+    neck: tuple[float, float, float] = (0.0, 0.0, 0.0)   # neck yaw, pitch, roll
+    jaw: tuple[float, float] = (0.0, 0.0)                # jaw open (+), sideways (subject's left +)
+    gaze: tuple[float, float] = (0.0, 0.0)               # both eyes: yaw (subject's left +), pitch (down +)
+
+
+def posed(params: HeadParams, model: HeadModel, weights: dict[str, float], pose: Pose = Pose()) -> HeadParams:
+    """``params`` with the named expressions set (`apply_expressions`) and ``pose`` added to the
+    head, neck, jaw and eye joints."""
+    out = apply_expressions(params, model, weights)
+    rotation = out.rotation + _axis_angle(*pose.head).to(out.rotation)
+    neck = out.neck + _axis_angle(*pose.neck).to(out.neck)
+    jaw = out.jaw + torch.deg2rad(torch.tensor([pose.jaw[0], pose.jaw[1], 0.0])).to(out.jaw)
+    eye = _axis_angle(pose.gaze[0], pose.gaze[1], 0.0).to(out.eyes)
+    return dataclasses.replace(out, rotation=rotation, neck=neck, jaw=jaw, eyes=out.eyes + torch.cat([eye, eye]))

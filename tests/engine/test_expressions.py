@@ -129,3 +129,19 @@ def test_head_rotation_half_turn_and_zero() -> None:
     assert_close(_rot(out.neck[0]) @ Z, -Z, atol=1e-6, rtol=0)
     assert_close(out.neck[0].norm(), torch.tensor(math.pi), atol=1e-6, rtol=0)
     assert_close(head_rotation(_neutral(1)).neck, torch.zeros(1, 3), rtol=0, atol=0)
+
+
+def test_posed_adds_joint_angles_in_degrees_on_top_of_expressions(openhead):
+    import math
+
+    from engine.expressions import Pose, posed
+    from engine.headmodel.base import HeadModel
+
+    model = HeadModel(openhead)
+    p = posed(model.neutral(), model, {"mouthSmile_L": 0.5, "jawOpen": 1.0},
+              Pose(head=(30.0, 0.0, 0.0), neck=(0.0, 10.0, 0.0), jaw=(5.0, 0.0), gaze=(0.0, -12.0)))
+    assert float(p.expr[0, model.expr_names.index("mouthSmile_L")]) == pytest.approx(0.5)
+    assert p.rotation[0].tolist() == pytest.approx([0.0, math.radians(30), 0.0], abs=1e-6)     # about +y
+    assert p.neck[0].tolist() == pytest.approx([math.radians(10), 0.0, 0.0], abs=1e-6)       # about +x
+    assert float(p.jaw[0, 0]) == pytest.approx(0.45 + math.radians(5), abs=1e-6)             # jawOpen + 5°
+    assert p.eyes[0].tolist() == pytest.approx([math.radians(-12), 0, 0] * 2, abs=1e-6)     # both eyes, up

@@ -630,6 +630,7 @@ std::vector<torch::Tensor> backward(torch::Tensor means, torch::Tensor quats, to
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &forward, "Project, bin and composite Gaussians (CPU)");
-  m.def("backward", &backward, "Gradients of the native forward pass (CPU)");
+  // The GIL is released so a render on a worker thread leaves the UI thread running.
+  m.def("forward", &forward, "Project, bin and composite Gaussians (CPU)", py::call_guard<py::gil_scoped_release>());
+  m.def("backward", &backward, "Gradients of the native forward pass (CPU)", py::call_guard<py::gil_scoped_release>());
 }
