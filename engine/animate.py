@@ -33,3 +33,20 @@ class AnimatedAvatar:
         """World-space Gaussians of frame 0 of ``params``."""
         verts = self.model.vertices(params.frame(0))[0]
         return bind(self.avatar.gaussians, self.slots, verts, self.model.faces)
+
+
+class StaticScene:
+    """World-space Gaussians that do not move (an opened ``.ply``): same interface as
+    `AnimatedAvatar` for display, with no avatar and no head-model binding."""
+
+    avatar = None
+
+    def __init__(self, gaussians: Gaussians, model: HeadModel) -> None:
+        self.model = model
+        self._gaussians = gaussians
+
+    def neutral(self) -> HeadParams:
+        return self.model.neutral()
+
+    def gaussians(self, params: HeadParams) -> Gaussians:
+        return self._gaussians

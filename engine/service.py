@@ -11,20 +11,35 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from engine.animate import AnimatedAvatar
+from engine.animate import AnimatedAvatar, StaticScene
 from engine.camera import orbit_camera
 from engine.headmodel.base import HeadModel
 from engine.types import Avatar, Camera, Frame, HeadParams
 
 Progress = Callable[[str, float], None]   # (stage, fraction done in [0, 1])
 MAX_SOURCES = 4
+
+
+@dataclass(frozen=True)
+class RefineResult:
+    """A finished refinement and its held-out PSNR (inside the evaluation matte)."""
+
+    avatar: Avatar
+    psnr_start: float       # the starting avatar on the held-out frames, dB
+    psnr_refined: float     # the refined avatar on them, dB
+    frames: int             # held-out frames with a face
+    width: int              # the resolution they were scored at
+    height: int
+
+
+RefineProgress = Callable[[str, float, object], None]   # (stage, fraction, refiner Progress or None)
 
 
 class Cancelled(Exception):
@@ -110,9 +125,15 @@ class AvatarService:
 
     # ---- state
     @property
-    def avatar(self) -> Avatar:
+    def avatar(self) -> Avatar | None:
+        """The current avatar; None while a static ``.ply`` scene is shown."""
         with self._lock:
             return self._animated.avatar
+
+    @property
+    def renderer_name(self) -> str:
+        """The live backend: gsplat, native, gl or reference."""
+        return type(self._renderer).__name__.removesuffix("Renderer").lower()
 
     @property
     def params(self) -> HeadParams:
@@ -124,6 +145,11 @@ class AvatarService:
         with self._lock:
             return self._camera
 
+    def neutral(self) -> HeadParams:
+        """The current avatar's own shape with a neutral expression and pose."""
+        with self._lock:
+            return self._animated.neutral()
+
     def set_avatar(self, avatar: Avatar) -> None:
         animated = AnimatedAvatar(avatar, self.model)          # validated before the swap
         with self._lock:
@@ -131,9 +157,12 @@ class AvatarService:
             self._params = replace(self._params, shape=avatar.shape[None].to(self._params.shape))
 
     def set_params(self, params: HeadParams) -> None:
+        """The pose to show; the avatar's own shape is kept. Ignored by a static ``.ply`` scene."""
         self.model.check(params)
         with self._lock:
-            self._params = replace(params, shape=self._animated.avatar.shape[None].to(params.shape))
+            if self._animated.avatar is not None:
+                params = replace(params, shape=self._animated.avatar.shape[None].to(params.shape))
+            self._params = params
 
     def set_camera(self, camera: Camera) -> None:
         with self._lock:
@@ -153,6 +182,48 @@ class AvatarService:
         with torch.no_grad():
             return self._renderer.render(animated.gaussians(params), camera)
 
+    def open_ply(self, path: Path) -> None:
+        """Show a 3DGS ``.ply`` as a static scene (it has no binding: the pose does not apply)."""
+        from engine.io.ply import read_ply
+
+        scene = StaticScene(read_ply(path), self.model)
+        with self._lock:
+            self._animated = scene
+
+    def refine_video(self, video: Path, preset: str = "default", from_current: bool = False,
+                     progress: "RefineProgress | None" = None, cancel: threading.Event | None = None,
+                     checkpoint: Path | None = None, **overrides) -> "RefineResult":
+        """Track ``video``, refine (paper §2.5) from the feed-forward avatar of its reference frame
+        (or the current avatar), score both on the held-out frames at the training resolution and
+        make the refined avatar current. ``progress(stage, fraction, step)``: stage "tracking" or
+        "refining"; ``step`` is the refiner's `Progress` (loss, ETA, preview) while refining."""
+        from engine.eval.refined import evaluate
+        from engine.refine.config import load_refine_config
+        from engine.refine.refiner import RefineCancelled, refine
+        from engine.refine.session import prepare
+
+        cfg = load_refine_config(preset, **overrides)
+        report = progress or (lambda stage, f, step: None)
+        start = self.avatar if from_current else None
+        if from_current and start is None:
+            raise ValueError("a .ply scene cannot be refined: open or build an avatar first")
+
+        def tracked(done: int, total: int) -> None:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            report("tracking", done / max(total, 1), None)
+
+        avatar, data = prepare(Path(video), self.model, cfg.resolution, start, log=lambda s: None, progress=tracked)
+        try:
+            refined = refine(avatar, self.model, data, cfg, lambda p: report("refining", p.iteration / p.total, p),
+                             cancel, checkpoint)
+        except RefineCancelled:
+            raise Cancelled() from None
+        report("scoring", 1.0, None)
+        before, after = evaluate(avatar, self.model, data, "start"), evaluate(refined, self.model, data, "refined")
+        self.set_avatar(refined)
+        return RefineResult(refined, before.psnr, after.psnr, after.frames, data.images.shape[2], data.images.shape[1])
+
     def export_ply(self, path: Path) -> None:
         from engine.io import export_ply
 
@@ -164,6 +235,9 @@ class AvatarService:
         from engine.io import save_avatar
 
         avatar = self.avatar
+        if avatar is None:
+            raise ValueError("a .ply scene has no head-model binding and cannot be saved as an avatar bundle; "
+                             "export it as .ply instead")
         if avatar.thumbnail is None:
             with torch.no_grad():
                 thumb = self._renderer.render(self._animated.gaussians(self._animated.neutral()),

@@ -5,6 +5,7 @@ Every command is a dataclass (its fields are the options, their docstrings the h
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,9 +259,37 @@ def _placeholder(head_model):
 
 
 @dataclass
+class App:
+    """The desktop app (what `python main.py` opens): a control panel and a stage window.
+    Drop 1-4 portraits on the stage to build an avatar, a video to refine on, or a .savatar /
+    .ply to open it; move the expression and pose sliders; refine; export."""
+
+    paths: tyro.conf.Positional[list[Path]] = dataclasses.field(default_factory=list)
+    """Portraits (1-4), a video, an avatar bundle or a .ply to open; the default avatar when none."""
+    renderer: Optional[str] = None
+    """Renderer: gsplat (CUDA), native (CPU) or reference; automatic when omitted."""
+    resolution: int = 512
+    """Render height in pixels (the width follows the stage window's aspect)."""
+    export_dir: Path = Path("out")
+    """Where screenshots, exports, recordings and refined avatars are written."""
+
+    def run(self) -> None:
+        import os
+        import sys
+
+        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise SystemExit("error: no display to open the app on (DISPLAY is not set). On a server run it "
+                             "under a virtual display (xvfb-run -s '-screen 0 1600x1000x24' python main.py), "
+                             "or use the headless commands: python main.py --help")
+        from spatialavatar_app.app.app import run_app
+
+        run_app(self.paths, self.renderer, self.resolution, self.export_dir)
+
+
+@dataclass
 class Demo:
-    """What `python main.py` runs until the desktop app lands: render the default avatar
-    to out/default_avatar.png and a turntable to out/default_avatar.mp4."""
+    """Headless showcase: render the default avatar to out/default_avatar.png and a turntable
+    to out/default_avatar.mp4."""
 
     out_dir: Path = Path("out")
     """Folder for the outputs."""
@@ -303,16 +332,16 @@ class Bench:
               f"{self.reference_runs} runs after 1 warm-up, the others {self.runs} after 3.")
 
 
-COMMANDS = {"build": Build, "render": Render, "export": Export, "track": Track, "refine": Refine, "headmodel": HeadModelCmd, "demo": Demo, "bench": Bench, "eval": Eval}
+COMMANDS = {"app": App, "build": Build, "render": Render, "export": Export, "track": Track, "refine": Refine, "headmodel": HeadModelCmd, "demo": Demo, "bench": Bench, "eval": Eval}
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
-        argv = ["demo"]
+        argv = ["app"]
     cmd = tyro.extras.subcommand_cli_from_dict(
         COMMANDS, args=argv, prog="python main.py",
-        description="SpatialAvatar-0: 4D Gaussian head avatars. With no command: the demo.")
+        description="SpatialAvatar-0: 4D Gaussian head avatars. With no command: the desktop app.")
     from engine.render.select import RendererUnavailable
 
     try:

@@ -11,15 +11,17 @@ from engine.types import Avatar
 
 
 def prepare(video: Path, model: HeadModel, resolution: int, avatar: Avatar | None = None,
-            log: Callable[[str], None] = print) -> tuple[Avatar, VideoData]:
+            log: Callable[[str], None] = print,
+            progress: Callable[[int, int], None] | None = None) -> tuple[Avatar, VideoData]:
     """(starting avatar, training data). Without ``avatar`` the start is the projective
-    avatar of the reference frame (least jaw opening among the training frames)."""
+    avatar of the reference frame (least jaw opening among the training frames).
+    ``progress(frames done, frames)`` follows the tracking."""
     from engine.generator.projective import Source, projective_gaussians
     from engine.io.media import VideoReader
     from engine.track.tracker import track_video
 
     log(f"tracking {video} ...")
-    tracked = track_video(video, model)
+    tracked = track_video(video, model, progress=progress)
     data = load_video_data(video, tracked, model, resolution)
     if avatar is None:
         ref = data.reference_frame()

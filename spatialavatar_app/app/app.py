@@ -1,0 +1,498 @@
+"""The desktop app: the control panel (Dear PyGui) and the stage window (GLFW + moderngl) in
+one UI thread, a render thread and a job thread.
+
+Frame loop (`App.step`): poll GLFW (mouse, drops) -> run queued Dear PyGui callbacks (they only
+change `UiState` and ask for a render) -> drain job events -> show the newest rendered frame on
+the stage -> draw the panel. Nothing slow runs on the UI thread: renders happen on
+`RenderThread`, builds, refines and exports on `Jobs`."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from engine.expressions import Pose, expression_names, posed
+from engine.service import AvatarService
+from spatialavatar_app.app.drops import classify_drop
+from spatialavatar_app.app.jobs import JobEvent, Jobs
+from spatialavatar_app.app.orbit import OrbitView
+from spatialavatar_app.app.stage import BACKGROUND
+
+PANEL_SIZE = (470, 980)
+MAX_UI_FPS = 60.0
+
+
+@dataclass
+class UiState:
+    """Everything the panel edits. The render reads it through the service."""
+
+    weights: dict[str, float] = field(default_factory=dict)
+    pose: Pose = Pose()
+    view: OrbitView = OrbitView()
+    resolution: int = 512
+    video: Path | None = None
+    export_dir: Path = Path("out")
+
+
+@dataclass
+class Stats:
+    ui_frames: int = 0
+    shown: int = 0              # new avatar frames put on stage
+    since: float = 0.0
+    ui_fps: float = 0.0
+    avatar_fps: float = 0.0
+
+
+class App:
+    def __init__(self, service: AvatarService, resolution: int = 512, export_dir: Path = Path("out"),
+                 stage_size: tuple[int, int] = (720, 720)) -> None:
+        self.service = service
+        self.state = UiState(resolution=resolution, export_dir=export_dir)
+        self.jobs = Jobs()
+        self.stage_size = stage_size
+        self.stats = Stats(since=time.perf_counter())
+        self.last_frame = None              # the Frame on stage
+        self.recorder = None
+        self.events: list[str] = []         # every status line, for tests and the log
+        self._drops: list[list[str]] = []
+        self._waiting_for: tuple[int, float, str] | None = None   # (render request, t0, what) to time
+        self._stage_px = (0, 0)
+        self._running = False
+
+    # ---- lifetime
+    def open(self) -> None:
+        import dearpygui.dearpygui as dpg
+
+        from engine.io.presets import preset_names
+        from spatialavatar_app.app.glx import GLXKeeper
+        from spatialavatar_app.app.panel import Panel
+        from spatialavatar_app.app.render_thread import RenderThread
+        from spatialavatar_app.app.stage import StageWindow
+
+        self.dpg = dpg
+        dpg.create_context()
+        dpg.configure_app(manual_callback_management=True)
+        dpg.create_viewport(title="SpatialAvatar-0", width=PANEL_SIZE[0], height=PANEL_SIZE[1], x_pos=0, y_pos=0)
+        self.panel = Panel(self, expression_names(self.service.model), preset_names("expressions"),
+                           preset_names("cameras"))
+        dpg.setup_dearpygui()
+        dpg.show_viewport()
+        dpg.set_primary_window(self.panel.window, True)
+        dpg.render_dearpygui_frame()
+        self._glx = GLXKeeper()
+        self._glx.save()
+        self.stage = StageWindow(*self.stage_size, position=(PANEL_SIZE[0] + 10, 0), on_view=self.change_view,
+                                 on_drop=self._drops.append, on_reset=self.reset_view)
+        self._glx.restore()
+        self.renders = RenderThread(self.service)
+        self._running = True
+        self._avatar_changed()
+        self._push_pose()
+        self.status(f"ready: {self.service.renderer_name} renderer; drop portraits, a video or an avatar on the stage")
+
+    def step(self) -> None:
+        """One frame of the UI loop."""
+        import glfw
+
+        now = time.perf_counter()
+        glfw.poll_events()
+        while self._drops:
+            self.open_paths(self._drops.pop(0))
+        self.dpg.run_callbacks(self.dpg.get_callback_queue())
+        for ev in self.jobs.drain():
+            self._on_job(ev)
+        if self.renders.error:
+            self.status(self.renders.error, error=True)
+            self.renders.error = None
+        if self.stage.size != self._stage_px:
+            self._stage_px = self.stage.size
+            self._push_view()
+        new = self.renders.take()
+        if new is not None:
+            self.stage.show(new.frame)
+            self.last_frame = new.frame
+            self.stats.shown += 1
+            if self._waiting_for and new.seq >= self._waiting_for[0]:
+                _, t0, what = self._waiting_for
+                self._waiting_for = None
+                self.status(f"{what}: on screen {now - t0:.2f} s after the request")
+        self.stage.draw()
+        if self.recorder is not None:
+            self.recorder.tick(now, self._stage_image(new.frame) if new is not None else None)
+        self._glx.restore()
+        self._update_stats(now)
+        self.dpg.render_dearpygui_frame()
+        self.stats.ui_frames += 1
+
+    def running(self) -> bool:
+        return self._running and self.dpg.is_dearpygui_running() and not self.stage.should_close()
+
+    def run(self) -> None:
+        try:
+            while self.running():
+                t0 = time.perf_counter()
+                self.step()
+                rest = 1 / MAX_UI_FPS - (time.perf_counter() - t0)
+                if rest > 0:
+                    time.sleep(rest)       # leaves the cores to the renderer and the jobs
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        self.jobs.cancel()
+        self.jobs.join(10)
+        if self.recorder is not None:
+            self.toggle_recording()
+        self.renders.stop()
+        self.stage.close()
+        self.dpg.destroy_context()
+
+    # ---- status
+    def status(self, text: str, error: bool = False) -> None:
+        self.events.append(("error: " if error else "") + text)
+        self.panel.status(text, error)
+
+    def _guard(self, what: str, fn: Callable[[], object]) -> object:
+        """Run ``fn``; any failure becomes an error line naming ``what``."""
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - the UI shows errors, it never crashes
+            self.status(f"{what}: {e}", error=True)
+            return None
+
+    def _update_stats(self, now: float) -> None:
+        st = self.stats
+        if now - st.since < 0.5:
+            return
+        dt = now - st.since
+        st.ui_fps, st.avatar_fps = st.ui_frames / dt, st.shown / dt
+        st.ui_frames, st.shown, st.since = 0, 0, now
+        ms = self.renders.mean_seconds()
+        h, w = self.last_frame.alpha.shape if self.last_frame is not None else (0, 0)
+        self.panel.update_stats(self.service.renderer_name,
+                                f"UI {st.ui_fps:.0f} FPS | avatar {st.avatar_fps:.1f} FPS | "
+                                f"render {ms * 1000 if ms else 0:.0f} ms at {w}x{h}")
+
+    # ---- pose and view
+    def set_weight(self, name: str, value: float) -> None:
+        self.state.weights[name] = float(value)
+        self._push_pose()
+
+    def set_pose(self, fld: str, index: int, value: float) -> None:
+        cur = list(getattr(self.state.pose, fld))
+        cur[index] = float(value)
+        self.state.pose = dataclasses.replace(self.state.pose, **{fld: tuple(cur)})
+        self._push_pose()
+
+    def apply_preset(self, name: str) -> None:
+        from engine.io.presets import load_expression_preset
+
+        weights = self._guard(f"preset {name}", lambda: load_expression_preset(name))
+        if weights is None:
+            return
+        self.state.weights = dict(weights)
+        self.panel.set_preset_choice(name)
+        self.panel.update_sliders(self.state.weights, self.state.pose)
+        self._push_pose()
+
+    def save_preset(self, name: str) -> None:
+        from engine.io.presets import save_expression_preset
+
+        path = self._guard("save preset", lambda: save_expression_preset(name.strip(), self.state.weights))
+        if path is not None:
+            self.dpg.configure_item(self.panel.ids.preset, items=self._preset_items())
+            self.status(f"saved preset {name.strip()} to {path}")
+
+    def _preset_items(self) -> list[str]:
+        from engine.io.presets import preset_names
+
+        return preset_names("expressions")
+
+    def reset_pose(self) -> None:
+        self.state.weights, self.state.pose = {}, Pose()
+        self.panel.update_sliders({}, self.state.pose)
+        self._push_pose()
+
+    def _push_pose(self) -> None:
+        model = self.service.model
+        try:
+            params = posed(self.service.neutral(), model, self.state.weights, self.state.pose)
+        except ValueError as e:
+            self.status(str(e), error=True)
+            return
+        self.service.set_params(params)
+        self.renders.request()
+
+    def change_view(self, change: Callable[[OrbitView], OrbitView]) -> None:
+        self.state.view = change(self.state.view)
+        self._push_view()
+
+    def reset_view(self) -> None:
+        self.state.view = OrbitView()
+        self.panel.set_camera_choice("front")
+        self._push_view()
+
+    def set_camera_preset(self, name: str) -> None:
+        from engine.io.presets import load_camera_preset
+
+        c = self._guard(f"camera preset {name}", lambda: load_camera_preset(name))
+        if c is not None:
+            self.state.view = OrbitView(c.get("yaw", 0.0), c.get("pitch", 0.0), c.get("distance", 0.9),
+                                        c.get("fov_y", 20.0))
+            self.panel.set_camera_choice(name)
+            self._push_view()
+
+    def set_resolution(self, size: int) -> None:
+        self.state.resolution = int(size)
+        self._push_view()
+
+    def toggle_fullscreen(self) -> None:
+        self.stage.toggle_fullscreen()
+
+    def _push_view(self) -> None:
+        fw, fh = self.stage.size
+        h = self.state.resolution
+        w = max(2, round(h * fw / max(fh, 1) / 2) * 2)      # the window's aspect, so nothing is letterboxed
+        self.service.set_camera(self.state.view.camera(w, h))
+        self.renders.request()
+
+    # ---- opening things
+    def open_paths(self, paths: Sequence[str | Path]) -> None:
+        """What a drop or the file dialog does."""
+        action = classify_drop(paths)
+        if action.kind == "reject":
+            self.status(action.message, error=True)
+            return
+        if action.kind == "build":
+            self.build(list(action.paths))
+            return
+        if action.kind == "video":
+            self.load_video(action.paths[0])
+            return
+        path = action.paths[0]
+        opener = self.service.load if action.kind == "avatar" else self.service.open_ply
+        if self._guard(f"open {path.name}", lambda: opener(path) or True):
+            self._avatar_changed()
+            self._push_pose()
+            self._time_next_frame(f"opened {path.name}")
+
+    def build(self, paths: list[Path]) -> None:
+        from engine.io.media import read_image
+
+        t0 = time.perf_counter()
+
+        def work(r):
+            thumbs = []
+            for p in paths:
+                try:
+                    thumbs.append(read_image(p, max_side=256))
+                except Exception:  # noqa: BLE001 - the build reports the bad file by name
+                    thumbs.append(None)
+            avatar = self.service.build_avatar(paths, progress=lambda stage, f: r.progress(f, stage), cancel=r.cancel)
+            return avatar, [t for t in thumbs if t is not None], t0
+
+        self._start_job("build", work, f"building an avatar from {len(paths)} portrait(s) ...")
+
+    def load_video(self, path: Path) -> None:
+        from engine.io.media import VideoReader
+
+        def probe():
+            with VideoReader(path) as v:
+                first = next(iter(v))
+                return v, first
+        got = self._guard(f"video {path.name}", probe)
+        if got is None:
+            return
+        reader, first = got
+        self.state.video = Path(path)
+        self.panel.update_video(f"{path.name}: {reader.size[0]}x{reader.size[1]}, {reader.n_frames} frames")
+        self.panel.update_preview(first)
+        self.status(f"loaded video {path.name}; click Refine to refine an avatar on it")
+
+    # ---- refine
+    def start_refine(self, preset: str = "fast", from_current: bool = False, iterations: int | None = None) -> None:
+        if self.state.video is None:
+            self.status("load a video first (Open video... or drop one on the stage)", error=True)
+            return
+        video = self.state.video
+        out_dir = self.state.export_dir
+        overrides = {} if iterations is None else {"iterations": iterations}
+
+        def work(r):
+            def progress(stage, fraction, step):
+                if step is None:
+                    r.progress(fraction, stage)
+                else:
+                    r.progress(fraction, f"refining {step.iteration}/{step.total}", step)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            result = self.service.refine_video(video, preset, from_current, progress, r.cancel,
+                                               out_dir / f"{video.stem}.refine.ckpt", **overrides)
+            path = out_dir / f"{video.stem}.refined.savatar"
+            self.service.save(path)
+            return result, path
+
+        self._start_job("refine", work, f"refining on {video.name} ({preset}) ...")
+
+    def cancel_job(self) -> None:
+        if self.jobs.busy:
+            self.jobs.cancel()
+            self.status(f"cancelling {self.jobs.current} ...")
+        else:
+            self.status("nothing to cancel")
+
+    # ---- export
+    def set_export_dir(self, text: str) -> None:
+        self.state.export_dir = Path(text).expanduser()
+
+    def _export_path(self, stem: str, suffix: str) -> Path:
+        self.state.export_dir.mkdir(parents=True, exist_ok=True)
+        return self.state.export_dir / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}{suffix}"
+
+    def screenshot(self) -> Path | None:
+        """The frame on stage as an RGBA PNG (transparent background)."""
+        if self.last_frame is None:
+            self.status("nothing on stage yet", error=True)
+            return None
+
+        def write():
+            import imageio.v3 as iio
+
+            f = self.last_frame
+            a = f.alpha.clamp(0, 1)[..., None]
+            rgb = (f.rgb / a.clamp_min(1e-6)).clamp(0, 1) * (a > 0)
+            rgba = (np.concatenate([rgb.numpy(), a.numpy()], -1) * 255 + 0.5).astype(np.uint8)
+            path = self._export_path("screenshot", ".png")
+            iio.imwrite(path, rgba)
+            return path
+        path = self._guard("screenshot", write)
+        if path is not None:
+            self.status(f"wrote {path}")
+        return path
+
+    def export_ply(self) -> None:
+        path = self._export_path("avatar", ".ply")
+        self._start_job("export .ply", lambda r: (self.service.export_ply(path), path)[1], f"writing {path} ...")
+
+    def save_avatar(self) -> None:
+        path = self._export_path("avatar", ".savatar")
+        self._start_job("save avatar", lambda r: (self.service.save(path), path)[1], f"writing {path} ...")
+
+    def toggle_recording(self) -> None:
+        from spatialavatar_app.app.recorder import Recorder
+
+        if self.recorder is None:
+            path = self._export_path("recording", ".mp4")
+            self.recorder = self._guard("record", lambda: Recorder(path))
+            if self.recorder is not None:
+                if self.last_frame is not None:
+                    self.recorder.tick(time.perf_counter(), self._stage_image(self.last_frame))
+                self.panel.update_recording(True)
+                self.status(f"recording to {path} ...")
+            return
+        rec, self.recorder = self.recorder, None
+        self.panel.update_recording(False)
+        path = self._guard("recording", rec.stop)
+        if path is not None:
+            self.status(f"wrote {path} ({rec.frames} frames at {rec.fps:.0f} FPS)")
+
+    @staticmethod
+    def _stage_image(frame) -> np.ndarray:
+        return frame.to_uint8(BACKGROUND)
+
+    # ---- jobs
+    def _start_job(self, name: str, work, message: str) -> None:
+        if not self.jobs.start(name, work):
+            self.status(f"{self.jobs.current} is still running; wait or cancel it first", error=True)
+            return
+        self.panel.update_progress(0.0, name)
+        self.status(message)
+
+    def _on_job(self, ev: JobEvent) -> None:
+        if ev.kind == "progress":
+            step = ev.value
+            eta = ""
+            if step is not None and hasattr(step, "eta_seconds"):
+                eta = f"loss {step.loss:.4f} | {step.its_per_second:.1f} it/s | ETA {step.eta_seconds / 60:.1f} min"
+                if step.preview is not None:
+                    self.panel.update_preview(step.preview)
+            self.panel.update_progress(ev.fraction, ev.text or ev.job, eta)
+            return
+        if ev.kind in ("failed", "cancelled"):
+            self.panel.update_progress(0.0, ev.kind)
+            self.status(ev.text, error=ev.kind == "failed")
+            return
+        self.panel.update_progress(1.0, f"{ev.job} done")
+        if ev.job == "build":
+            avatar, thumbs, t0 = ev.value
+            self._avatar_changed(thumbs)
+            self._push_pose()
+            notes = avatar.metadata.get("notes") or []
+            for n in notes:
+                self.status(n, error=True)
+            self._time_next_frame("avatar built", t0)
+        elif ev.job == "refine":
+            result, path = ev.value
+            self._avatar_changed()
+            self._push_pose()
+            text = (f"held-out PSNR {result.psnr_start:.2f} -> {result.psnr_refined:.2f} dB "
+                    f"({result.frames} frames at {result.width}x{result.height}); saved {path}")
+            self.panel.update_result(text)
+            self.status("refined: " + text)
+        else:
+            self.status(f"wrote {ev.value}")
+
+    def _time_next_frame(self, what: str, t0: float | None = None) -> None:
+        self._waiting_for = (self.renders.request(), t0 or time.perf_counter(), what)
+
+    def _avatar_changed(self, thumbs: list[np.ndarray] | None = None) -> None:
+        avatar = self.service.avatar
+        if avatar is None:
+            self.panel.update_info("static .ply scene (no head-model binding: the sliders do not move it)")
+            self.panel.update_thumbnails([])
+            return
+        meta = avatar.metadata
+        sources = [Path(s).name for s in meta.get("sources", [])]
+        text = f"{meta.get('generator', 'avatar')} avatar, {int(avatar.gaussians.valid.sum()):,} Gaussians"
+        if sources:
+            text += f", from {', '.join(sources)}"
+        if "refined" in meta:
+            text += f"; refined on {meta['refined'].get('video')} ({meta['refined'].get('iterations')} it)"
+        self.panel.update_info(text)
+        if thumbs is None:
+            thumbs = [avatar.thumbnail] if avatar.thumbnail is not None else []
+        self.panel.update_thumbnails(thumbs)
+
+
+def run_app(paths: Sequence[Path] = (), renderer: str | None = None, resolution: int = 512,
+            export_dir: Path = Path("out")) -> None:
+    """Open the app on ``paths`` (portraits, a video, an avatar bundle or a .ply), or on the
+    default avatar."""
+    service = AvatarService(renderer=renderer or app_renderer(), size=resolution)
+    app = App(service, resolution, export_dir)
+    app.open()
+    if paths:
+        app.open_paths(list(paths))
+    app.run()
+
+
+def app_renderer() -> str:
+    """gsplat with CUDA, else native, else the reference. Never the gl renderer: its headless EGL
+    context next to the windows' GLX contexts crashes Mesa."""
+    import torch
+
+    from engine.render.select import RendererUnavailable, select
+
+    for name in ("gsplat", "native"):
+        try:
+            select("cuda" if name == "gsplat" else "cpu", prefer=name)
+            return name
+        except RendererUnavailable:
+            continue
+    return "reference"
