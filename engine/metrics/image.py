@@ -7,10 +7,12 @@ pytorch-msssim), which the tests compare against.
 """
 from __future__ import annotations
 
+import functools
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+_BLOCK = 32     # outputs per GEMM of the banded blur (16-48 measured equally fast at 256 px)
 
 
 def _chw(img: Tensor) -> Tensor:
@@ -38,21 +40,81 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> Tensor:
     return g / g.sum()
 
 
+@functools.lru_cache(maxsize=32)
+def _band(n: int, size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """[n - size + 1, n]: row i holds the window at columns i..i+size-1 (a valid 1-D blur)."""
+    g = _gaussian_window(size, sigma)
+    m = torch.zeros(n - size + 1, n)
+    for i in range(n - size + 1):
+        m[i, i : i + size] = g
+    return m.to(device=device, dtype=dtype)
+
+
+def _blocks(n: int) -> list[tuple[int, int]]:
+    k = max(1, round(n / _BLOCK))
+    e = [round(i * n / k) for i in range(k + 1)]
+    return list(zip(e[:-1], e[1:]))
+
+
+class _Blur(torch.autograd.Function):
+    """Separable valid Gaussian blur of [B, H, W] as banded matmuls, one small GEMM per block of
+    outputs over just the inputs it reads (a whole band matrix multiplies mostly zeros). The
+    backward is the transposed band, blocked over the inputs so the blocks never overlap.
+    About twice as fast as grouped conv2d on CPU (scripts/bench_ssim.py)."""
+
+    @staticmethod
+    def forward(ctx, t: Tensor, size: int, sigma: float) -> Tensor:
+        n, h, w = t.shape
+        p = size - 1
+        bh, bw = (_band(s, size, sigma, t.dtype, t.device) for s in (h, w))
+        ctx.dims = h, w, size, sigma
+        u, v = t.reshape(n * h, w), t.new_empty(n * h, w - p)
+        for a, b in _blocks(w - p):
+            v[:, a:b].addmm_(u[:, a : b + p], bw[a:b, a : b + p].T, beta=0)
+        v, out = v.reshape(n, h, w - p), t.new_empty(n, h - p, w - p)
+        for a, b in _blocks(h - p):
+            out[:, a:b].baddbmm_(bh[a:b, a : b + p].expand(n, -1, -1), v[:, a : b + p], beta=0)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: Tensor) -> tuple[Tensor, None, None]:
+        h, w, size, sigma = ctx.dims
+        p, n, g = size - 1, g.shape[0], g.contiguous()
+        bh, bw = (_band(s, size, sigma, g.dtype, g.device) for s in (h, w))
+        v = g.new_empty(n, h, w - p)
+        for a, b in _blocks(h):
+            lo, hi = max(a - p, 0), min(b, h - p)
+            v[:, a:b].baddbmm_(bh[lo:hi, a:b].T.expand(n, -1, -1), g[:, lo:hi], beta=0)
+        v, u = v.reshape(n * h, w - p), g.new_empty(n * h, w)
+        for a, b in _blocks(w):
+            lo, hi = max(a - p, 0), min(b, w - p)
+            u[:, a:b].addmm_(v[:, lo:hi], bw[lo:hi, a:b], beta=0)
+        return u.reshape(n, h, w), None, None
+
+
+def _blur(t: Tensor, size: int, sigma: float) -> Tensor:
+    """Valid Gaussian blur of [..., H, W]."""
+    out = _Blur.apply(t.reshape(-1, *t.shape[-2:]), size, sigma)
+    return out.reshape(*t.shape[:-2], *out.shape[-2:])
+
+
+def _ssim_maps(x: Tensor, y: Tensor, data_range: float, window: int, sigma: float) -> tuple[Tensor, Tensor]:
+    """Luminance and contrast-structure maps [1, C, H', W'] of [1, C, H, W] images (valid windows).
+    The blurs of x and of y are stacked apart, so y's (usually a target without grad) stay out
+    of the autograd graph."""
+    if min(x.shape[-2:]) < window:
+        raise ValueError(f"SSIM needs images of at least {window}x{window} px; got {x.shape[-2]}x{x.shape[-1]}")
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mx, sxx, sxy = _blur(torch.stack([x, x * x, x * y]), window, sigma)
+    my, syy = _blur(torch.stack([y, y * y]), window, sigma)
+    sxx, syy, sxy = sxx - mx**2, syy - my**2, sxy - mx * my
+    lum = (2 * mx * my + c1) / (mx**2 + my**2 + c1)
+    return lum, (2 * sxy + c2) / (sxx + syy + c2)
+
+
 def ssim(a: Tensor, b: Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5) -> Tensor:
     """Structural similarity of two images ([H, W, C], [C, H, W] or [H, W]) in [0, data_range]."""
-    x, y = _chw(a), _chw(b)
-    c = x.shape[1]
-    g = _gaussian_window(window, sigma).to(x)
-    wx = g.reshape(1, 1, 1, -1).expand(c, 1, 1, window)
-    wy = g.reshape(1, 1, -1, 1).expand(c, 1, window, 1)
-
-    def blur(t: Tensor) -> Tensor:
-        return F.conv2d(F.conv2d(t, wx, groups=c), wy, groups=c)
-
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mx, my = blur(x), blur(y)
-    sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
-    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
-    return s.mean()
-
+    lum, cs = _ssim_maps(_chw(a), _chw(b), data_range, window, sigma)
+    return (lum * cs).mean()
 
