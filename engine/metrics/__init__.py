@@ -1,4 +1,4 @@
 """Image metrics and evaluation mattes."""
-from engine.metrics.image import mse, psnr, ssim
+from engine.metrics.image import ms_ssim, mse, psnr, ssim
 
-__all__ = ["mse", "psnr", "ssim"]
+__all__ = ["ms_ssim", "mse", "psnr", "ssim"]
