@@ -1,10 +1,17 @@
-"""The feed-forward evaluation protocol's frame choice and the evaluation matte."""
+"""The feed-forward evaluation protocol's frame choice, the evaluation matte and the held-out
+evaluation of a refined avatar."""
+import dataclasses
+import json
+
 import numpy as np
+import pytest
+import torch
 
 from engine.eval.feedforward import source_frames, target_frames
+from engine.eval.refined import evaluate, write_json
 from engine.headmodel.base import HeadModel
 from engine.metrics.matte import eval_matte, mesh_silhouette
-from engine.types import HeadParams
+from engine.types import Avatar, HeadParams
 
 
 def test_sources_come_from_the_first_half_and_targets_from_the_last_third():
@@ -28,3 +35,68 @@ def test_matte_is_the_person_inside_the_dilated_head_silhouette(openhead):
     assert m[person == 0].max() == 0                            # never outside the person
     grown = eval_matte(np.full_like(person, 255), sil, dilate_px=4)
     assert grown.sum() > (sil > 0).sum()                        # the silhouette is dilated
+
+
+def _plain_avatar(model: HeadModel, grey: bool = False) -> Avatar:
+    from engine.binding import surface_init
+    from engine.generator.plain import plain_colors
+
+    slots = model.uv_slots(256)
+    colors = torch.full((len(slots), 3), 0.5) if grey else plain_colors(model, slots, shaded=False)
+    return Avatar(surface_init(slots, model.v_template, model.faces, colors), model.name, torch.zeros(model.n_shape), {})
+
+
+def _video(model: HeadModel, size: int, n: int = 3):
+    """``n`` frames of the plain avatar turning, seen by the tracker's camera; frames 1.. held out."""
+    from engine.animate import AnimatedAvatar
+    from engine.refine.data import VideoData, tracker_camera
+    from engine.render import select
+    from engine.track.fit import intrinsics
+
+    truth = AnimatedAvatar(_plain_avatar(model), model)
+    cam = tracker_camera(intrinsics(np.array([4.0 * size]), np.array([[size, size]]))[0], (size, size), size)
+    ps, imgs, mattes = [], [], []
+    for i in range(n):
+        p = dataclasses.replace(model.neutral(), rotation=torch.tensor([[0.0, 0.2 * i, 0.0]]),
+                                translation=torch.tensor([[0.0, 0.0, -0.75]]))
+        with torch.no_grad():
+            f = select("cpu").render(truth.gaussians(p), cam)
+        imgs.append(((f.rgb / f.alpha.clamp_min(1e-6)[..., None]).clamp(0, 1).numpy() * 255).astype(np.uint8))
+        mattes.append(f.alpha.numpy())
+        ps.append(p)
+    params = HeadParams(*(torch.cat([getattr(p, k) for p in ps]) for k in
+                          ("shape", "expr", "rotation", "neck", "jaw", "eyes", "translation")))
+    return VideoData("synthetic", np.stack(imgs), np.stack(mattes).astype(np.float32), params, [cam] * n,
+                     np.ones(n, bool), first_test=1)
+
+
+@pytest.fixture(scope="module")
+def model(openhead):
+    return HeadModel(openhead)
+
+
+def test_held_out_metrics_with_and_without_lpips(model, tmp_path):
+    data = _video(model, 176)                       # MS-SSIM needs >= 161 px
+    lpips_calls = []
+
+    def fake_lpips(a, b):
+        lpips_calls.append(a.shape)
+        return (a - b).abs().mean()
+
+    truth = evaluate(_plain_avatar(model), model, data, "truth", lpips=fake_lpips)
+    grey = evaluate(_plain_avatar(model, grey=True), model, data, "grey")
+    assert truth.frames == grey.frames == 2 and len(lpips_calls) == 2 and lpips_calls[0] == (176, 176, 3)
+    assert truth.psnr > grey.psnr + 5 and truth.ssim > grey.ssim
+    assert 0.9 < truth.ms_ssim <= 1.0 and grey.ms_ssim < truth.ms_ssim
+    assert truth.lpips is not None and truth.lpips >= 0 and grey.lpips is None       # never made up
+    out = tmp_path / "eval" / "table.json"
+    write_json(out, [truth, grey], "synthetic.mp4", "matte text")
+    rows = json.loads(out.read_text())
+    assert [r["name"] for r in rows] == ["truth", "grey"] and rows[1]["lpips"] is None
+    assert set(rows[0]) == {"name", "mse", "psnr", "ssim", "ms_ssim", "lpips", "frames", "video", "matte"}
+    assert rows[0]["ms_ssim"] == pytest.approx(truth.ms_ssim) and rows[0]["matte"] == "matte text"
+
+
+def test_ms_ssim_is_unavailable_on_frames_too_small_for_it(model):
+    r = evaluate(_plain_avatar(model), model, _video(model, 96, n=2), "small")
+    assert r.ms_ssim is None and r.frames == 1 and r.ssim > 0.5
