@@ -44,6 +44,11 @@ class RenderThread:
             out, self._latest = self._latest, None
             return out
 
+    def take_peek(self) -> Rendered | None:
+        """The newest frame not taken yet, left in place."""
+        with self._wake:
+            return self._latest
+
     @property
     def idle(self) -> bool:
         """True when every request so far has been rendered."""

@@ -84,6 +84,10 @@ class StageWindow:
         self._texture = upload_frame(self.ctx, frame, self._texture)
 
     def draw(self) -> None:
+        self._paint()
+        self._glfw.swap_buffers(self.window)
+
+    def _paint(self) -> None:
         glfw = self._glfw
         glfw.make_context_current(self.window)
         fw, fh = glfw.get_framebuffer_size(self.window)
@@ -95,14 +99,16 @@ class StageWindow:
             self._prog["scale"].value = (tw * s / fw, th * s / fh)
             self._texture.use(0)
             self._vao.render(5)              # TRIANGLE_STRIP
-        glfw.swap_buffers(self.window)
 
     def read(self) -> np.ndarray:
-        """What the window shows, uint8 [h, w, 3] (for screenshots and tests)."""
-        self._glfw.make_context_current(self.window)
+        """What the window shows, uint8 [h, w, 3] (for screenshots and tests): painted again
+        into the back buffer and read before the swap (after it, the back buffer is undefined)."""
+        self._paint()
         fw, fh = self._glfw.get_framebuffer_size(self.window)
         data = self.ctx.screen.read(viewport=(0, 0, fw, fh), components=3)
-        return np.frombuffer(data, np.uint8).reshape(fh, fw, 3)[::-1].copy()
+        image = np.frombuffer(data, np.uint8).reshape(fh, fw, 3)[::-1].copy()
+        self._glfw.swap_buffers(self.window)
+        return image
 
     @property
     def size(self) -> tuple[int, int]:

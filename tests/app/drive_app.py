@@ -1,0 +1,178 @@
+"""Drives the real app under a display, the way a person would, and records what happened.
+
+    python tests/app/drive_app.py OUT_DIR [--measure]
+
+Run by tests/app/test_app_xvfb.py in a subprocess (on its own Xvfb). Writes OUT_DIR/result.json
+and screenshots; with --measure it also times slider dragging (a benchmark, not a test)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+
+def main(out: Path, measure: bool) -> None:
+    import imageio.v3 as iio
+    from PIL import ImageGrab
+    from skimage import data
+
+    from engine.service import AvatarService
+    from spatialavatar_app.app.app import PANEL_SIZE, App, app_renderer
+
+    out.mkdir(parents=True, exist_ok=True)
+    res: dict = {"events": []}
+    app = App(AvatarService(renderer=app_renderer()), resolution=256, export_dir=out / "exports",
+              stage_size=(512, 512))
+    app.open()
+
+    def pump(until, timeout: float, what: str) -> float:
+        t0 = time.perf_counter()
+        while not until():
+            if time.perf_counter() - t0 > timeout:
+                raise TimeoutError(f"{what}: not within {timeout} s; events: {app.events[-5:]}")
+            app.step()
+        return time.perf_counter() - t0
+
+    def settle() -> None:
+        """Until every requested render is on stage."""
+        pump(lambda: app.renders.idle and app.renders.take_peek() is None, 60, "render")
+        for _ in range(3):
+            app.step()
+
+    def shot(name: str) -> None:
+        iio.imwrite(out / f"stage_{name}.png", app.stage.read())
+        app._glx.restore()
+        app.step()
+        display = os.environ["DISPLAY"]
+        ImageGrab.grab(bbox=(0, 0, *PANEL_SIZE), xdisplay=display).save(out / f"panel_{name}.png")
+
+    def wait_for(text: str, timeout: float) -> str:
+        """Pump until a new status line contains ``text`` (or an error line appears)."""
+        mark = len(app.events)
+        pump(lambda: any(text in e or e.startswith("error") for e in app.events[mark:]), timeout, text)
+        line = next(e for e in app.events[mark:] if text in e or e.startswith("error"))
+        if line.startswith("error"):
+            raise RuntimeError(line)
+        return line
+
+    pump(lambda: app.last_frame is not None, 60, "first frame")
+    settle()
+    res["renderer"] = app.service.renderer_name
+    shot("start")
+
+    # A portrait dropped on the stage builds an avatar.
+    portrait = out / "portrait.png"
+    iio.imwrite(portrait, data.astronaut())
+    t0 = time.perf_counter()
+    app._drops.append([str(portrait)])          # what GLFW's drop callback does
+    wait_for("avatar built: on screen", 120)
+    res["drop_to_screen_s"] = time.perf_counter() - t0
+    settle()
+    res["built"] = app.service.avatar.metadata.get("sources")
+
+    # Sliders (through the same App methods the widgets call).
+    neutral = app.last_frame.to_uint8()
+    app.apply_preset("smile")
+    settle()
+    smile = app.last_frame.to_uint8()
+    app.set_weight("jawOpen", 0.8)
+    app.set_pose("head", 0, 20.0)
+    settle()
+    jaw = app.last_frame.to_uint8()
+    changed = lambda a, b: float((np.abs(a.astype(int) - b).max(-1) > 16).mean())  # noqa: E731
+    res["smile_vs_neutral"] = changed(smile, neutral)       # fraction of pixels that changed visibly
+    res["jaw_vs_smile"] = changed(jaw, smile)
+    app.set_pose("head", 0, 0.0)
+    app.set_weight("jawOpen", 0.0)
+    settle()
+    shot("smile")
+
+    if measure:
+        app.stats.since, app.stats.ui_frames, app.stats.shown = time.perf_counter(), 0, 0
+        for size in (256, 512):
+            app.set_resolution(size)
+            settle()
+            shown, frames, t0 = 0, 0, time.perf_counter()
+            while time.perf_counter() - t0 < 5:
+                app.set_weight("jawOpen", 0.5 + 0.5 * math.sin(6 * (time.perf_counter() - t0)))
+                before = app.stats.shown
+                app.step()
+                frames += 1
+                shown += app.stats.shown > before or 0
+            dt = time.perf_counter() - t0
+            res[f"drag_{size}"] = {"ui_fps": frames / dt, "avatar_fps": shown / dt,
+                                   "render_ms": 1000 * (app.renders.mean_seconds() or 0)}
+        app.set_resolution(256)
+        app.set_weight("jawOpen", 0.0)
+        settle()
+
+    # Exports.
+    png = app.screenshot()
+    res["png"] = list(iio.imread(png).shape)
+    app.export_ply()
+    wait_for("wrote", 60)
+    app.save_avatar()
+    wait_for("wrote", 60)
+    app.toggle_recording()
+    pump(lambda: False if app.recorder and app.recorder.frames < 30 else True, 30, "recording")
+    app.toggle_recording()
+    res["exports"] = sorted(p.name.split("-")[0] + p.suffix for p in (out / "exports").iterdir())
+
+    # Bad drops are messages, never crashes.
+    (out / "notes.txt").write_text("not an image")
+    app._drops.append([str(out / "notes.txt")])
+    app.step()
+    app._drops.append([str(portrait)] * 5)
+    app.step()
+
+    # A video: load it, refine 50 iterations.
+    clip = out / "clip.mp4"
+    make_clip(app, clip)
+    app._drops.append([str(clip)])
+    app.step()
+    res["video"] = str(app.state.video)
+    app.start_refine("fast", iterations=50)
+    t0 = time.perf_counter()
+    wait_for("refined: held-out PSNR", 600)
+    res["refine_s"] = time.perf_counter() - t0
+    settle()
+    res["refined"] = (app.service.avatar.metadata.get("refined") or {}).get("iterations")
+    shot("refined")
+    res["events"] = app.events
+    app.close()
+    (out / "result.json").write_text(json.dumps(res, indent=1))
+
+
+def make_clip(app, path: Path, n: int = 48) -> None:
+    """The current avatar talking and turning a little, rendered at 256²: a video the tracker can follow."""
+    import dataclasses
+
+    import torch
+
+    from engine.camera import orbit_camera
+    from engine.expressions import apply_expressions
+    from engine.io.media import write_video
+
+    svc = app.service
+    model = svc.model
+    frames = []
+    for i in range(n):
+        p = apply_expressions(svc.neutral(), model, {"jawOpen": 0.5 * (1 + math.sin(i / 3)) / 2,
+                                                     "mouthSmile_L": 0.4 * (i % 7 > 3), "mouthSmile_R": 0.4 * (i % 7 > 3)})
+        p = dataclasses.replace(p, rotation=torch.tensor([[0.0, 0.15 * math.sin(i / 8), 0.0]]))
+        with torch.no_grad():
+            f = svc._renderer.render(svc._animated.gaussians(p), orbit_camera(size=256))
+        frames.append(f.to_uint8((0.45, 0.5, 0.55)))
+    write_video(path, frames, 25.0)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), "--measure" in sys.argv[2:])
