@@ -75,3 +75,10 @@ def test_preset_and_bundle_thumbnail(tmp_path):
     thumb = load_avatar(tmp_path / "t.savatar").thumbnail
     assert thumb.shape == (128, 128, 3) and thumb.dtype == np.uint8
     assert (thumb < 250).any(-1).mean() > 0.25          # a head, not a blank image
+
+
+def test_no_command_opens_the_app_and_says_so_without_a_display(monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(SystemExit, match="no display to open the app on.*xvfb-run"):
+        main([])
