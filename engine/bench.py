@@ -227,3 +227,49 @@ def machine_load() -> str:
     except OSError:
         return "load average: n/a"
     return f"load average {load1:.2f} on {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+
+
+@dataclass(frozen=True)
+class RefineTiming:
+    size: int               # training resolution (longer side)
+    iterations: int
+    its_per_second: float
+
+    @property
+    def minutes_per_10k(self) -> float:
+        return 10_000 / self.its_per_second / 60
+
+
+def bench_refine(video, sizes: Sequence[int] = (256, 512), iterations: int = 300, warmup: int = 20,
+                 log: Callable[[str], None] = print) -> list[RefineTiming]:
+    """Refiner iterations per second on ``video`` at each training resolution: the default
+    preset's step (L1 + SSIM + aspect penalty, scales unfrozen, clamp on), from the feed-forward
+    start. Tracking runs once; it is not timed."""
+    import dataclasses as dc
+
+    from engine.headmodel.openhead import load_head_model
+    from engine.refine.config import load_refine_config
+    from engine.refine.data import load_video_data
+    from engine.refine.refiner import refine
+    from engine.refine.session import prepare
+
+    model = load_head_model()
+    rows = []
+    avatar, data = prepare(video, model, min(sizes), log=log)
+    tracked = None
+    for size in sizes:
+        if size != min(sizes):
+            if tracked is None:
+                from engine.track.tracker import track_video
+
+                tracked = track_video(video, model)
+            data = load_video_data(video, tracked, model, size)
+        cfg = load_refine_config("default", iterations=warmup, aspect_start=0, scale_freeze=0, checkpoint_every=0,
+                                 preview_every=0, resolution=size)
+        refine(avatar, model, data, cfg)
+        t0 = time.perf_counter()
+        refine(avatar, model, data, dc.replace(cfg, iterations=iterations))
+        rate = iterations / (time.perf_counter() - t0)
+        rows.append(RefineTiming(size, iterations, rate))
+        log(f"  {size}²: {rate:.1f} it/s")
+    return rows

@@ -303,33 +303,50 @@ class Demo:
 @dataclass
 class Bench:
     """Benchmarks. `bench render`: every renderer x 256²/512² x forward / forward+backward on the
-    default avatar and a hard synthetic 58K scene, with the speed-up over the reference."""
+    default avatar and a hard synthetic 58K scene, with the speed-up over the reference.
+    `bench refine --video V`: refiner iterations per second at 256² and 512² on a video."""
 
-    what: Annotated[Literal["render"], tyro.conf.Positional] = "render"
+    what: Annotated[Literal["render", "refine"], tyro.conf.Positional] = "render"
     """What to benchmark."""
     backends: tuple[str, ...] = ("native", "gl", "reference")
-    """Renderers to time (names as for engine.render.select; unavailable ones are reported and skipped)."""
+    """render: renderers to time (names as for engine.render.select; unavailable ones are reported and skipped)."""
     sizes: tuple[int, ...] = (256, 512)
-    """Image sizes (square)."""
+    """Image sizes (render: square; refine: the training resolution's longer side)."""
     scenes: tuple[str, ...] = ("avatar", "synthetic")
-    """Scenes: avatar (default avatar, opaque) and/or synthetic (58K semi-transparent)."""
+    """render: avatar (default avatar, opaque) and/or synthetic (58K semi-transparent)."""
     runs: int = 20
-    """Timed runs per cell (median reported), after warm-up."""
+    """render: timed runs per cell (median reported), after warm-up. refine: timed iterations x 15."""
     reference_runs: int = 3
-    """Timed runs for the slow reference renderer (0 skips it)."""
+    """render: timed runs for the slow reference renderer (0 skips it)."""
+    video: Optional[Path] = None
+    """refine: the talking-head video to refine on."""
 
     def run(self) -> None:
-        from engine.bench import OtherCpuUse, bench_render, format_table, machine_load
+        from engine.bench import OtherCpuUse, bench_refine, bench_render, format_table, machine_load
 
+        if self.what == "refine" and self.video is None:
+            raise SystemExit("bench refine needs --video VIDEO")
         print(f"before: {machine_load()}")
         with OtherCpuUse() as others:
-            rows = bench_render(self.backends, self.sizes, self.scenes, self.runs, self.reference_runs)
-        print(format_table(rows))
+            if self.what == "refine":
+                rows = bench_refine(self.video, self.sizes, iterations=15 * self.runs)
+            else:
+                rows = bench_render(self.backends, self.sizes, self.scenes, self.runs, self.reference_runs)
+        if self.what == "refine":
+            print(f"{'size':>5s} {'iterations':>10s} {'it/s':>7s} {'ms/it':>7s} {'min per 10K':>11s}")
+            for r in rows:
+                print(f"{r.size:>5d} {r.iterations:>10d} {r.its_per_second:>7.1f} {1000 / r.its_per_second:>7.1f} "
+                      f"{r.minutes_per_10k:>11.1f}")
+        else:
+            print(format_table(rows))
         print(f"after: {machine_load()}")
         if others.cores is not None:
             print(f"other processes used {others.cores:.2f} cores on average during the run (noise)")
-        print("ms: median wall-clock; vs ref: reference ms / this ms, same run; the reference uses "
-              f"{self.reference_runs} runs after 1 warm-up, the others {self.runs} after 3.")
+        if self.what == "render":
+            print("ms: median wall-clock; vs ref: reference ms / this ms, same run; the reference uses "
+                  f"{self.reference_runs} runs after 1 warm-up, the others {self.runs} after 3.")
+        else:
+            print("from the feed-forward start (Gaussians grow during a run, so late iterations are slower)")
 
 
 COMMANDS = {"app": App, "build": Build, "render": Render, "export": Export, "track": Track, "refine": Refine, "headmodel": HeadModelCmd, "demo": Demo, "bench": Bench, "eval": Eval}
