@@ -61,6 +61,7 @@ class App:
         self._drops: list[list[str]] = []
         self._waiting_for: tuple[int, float, str] | None = None   # (render request, t0, what) to time
         self._stage_px = (0, 0)
+        self._video_thumb = None            # first frame of the loaded video
         self._running = False
 
     # ---- lifetime
@@ -312,6 +313,7 @@ class App:
             return
         reader, first = got
         self.state.video = Path(path)
+        self._video_thumb = first
         self.panel.update_video(f"{path.name}: {reader.size[0]}x{reader.size[1]}, {reader.n_frames} frames")
         self.panel.update_preview(first)
         self.status(f"loaded video {path.name}; click Refine to refine an avatar on it")
@@ -439,7 +441,7 @@ class App:
             self._time_next_frame("avatar built", t0)
         elif ev.job == "refine":
             result, path = ev.value
-            self._avatar_changed()
+            self._avatar_changed([self._video_thumb])
             self._push_pose()
             text = (f"held-out PSNR {result.psnr_start:.2f} -> {result.psnr_refined:.2f} dB "
                     f"({result.frames} frames at {result.width}x{result.height}); saved {path}")
