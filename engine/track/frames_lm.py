@@ -11,6 +11,8 @@ solutions, which also fills frames where the face was lost.
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 from scipy.linalg import solve_banded
@@ -59,14 +61,20 @@ def refine_frames(lm: LandmarkModel, p0: HeadParams, target: np.ndarray, found: 
     for s in range(0, p0.batch_size, chunk):
         sl = slice(s, s + chunk)
         p = HeadParams(*(getattr(p0, k)[sl] for k in ("shape", "expr", "rotation", "neck", "jaw", "eyes", "translation")))
-        out.append(_refine_chunk(lm, p, torch.as_tensor(target[sl], dtype=torch.float32), torch.as_tensor(found[sl]),
-                                 torch.as_tensor(image_size[sl], dtype=torch.float32), focal, cfg, iters))
+        out.append(solve_frames(lm, p, torch.as_tensor(target[sl], dtype=torch.float32), torch.as_tensor(found[sl]),
+                                torch.as_tensor(image_size[sl], dtype=torch.float32), focal, cfg, iters))
     cat = lambda k: torch.cat([getattr(q, k) for q in out])  # noqa: E731
     return HeadParams(*(cat(k) for k in ("shape", "expr", "rotation", "neck", "jaw", "eyes", "translation")))
 
 
-def _refine_chunk(lm, p: HeadParams, target: Tensor, found: Tensor, size: Tensor, focal: float, cfg: FitConfig,
-                  iters: int) -> HeadParams:
+def solve_frames(lm: LandmarkModel, p: HeadParams, target: Tensor, found: Tensor, size: Tensor, focal: float,
+                 cfg: FitConfig = FitConfig(), iters: int = 8, deadline: float | None = None) -> HeadParams:
+    """``iters`` damped Gauss–Newton steps per frame from ``p`` (a warm start) on neck, jaw, eyes,
+    translation and expression; shape and root rotation stay. target [B, L, 2] pixels, found [B]
+    (0 = no face: only the priors act), size [B, 2] (height, width), focal in pixels.
+
+    ``deadline`` (a `time.perf_counter` value) stops after the step that passes it, so a live
+    tracker can bound its time per frame; at least one step is always taken."""
     B, E = p.expr.shape
     L = target.shape[1]
     scale = size.max(1).values / REF_SIZE
@@ -84,15 +92,7 @@ def _refine_chunk(lm, p: HeadParams, target: Tensor, found: Tensor, size: Tensor
             Jp = _projection_jacobian(pts, f, scale)                               # [B, L, 2, 3]
             R = _blended_rotation(lm, p)                                           # [B, L, 3, 3]
             J_expr = torch.einsum("blpc,blcd,lde->blpe", Jp, R, lm.dirs[:, :, lm.n_shape:])
-            cols = []
-            for name in ROTATION_FIELDS:
-                base = getattr(p, name)
-                for k in range(base.shape[1]):
-                    d = torch.zeros_like(base)
-                    d[:, k] = FD_STEP
-                    q = _replace(p, name, base + d)
-                    cols.append((_residuals(lm, q, f, size, target, scale)[1] - r) / FD_STEP)
-            J_rot = torch.stack(cols, -1)                                          # [B, L, 2, 12]
+            J_rot = _rotation_columns(lm, p, f, size, target, scale, r)             # [B, L, 2, 12]
             J = torch.cat([J_rot, Jp, J_expr], -1).reshape(B, 2 * L, P)            # translation: d pts / d t = I
             wr = w.expand(-1, -1, 2).reshape(B, 2 * L, 1) / L
             H = J.transpose(1, 2) @ (wr * J)                                       # [B, P, P]
@@ -113,17 +113,28 @@ def _refine_chunk(lm, p: HeadParams, target: Tensor, found: Tensor, size: Tensor
             better = (e_new < e_old)[:, None]
             p = _select(better, q, p)
             lam = torch.where(better, lam * 0.3, lam * 10).clamp(1e-6, 1e4)
+            if deadline is not None and time.perf_counter() > deadline:
+                break
     return p
+
+
+def _rotation_columns(lm: LandmarkModel, p: HeadParams, f: Tensor, size: Tensor, target: Tensor, scale: Tensor,
+                      r: Tensor) -> Tensor:
+    """Forward-difference Jacobian of the residuals [B, L, 2] in the 12 rotation unknowns (neck,
+    jaw, eyes): [B, L, 2, 12]. All 12 perturbed copies of every frame go through the landmark
+    model as one batch (12 small calls cost ~12x the per-call overhead at B = 1)."""
+    B, L = r.shape[:2]
+    n = 12                                                                         # neck 3, jaw 3, eyes 6
+    rep = lambda t: t.repeat_interleave(n, 0)  # noqa: E731 - frame-major: row b*n + k perturbs unknown k
+    d = (torch.eye(n) * FD_STEP).repeat(B, 1)                                      # [B*n, n]
+    q = HeadParams(rep(p.shape), rep(p.expr), rep(p.rotation), rep(p.neck) + d[:, 0:3], rep(p.jaw) + d[:, 3:6],
+                   rep(p.eyes) + d[:, 6:12], rep(p.translation))
+    rq = _residuals(lm, q, rep(f), rep(size), rep(target), rep(scale))[1].reshape(B, n, L, 2)
+    return ((rq - r[:, None]) / FD_STEP).permute(0, 2, 3, 1)
 
 
 def _energy(w: Tensor, r: Tensor, prior: Tensor, x: Tensor) -> Tensor:
     return 0.5 * (w * r**2).sum((1, 2)) / r.shape[1] + 0.5 * (prior * x**2).sum(1)
-
-
-def _replace(p: HeadParams, name: str, value: Tensor) -> HeadParams:
-    d = {k: getattr(p, k) for k in ("shape", "expr", "rotation", "neck", "jaw", "eyes", "translation")}
-    d[name] = value
-    return HeadParams(**d)
 
 
 def _unpack(p: HeadParams, x: Tensor, E: int) -> HeadParams:
