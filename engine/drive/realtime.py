@@ -118,7 +118,7 @@ class RealtimeTracker:
     def track_landmarks(self, points: np.ndarray | None, image_size: tuple[int, int]) -> TrackedFrame:
         """Fit one frame's FaceMesh landmarks [478, 3] (pixels; None = no face) in an image of
         ``image_size`` (height, width). `track` without the detector."""
-        with _torch_threads(self.cfg.threads):
+        with torch_threads(self.cfg.threads):
             return self._track_landmarks(points, image_size)
 
     def _track_landmarks(self, points: np.ndarray | None, image_size: tuple[int, int]) -> TrackedFrame:
@@ -184,7 +184,7 @@ class RealtimeTracker:
 
 
 @contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
+def torch_threads(n: int | None) -> Iterator[None]:
     """torch's intra-op thread count set to ``n`` within the block (process-wide while it runs)."""
     before = torch.get_num_threads()
     if n is None or n == before:

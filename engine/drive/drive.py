@@ -1,0 +1,225 @@
+"""Driving an avatar from a stream: tracker -> transfer -> smoothing -> render.
+
+`DrivePipeline` turns a driver's per-frame parameters into the avatar's (expression transfer,
+lost-face easing, One-Euro smoothing); a live loop and `drive_video` share it.
+`drive_video` is offline cross-reenactment: a driver video through the real-time tracker and
+the pipeline, rendered frame by frame to an MP4, with per-stage timings.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from engine.animate import AnimatedAvatar
+from engine.drive.filters import HeadParamsFilter, LostFaceEase, OneEuroConfig
+from engine.drive.realtime import RealtimeConfig, RealtimeTracker, torch_threads
+from engine.drive.sources import VideoSource
+from engine.drive.transfer import ExpressionTransfer, TransferConfig
+from engine.headmodel.base import HeadModel
+from engine.types import Avatar, Camera, HeadParams
+
+STAGES = ("capture", "landmarks", "solve", "transfer", "animate", "render", "encode")
+
+
+class DrivePipeline:
+    """Driver `HeadParams` (+ found flag) at time t -> the avatar's `HeadParams`.
+
+    transfer (`ExpressionTransfer`) -> hold and ease to the avatar's neutral while the face is
+    lost (`LostFaceEase`, over ``ease_s`` seconds) -> One-Euro smoothing of ``smoothing``
+    strength in [0, 1] (`OneEuroConfig.from_strength`; 0 = off)."""
+
+    def __init__(self, expr_names: Sequence[str], avatar_neutral: HeadParams, transfer: TransferConfig = TransferConfig(),
+                 smoothing: float = 0.5, ease_s: float = 0.5) -> None:
+        self.transfer = ExpressionTransfer(expr_names, avatar_neutral, transfer)
+        self.ease = LostFaceEase(avatar_neutral, ease_s=ease_s)
+        self.filter = HeadParamsFilter(OneEuroConfig.from_strength(smoothing))
+
+    def set_smoothing(self, strength: float) -> None:
+        """Change the smoothing strength (the filters restart from the next frame)."""
+        self.filter = HeadParamsFilter(OneEuroConfig.from_strength(strength))
+
+    def calibrate(self, driver: HeadParams) -> None:
+        """Take the driver's current parameters as its neutral (relative mode)."""
+        self.transfer.calibrate(driver)
+
+    def __call__(self, t: float, driver: HeadParams | None, found: bool) -> HeadParams:
+        """The avatar's parameters [1, ...] for the driver's frame at ``t`` seconds (``driver`` may be
+        None or stale when not ``found``)."""
+        out = self.transfer(t, driver) if found and driver is not None else None
+        return self.filter(t, self.ease.update(t, out, found and out is not None))
+
+
+@dataclass
+class DriveStats:
+    """Timings of a drive: per stage, milliseconds per frame."""
+
+    frames: int                    # frames processed (tracked and rendered)
+    found: int                     # of which with a face
+    seconds: float                 # wall time of the whole run, initial fit included
+    init_ms: float                 # the tracker's initial full fit (in 'solve' of its frame too)
+    stages: dict = field(default_factory=dict)   # stage -> {"mean", "p50", "p95", "max"} ms
+    latency: dict = field(default_factory=dict)  # capture done -> frame rendered: {"mean", "p50", "p95", "max"} ms
+    first_ms: float = 0.0          # wall time of the first frame (initial fit, warm-up)
+    dropped: int = 0               # frames skipped by a real-time source (consumer too slow)
+    notes: list = field(default_factory=list)
+    driver: HeadParams | None = None   # [N, ...] the tracker's parameters per processed frame
+    driven: HeadParams | None = None   # [N, ...] the avatar's, as rendered
+    found_mask: np.ndarray | None = None  # [N] bool
+
+    @property
+    def fps(self) -> float:
+        """End-to-end frames per second over the run."""
+        return self.frames / self.seconds if self.seconds > 0 else math.nan
+
+    @property
+    def steady_fps(self) -> float:
+        """Frames per second without the first frame (the initial fit and warm-up)."""
+        rest = self.seconds - self.first_ms / 1000
+        return (self.frames - 1) / rest if self.frames > 1 and rest > 0 else math.nan
+
+    def table(self) -> str:
+        """A plain-text table of the stage timings."""
+        rows = [f"{'stage':<10} {'mean':>8} {'p50':>8} {'p95':>8} {'max':>8}  (ms per frame)"]
+        for name, s in list(self.stages.items()) + [("latency", self.latency)]:
+            if s:
+                rows.append(f"{name:<10} {s['mean']:8.1f} {s['p50']:8.1f} {s['p95']:8.1f} {s['max']:8.1f}")
+        rows.append(f"{self.frames} frames ({self.found} with a face, {self.dropped} dropped) in {self.seconds:.1f} s: "
+                    f"{self.fps:.1f} FPS end to end, {self.steady_fps:.1f} FPS after the first frame "
+                    f"(initial fit {self.init_ms:.0f} ms)")
+        return "\n".join(rows)
+
+
+def _summary(ms: list[float]) -> dict:
+    a = np.asarray(ms, dtype=np.float64)
+    if not len(a):
+        return {}
+    return {"mean": float(a.mean()), "p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
+            "max": float(a.max()), "sum": float(a.sum())}
+
+
+def side_by_side(driver: np.ndarray, avatar: np.ndarray) -> np.ndarray:
+    """The driver frame scaled to the avatar frame's height, left of it: uint8 [H, W1 + W2, 3]."""
+    import cv2
+
+    h = avatar.shape[0]
+    w = max(1, round(driver.shape[1] * h / driver.shape[0]))
+    interp = cv2.INTER_AREA if driver.shape[0] > h else cv2.INTER_LINEAR
+    return np.concatenate([cv2.resize(driver, (w, h), interpolation=interp), avatar], 1)
+
+
+def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLike, out_mp4: str | os.PathLike,
+                relative: bool = True, transfer: TransferConfig | None = None, smoothing: float = 0.5,
+                size: int = 256, camera: Camera | None = None, side_by_side_driver: bool = False,
+                realtime: bool = False, renderer: str | None = None, tracker: RealtimeConfig = RealtimeConfig(),
+                max_frames: int | None = None, background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                threads: int | None = 1, progress: Callable[[int, int], None] | None = None) -> DriveStats:
+    """Cross-reenactment: drive ``avatar`` with the face in ``driver_video``; write ``out_mp4``.
+
+    ``relative`` (overridden by ``transfer``, a full `TransferConfig`) transfers the driver's
+    change from its neutral, estimated from its first seconds; ``smoothing`` is the One-Euro
+    strength in [0, 1]. Frames are ``size``² renders from ``camera`` (default: the front orbit
+    camera) by ``renderer`` (default: the fastest CPU renderer, `engine.render.select`),
+    optionally right of the driver frame (``side_by_side_driver``). ``realtime`` paces the
+    video like a camera and skips frames the loop is too slow for (the output repeats the last
+    frame there, so it keeps the video's timing). Frames without a face hold the last pose and
+    ease to neutral over 0.5 s. ``threads``: torch's (and the native renderer's) threads for the
+    loop, restored after; None leaves them. One is the default because on a busy 2-core machine
+    two made posing the avatar 40x and rendering 2-4x slower (OpenMP threads waiting on each
+    other). Returns the per-stage timings; raises `MediaError` for an unreadable video."""
+    from engine.camera import orbit_camera
+    from engine.io.media import write_video
+    from engine.render import select
+
+    cfg = transfer if transfer is not None else TransferConfig(relative=relative)
+    animated = AnimatedAvatar(avatar, model)
+    rend = select(torch.device("cpu"), need_grad=False, prefer=renderer)
+    cam = camera if camera is not None else orbit_camera(size=size)
+    pipe = DrivePipeline(model.expr_names, animated.neutral(), cfg, smoothing)
+    times: dict[str, list[float]] = {s: [] for s in STAGES}
+    latency: list[float] = []
+    driver_params: list[HeadParams] = []
+    driven_params: list[HeadParams] = []
+    found_mask: list[bool] = []
+    stats = DriveStats(0, 0, 0.0, 0.0)
+    source = VideoSource(driver_video, realtime=realtime, max_frames=max_frames)
+    total = min(source.n_frames or 0, max_frames or 10**9)
+    tr = RealtimeTracker(model, tracker)
+
+    def frames() -> Iterator[np.ndarray]:
+        last_index, last_frame = -1, None
+        tick = time.perf_counter()
+        for t, rgb in source:
+            t_cap = time.perf_counter()
+            times["capture"].append(1000 * (t_cap - tick))
+            tf = tr.track(rgb)
+            times["landmarks"].append(tf.landmarks_ms)
+            times["solve"].append(tf.solve_ms)
+            if tf.initialised:
+                stats.init_ms = tf.solve_ms
+            t0 = time.perf_counter()
+            p = pipe(t, tf.params, tf.found)
+            t1 = time.perf_counter()
+            with torch.no_grad():
+                g = animated.gaussians(p)
+                t2 = time.perf_counter()
+                img = rend.render(g, cam).to_uint8(background)
+            t3 = time.perf_counter()
+            times["transfer"].append(1000 * (t1 - t0))
+            times["animate"].append(1000 * (t2 - t1))
+            times["render"].append(1000 * (t3 - t2))
+            latency.append(1000 * (t3 - t_cap))
+            stats.frames += 1
+            stats.found += tf.found
+            driver_params.append(tf.params)
+            driven_params.append(p)
+            found_mask.append(tf.found)
+            if stats.frames == 1:
+                stats.first_ms = 1000 * (t3 - start)
+            out = side_by_side(rgb, img) if side_by_side_driver else img
+            # a real-time source may have skipped frames: repeat the last output in their place
+            for _ in range(max(0, source.index - last_index - 1) if last_frame is not None else 0):
+                yield last_frame
+            last_index, last_frame = source.index, out
+            t4 = time.perf_counter()
+            yield out
+            tick = time.perf_counter()
+            times["encode"].append(1000 * (tick - t4))
+            if progress:
+                progress(stats.frames, max(total, stats.frames))
+
+    start = time.perf_counter()
+    try:
+        with torch_threads(threads):
+            write_video(out_mp4, frames(), source.fps)
+    finally:
+        tr.close()
+        source.close()
+    stats.seconds = time.perf_counter() - start
+    stats.dropped = source.dropped
+    stats.stages = {k: _summary(v) for k, v in times.items() if v}
+    stats.latency = _summary(latency)
+    if driven_params:
+        stats.driver, stats.driven = _stack(driver_params), _stack(driven_params)
+        stats.found_mask = np.array(found_mask)
+    if stats.found == 0:
+        msg = f"{Path(driver_video)}: no face found in any frame; the avatar stayed neutral"
+        warnings.warn(msg)
+        stats.notes.append(msg)
+    elif stats.found < stats.frames:
+        stats.notes.append(f"{Path(driver_video)}: no face in {stats.frames - stats.found} of {stats.frames} frames "
+                           f"(held, then eased to neutral)")
+    return stats
+
+
+def _stack(params: list[HeadParams]) -> HeadParams:
+    """Batch-1 `HeadParams` stacked into one batch."""
+    return HeadParams(*(torch.cat([getattr(p, k) for p in params]) for k in
+                        ("shape", "expr", "rotation", "neck", "jaw", "eyes", "translation")))

@@ -1,0 +1,171 @@
+"""Driving end to end: a synthetic parameter stream through transfer, smoothing and the renderer (no
+camera, no mediapipe), and a rendered talking clip through the real-time tracker and `drive_video`."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from engine.animate import AnimatedAvatar
+from engine.camera import orbit_camera
+from engine.drive.drive import DrivePipeline, drive_video
+from engine.drive.realtime import torch_threads
+from engine.drive.transfer import TransferConfig
+from engine.headmodel.base import HeadModel
+from engine.types import HeadParams
+
+FPS = 25.0
+INNER_LIPS = (13, 14)    # FaceMesh (= OpenHead vertex) ids of the upper and lower inner lip
+
+
+@pytest.fixture(scope="module")
+def model(openhead) -> HeadModel:
+    return HeadModel(openhead)
+
+
+@pytest.fixture(scope="module")
+def animated(model) -> AnimatedAvatar:
+    from engine.service import default_avatar
+
+    return AnimatedAvatar(default_avatar(model), model)
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    from engine.render import select
+
+    return select("cpu")
+
+
+def render(animated, renderer, p: HeadParams, size: int = 256, background=(1.0, 1.0, 1.0)) -> np.ndarray:
+    with torch.no_grad(), torch_threads(1):
+        return renderer.render(animated.gaussians(p), orbit_camera(size=size)).to_uint8(background)
+
+
+def mouth_pixel(model: HeadModel, p: HeadParams, size: int = 256) -> tuple[int, int]:
+    """(row, column) of the point between the inner lips of ``p``, in the front camera's image."""
+    cam = orbit_camera(size=size)
+    with torch.no_grad():
+        v = model.vertices(p)[0][list(INNER_LIPS)].mean(0)
+    c = cam.world_to_cam[:3, :3] @ v + cam.world_to_cam[:3, 3]
+    uv = cam.K @ c
+    return int(round(float(uv[1] / uv[2]))), int(round(float(uv[0] / uv[2])))
+
+
+def darkness(img: np.ndarray, rc: tuple[int, int]) -> float:
+    """Mean of 255 - grey over a 5x5 patch."""
+    r, c = rc
+    return float(255 - img[r - 2 : r + 3, c - 2 : c + 3].mean())
+
+
+def driver_stream(model: HeadModel, n: int = 30) -> list[HeadParams]:
+    """Another person (own shape, a slight smile at rest, head held turned), still for 0.4 s,
+    then opening the jaw to 0.3 rad over 0.4 s and holding it."""
+    g = torch.Generator().manual_seed(3)
+    smile = model.expr_names.index("mouthSmile_L")
+    base = model.neutral()
+    expr = base.expr.clone()
+    expr[0, smile] = 0.3
+    base = dataclasses.replace(base, shape=torch.rand(1, model.n_shape, generator=g) - 0.5, expr=expr,
+                               neck=torch.tensor([[0.0, 0.25, 0.0]]), translation=torch.tensor([[0.02, 0.0, -0.6]]))
+    out = []
+    for i in range(n):
+        jaw = 0.3 * min(1.0, max(0.0, (i - 10) / 10))
+        noise = 0.003 * torch.randn(1, model.n_expr, generator=g)        # tracker jitter
+        out.append(dataclasses.replace(base, expr=base.expr + noise, jaw=torch.tensor([[jaw, 0.0, 0.0]])))
+    return out
+
+
+def test_a_synthetic_parameter_stream_opens_the_rendered_mouth(model, animated, renderer):
+    pipe = DrivePipeline(model.expr_names, animated.neutral(), TransferConfig(relative=True, neutral_seconds=0.35),
+                         smoothing=0.5)
+    stream = driver_stream(model)
+    outs = [pipe(i / FPS, d, True) for i, d in enumerate(stream)]
+    closed, opened = outs[5], outs[-1]
+    frames = {5: render(animated, renderer, closed), -1: render(animated, renderer, opened)}
+    smile = model.expr_names.index("mouthSmile_L")
+    # relative: the driver's resting smile, head turn, shape and position do not reach the avatar
+    assert float(closed.expr[0, smile]) < 0.02 and float(closed.neck.abs().max()) < 0.02
+    assert torch.equal(closed.shape, animated.neutral().shape)
+    assert torch.equal(opened.translation, animated.neutral().translation)
+    # the jaw follows the stream (smoothed: a little behind it)
+    jaw = np.array([float(p.jaw[0, 0]) for p in outs])
+    assert jaw[:10].max() < 0.01 and jaw[-1] == pytest.approx(0.3, abs=0.03) and (np.diff(jaw[10:]) > -1e-3).all()
+    # rendered: between the open lips the mouth cavity shows, dark; there the closed frame shows skin
+    rc = mouth_pixel(model, opened)
+    assert darkness(frames[-1], rc) > darkness(frames[5], rc) + 60
+    assert darkness(frames[-1], rc) > 120
+
+
+def test_a_lost_face_holds_then_eases_to_neutral_in_the_pipeline(model, animated):
+    pipe = DrivePipeline(model.expr_names, animated.neutral(), TransferConfig(relative=False), smoothing=0.0, ease_s=0.5)
+    d = dataclasses.replace(model.neutral(), jaw=torch.tensor([[0.3, 0.0, 0.0]]))
+    pipe(0.0, d, True)
+    jaws = [float(pipe(t, d, False).jaw[0, 0]) for t in np.arange(1, 20) / FPS]
+    assert jaws[0] == pytest.approx(0.3) and jaws[-1] == 0.0
+    assert (np.diff(jaws) <= 1e-6).all()
+
+
+@pytest.fixture(scope="module")
+def talking_clip(model, animated, renderer, tmp_path_factory):
+    """16 frames at 256² of the default avatar opening and closing its jaw: (path, jaw angles)."""
+    from engine.expressions import apply_expressions
+    from engine.io.media import write_video
+
+    jaws, frames = [], []
+    for i in range(16):
+        w = 0.6 * (1 - math.cos(i / 15 * 2 * math.pi)) / 2
+        p = apply_expressions(animated.neutral(), model, {"jawOpen": w})
+        jaws.append(float(p.jaw[0, 0]))
+        frames.append(render(animated, renderer, p, background=(0.45, 0.5, 0.55)))
+    path = tmp_path_factory.mktemp("drive") / "talk.mp4"
+    write_video(path, frames, FPS)
+    return path, np.array(jaws)
+
+
+def test_the_realtime_tracker_follows_a_rendered_talking_clip(model, talking_clip):
+    from engine.drive.realtime import RealtimeTracker
+    from engine.drive.sources import VideoSource
+
+    path, truth = talking_clip
+    tracked, lm_ms, solve_ms = [], [], []
+    with RealtimeTracker(model) as tr:
+        for _, rgb in VideoSource(path):
+            out = tr.track(rgb)
+            assert out.found and out.landmarks.shape == (478, 3) and out.error_px < 6
+            tracked.append(float(out.params.jaw[0, 0]))
+            lm_ms.append(out.landmarks_ms)
+            solve_ms.append(out.solve_ms)
+    assert np.corrcoef(tracked, truth)[0, 1] > 0.9
+    assert min(lm_ms) > 0 and all(s > 0 for s in solve_ms)
+
+
+def test_drive_video_writes_a_side_by_side_mp4_with_stage_timings(model, animated, talking_clip, tmp_path):
+    from engine.io.media import VideoReader
+
+    path, truth = talking_clip
+    out = tmp_path / "driven.mp4"
+    # relative to the first frame (closed mouth): the clip is too short for the default estimate
+    stats = drive_video(animated.avatar, model, path, out, transfer=TransferConfig(relative=True, neutral_seconds=0.0),
+                        size=128, side_by_side_driver=True)
+    print(stats.table())
+    with VideoReader(out) as video:
+        frames = list(video)
+        assert video.fps == pytest.approx(FPS)
+    assert len(frames) == 16 and frames[0].shape == (128, 256, 3)
+    assert stats.frames == 16 and stats.found == 16 and stats.init_ms > 0 and stats.fps > 0
+    assert set(stats.stages) == {"capture", "landmarks", "solve", "transfer", "animate", "render", "encode"}
+    assert stats.latency["mean"] > stats.stages["render"]["mean"]
+    assert "FPS end to end" in stats.table()
+    # the driven avatar's jaw follows the driver's, and its rendered mouth opens (darkens) with it
+    jaw = stats.driven.jaw[:, 0].numpy()
+    assert stats.driver.batch_size == 16 and stats.found_mask.all()
+    assert np.corrcoef(jaw, truth)[0, 1] > 0.8 and jaw.max() > 0.05
+    k = int(jaw.argmax())
+    rc = mouth_pixel(model, stats.driven.frame(k), size=128)
+    rc = (rc[0], rc[1] + 128)                                         # the avatar is the right half
+    print("mouth darkness", darkness(frames[k], rc), darkness(frames[0], rc))
+    assert darkness(frames[k], rc) > darkness(frames[0], rc) + 20
