@@ -42,6 +42,9 @@ class RealtimeConfig:
     init_iters: int = 100
     """L-BFGS iterations of the initial full fit (shape, focal, pose, expression) on the first
     frame with a face (the offline tracker uses 200; 100 fits within ~0.2 px of it)."""
+    reseed_iters: int = 8
+    """Steps at most on a frame whose pose was re-seeded (the face found again, or the last fit
+    was bad): its warm start is poor (still within ``budget_ms``)."""
     reseed_px: float = 12.0
     """A frame fitted worse than this (mean landmark error, 512-px units) re-seeds the next
     frame's pose instead of warm-starting from it."""
@@ -135,14 +138,14 @@ class RealtimeTracker:
             self._size, initialised = size, True
             p = self._params
         else:
-            p = self._params
+            p, iters = self._params, self.cfg.iters
             if self._reseed:
-                p = self._seed_pose(p, obs)
+                p, iters = self._seed_pose(p, obs), max(iters, self.cfg.reseed_iters)
             deadline = t0 + self.cfg.budget_ms / 1000
             with torch.no_grad():
                 p = solve_frames(self.lm, p, torch.as_tensor(obs.points, dtype=torch.float32), torch.ones(1),
                                  torch.tensor([size], dtype=torch.float32), self.focal, self.cfg.fit,
-                                 self.cfg.iters, deadline)
+                                 iters, deadline)
         err = self._error(p, obs)
         self._params, self._reseed = p, not err <= self.cfg.reseed_px
         return TrackedFrame(p, True, points, err, 0.0, 1000 * (time.perf_counter() - t0), initialised)

@@ -169,3 +169,25 @@ def test_drive_video_writes_a_side_by_side_mp4_with_stage_timings(model, animate
     rc = (rc[0], rc[1] + 128)                                         # the avatar is the right half
     print("mouth darkness", darkness(frames[k], rc), darkness(frames[0], rc))
     assert darkness(frames[k], rc) > darkness(frames[0], rc) + 20
+
+
+def test_drive_video_eases_to_neutral_where_the_face_is_lost(model, animated, renderer, tmp_path):
+    """A clip with the jaw held open whose frames 6-21 show no face: the avatar holds the open jaw
+    (0.1 s), then eases it closed (0.5 s); the tracker finds the face again at frame 22."""
+    from engine.expressions import apply_expressions
+    from engine.io.media import write_video
+
+    p = apply_expressions(animated.neutral(), model, {"jawOpen": 0.5})
+    face = render(animated, renderer, p, background=(0.45, 0.5, 0.55))
+    blank = np.empty_like(face)
+    blank[:] = face[0, 0]
+    path = tmp_path / "lost.mp4"
+    lost = range(6, 22)
+    write_video(path, [blank if i in lost else face for i in range(25)], FPS)
+    stats = drive_video(animated.avatar, model, path, tmp_path / "out.mp4", relative=False, size=64, smoothing=0.0)
+    assert stats.found_mask.tolist() == [i not in lost for i in range(25)]
+    assert any("no face in 16 of 25 frames" in n for n in stats.notes)
+    jaw = stats.driven.jaw[:, 0].numpy()
+    assert jaw[5] > 0.02 and jaw[6] == pytest.approx(jaw[5]) and jaw[8] == pytest.approx(jaw[5])   # held
+    assert (np.diff(jaw[6:22]) <= 1e-6).all() and jaw[12] < jaw[5] and abs(jaw[21]) < 1e-6  # eased to neutral
+    assert jaw[22:].min() > 0.01                                         # found again
