@@ -40,7 +40,11 @@ class LiveFrame:
 
 class LiveDriver:
     """Runs ``source`` (yielding (t, rgb), with an ``origin`` attribute) through ``tracker``
-    (``track(rgb) -> TrackedFrame``, ``close()``) and ``pipeline`` on a daemon thread."""
+    (``track(rgb) -> TrackedFrame``, ``close()``) and ``pipeline`` on a daemon thread.
+
+    torch's thread count is process-wide: give a `RealtimeTracker` ``RealtimeConfig(threads=None)``
+    here and set the count once (1 on a 2-core machine: tracking and rendering then each
+    have a core), or its per-frame switch also changes the render thread's."""
 
     def __init__(self, source: Iterable, tracker, pipeline: DrivePipeline) -> None:
         self.source, self.tracker, self.pipeline = source, tracker, pipeline

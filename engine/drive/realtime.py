@@ -55,7 +55,8 @@ class RealtimeConfig:
     threads: int | None = 1
     """torch intra-op threads while fitting (restored after; None leaves them). The tensors are
     tiny, so more threads only add synchronisation: on a busy 2-core machine 2 threads made the
-    per-frame solve 8x and the initial fit 5x slower than 1."""
+    per-frame solve 8x and the initial fit 5x slower than 1. The setting is process-wide: a
+    tracker on a worker thread beside a render thread should use None (set threads once)."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class TrackedFrame:
 
     params: HeadParams          # [1, ...]; the last good params when found is False
     found: bool                 # a face was found and fitted
-    landmarks: np.ndarray | None  # [478, 3] FaceMesh landmarks in pixels (None if no face)
+    landmarks: np.ndarray | None  # [478, 3] FaceMesh landmarks in pixels (None if none were detected)
     error_px: float             # mean landmark error of the fit, 512-px units (nan if not found)
     landmarks_ms: float         # FaceMesh
     solve_ms: float             # the fit (on the first face: the full initial fit)
@@ -120,7 +121,8 @@ class RealtimeTracker:
 
     def track_landmarks(self, points: np.ndarray | None, image_size: tuple[int, int]) -> TrackedFrame:
         """Fit one frame's FaceMesh landmarks [478, 3] (pixels; None = no face) in an image of
-        ``image_size`` (height, width). `track` without the detector."""
+        ``image_size`` (height, width). `track` without the detector. A change of image size
+        runs the initial full fit again (the focal length is in pixels)."""
         with torch_threads(self.cfg.threads):
             return self._track_landmarks(points, image_size)
 
