@@ -284,6 +284,17 @@ class App:
             self._push_pose()
             self._time_next_frame(f"opened {path.name}")
 
+    def load_default(self) -> None:
+        """The built-in default avatar, on the job thread (built on first use: seconds)."""
+        from engine.service import default_avatar
+
+        def work(r):
+            r.progress(0.0, "default avatar")
+            self.service.set_avatar(default_avatar(self.service.model))
+            return None
+
+        self._start_job("default avatar", work, "loading the default avatar ...")
+
     def build(self, paths: list[Path]) -> None:
         from engine.io.media import read_image
 
@@ -431,7 +442,11 @@ class App:
             self.status(ev.text, error=ev.kind == "failed")
             return
         self.panel.update_progress(1.0, f"{ev.job} done")
-        if ev.job == "build":
+        if ev.job == "default avatar":
+            self._avatar_changed()
+            self._push_pose()
+            self.status("default avatar ready")
+        elif ev.job == "build":
             avatar, thumbs, t0 = ev.value
             self._avatar_changed(thumbs)
             self._push_pose()
@@ -476,11 +491,18 @@ def run_app(paths: Sequence[Path] = (), renderer: str | None = None, resolution:
             export_dir: Path = Path("out")) -> None:
     """Open the app on ``paths`` (portraits, a video, an avatar bundle or a .ply), or on the
     default avatar."""
-    service = AvatarService(renderer=renderer or app_renderer(), size=resolution)
+    from engine.generator.plain import plain_avatar
+    from engine.headmodel.openhead import load_head_model
+
+    model = load_head_model()
+    # The windows open at once on the plain head; the default avatar follows from a job.
+    service = AvatarService(model, plain_avatar(model), renderer=renderer or app_renderer(), size=resolution)
     app = App(service, resolution, export_dir)
     app.open()
     if paths:
         app.open_paths(list(paths))
+    else:
+        app.load_default()
     app.run()
 
 

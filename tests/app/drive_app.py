@@ -24,14 +24,18 @@ def main(out: Path, measure: bool) -> None:
     from PIL import ImageGrab
     from skimage import data
 
+    from engine.generator.plain import plain_avatar
+    from engine.headmodel.openhead import load_head_model
     from engine.service import AvatarService
     from spatialavatar_app.app.app import PANEL_SIZE, App, app_renderer
 
     out.mkdir(parents=True, exist_ok=True)
     res: dict = {"events": []}
-    app = App(AvatarService(renderer=app_renderer()), resolution=256, export_dir=out / "exports",
-              stage_size=(512, 512))
-    app.open()
+    model = load_head_model()
+    app = App(AvatarService(model, plain_avatar(model), renderer=app_renderer()), resolution=256,
+              export_dir=out / "exports", stage_size=(512, 512))
+    app.open()                                   # as run_app does: windows first, then the default avatar
+    app.load_default()
 
     def pump(until, timeout: float, what: str) -> float:
         t0 = time.perf_counter()
@@ -63,7 +67,7 @@ def main(out: Path, measure: bool) -> None:
             raise RuntimeError(line)
         return line
 
-    pump(lambda: app.last_frame is not None, 60, "first frame")
+    wait_for("default avatar ready", 120)
     settle()
     res["renderer"] = app.service.renderer_name
     shot("start")
