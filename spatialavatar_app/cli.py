@@ -13,6 +13,7 @@ from typing import Annotated, Literal, Optional
 
 import tyro
 
+from spatialavatar_app.drive_cmd import Drive
 from spatialavatar_app.eval_cmd import Eval
 from spatialavatar_app.refine_cmd import Refine
 from spatialavatar_app.track_cmd import Track
@@ -349,7 +350,7 @@ class Bench:
             print("from the feed-forward start (Gaussians grow during a run, so late iterations are slower)")
 
 
-COMMANDS = {"app": App, "build": Build, "render": Render, "export": Export, "track": Track, "refine": Refine, "headmodel": HeadModelCmd, "demo": Demo, "bench": Bench, "eval": Eval}
+COMMANDS = {"app": App, "build": Build, "render": Render, "export": Export, "track": Track, "refine": Refine, "drive": Drive, "headmodel": HeadModelCmd, "demo": Demo, "bench": Bench, "eval": Eval}
 
 
 def main(argv: list[str] | None = None) -> None:

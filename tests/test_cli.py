@@ -82,3 +82,10 @@ def test_no_command_opens_the_app_and_says_so_without_a_display(monkeypatch):
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     with pytest.raises(SystemExit, match="no display to open the app on.*xvfb-run"):
         main([])
+
+
+def test_drive_needs_one_driver_and_names_a_missing_camera():
+    with pytest.raises(SystemExit, match="give a driver"):
+        main(["drive"])
+    with pytest.raises(SystemExit, match="camera 7: no camera at this index"):
+        main(["drive", "--webcam", "7"])

@@ -1,0 +1,83 @@
+"""`python main.py drive [AVATAR] --video DRIVER.mp4 --out out.mp4`: cross-reenactment."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import tyro
+
+
+@dataclass
+class Drive:
+    """Drive an avatar with another video's face (offline cross-reenactment), or check a webcam.
+    The driver is tracked frame by frame in real-time mode (warm-started, bounded solves), its
+    expression and pose are transferred (relative to its own neutral by default, so its identity
+    does not leak into the avatar), smoothed (One-Euro) and rendered. Prints per-stage timings."""
+
+    avatar: tyro.conf.Positional[Optional[Path]] = None
+    """Avatar bundle (.savatar); the built-in default avatar when omitted."""
+    video: Optional[Path] = None
+    """The driving video."""
+    webcam: Optional[int] = None
+    """Check that this camera index opens (live driving from a camera is not finished yet)."""
+    out: Path = Path("out/driven.mp4")
+    """The MP4 to write."""
+    absolute: bool = False
+    """Copy the driver's raw parameters instead of its change from its neutral (relative, the default)."""
+    no_head_pose: bool = False
+    """Keep the avatar's head still (transfer expressions only)."""
+    no_gaze: bool = False
+    """Keep the avatar's eyes looking ahead."""
+    gain_jaw: float = 1.0
+    """Scale of the jaw motion."""
+    gain_brows: float = 1.0
+    """Scale of brow motion."""
+    gain_eyes: float = 1.0
+    """Scale of blinks and squints."""
+    smoothing: float = 0.5
+    """One-Euro smoothing strength in [0, 1] (0: none)."""
+    size: int = 256
+    """Render size (square), pixels."""
+    side_by_side: bool = False
+    """Put the driver's frame left of the avatar in the output."""
+    realtime: bool = False
+    """Pace the video like a camera and skip frames the loop is too slow for (measures live behaviour)."""
+    max_frames: Optional[int] = None
+    """Stop after this many driver frames."""
+    renderer: Optional[str] = None
+    """native, gsplat or reference; automatic when omitted."""
+
+    def run(self) -> None:
+        from engine.drive.drive import drive_video
+        from engine.drive.transfer import TransferConfig
+
+        if (self.video is None) == (self.webcam is None):
+            raise SystemExit("give a driver: --video DRIVER.mp4 or --webcam INDEX")
+        if self.webcam is not None:
+            return self._webcam()
+        from spatialavatar_app.cli import Source
+
+        animated, model = Source(avatar=self.avatar).load()
+        cfg = TransferConfig(relative=not self.absolute, head_pose=not self.no_head_pose, gaze=not self.no_gaze,
+                             gain_jaw=self.gain_jaw, gain_brows=self.gain_brows, gain_eyes=self.gain_eyes)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        stats = drive_video(animated.avatar, model, self.video, self.out, transfer=cfg, smoothing=self.smoothing,
+                            size=self.size, side_by_side_driver=self.side_by_side, realtime=self.realtime,
+                            renderer=self.renderer, max_frames=self.max_frames,
+                            progress=lambda i, n: print(f"\r{i}/{n} frames", end="", file=sys.stderr))
+        print(file=sys.stderr)
+        print(stats.table())
+        for n in stats.notes:
+            print(f"note: {n}")
+        print(f"wrote {self.out} ({'relative' if cfg.relative else 'absolute'} transfer)")
+
+    def _webcam(self) -> None:
+        from engine.drive.sources import WebcamSource
+
+        cam = WebcamSource(self.webcam)      # raises CameraError naming the index when there is none
+        size = cam.size
+        cam.close()
+        raise SystemExit(f"camera {self.webcam} opens ({size[0]}x{size[1]}), but live driving from a camera is not "
+                         "finished yet; record a clip and drive with --video")
