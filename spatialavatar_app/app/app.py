@@ -24,6 +24,7 @@ from spatialavatar_app.app.stage import BACKGROUND
 
 PANEL_SIZE = (470, 980)
 MAX_UI_FPS = 60.0
+BUSY_UI_FPS = 30.0      # while a render is pending: the panel's software-GL frames leave the renderer the cores
 
 
 @dataclass
@@ -114,7 +115,7 @@ class App:
             self._push_view()
         new = self.renders.take()
         if new is not None:
-            self.stage.show(new.frame)
+            self.stage.show(new.rgba)
             self.last_frame = new.frame
             self.stats.shown += 1
             if self._waiting_for and new.seq >= self._waiting_for[0]:
@@ -137,7 +138,8 @@ class App:
             while self.running():
                 t0 = time.perf_counter()
                 self.step()
-                rest = 1 / MAX_UI_FPS - (time.perf_counter() - t0)
+                cap = MAX_UI_FPS if self.renders.idle else BUSY_UI_FPS
+                rest = 1 / cap - (time.perf_counter() - t0)
                 if rest > 0:
                     time.sleep(rest)       # leaves the cores to the renderer and the jobs
         finally:

@@ -7,6 +7,9 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+import numpy as np
+import torch
+
 from engine.service import AvatarService
 from engine.types import Frame
 
@@ -14,8 +17,15 @@ from engine.types import Frame
 @dataclass(frozen=True)
 class Rendered:
     frame: Frame
+    rgba: np.ndarray    # uint8 [H, W, 4] premultiplied: what the stage uploads (a quarter of float32's bytes)
     seconds: float      # wall-clock time of this render (pose + bind + rasterise)
     seq: int            # request number it answers
+
+
+def to_rgba8(frame: Frame) -> np.ndarray:
+    """Premultiplied rgb + alpha of ``frame`` as uint8 [H, W, 4]."""
+    rgba = torch.cat([frame.rgb, frame.alpha[..., None]], -1).clamp(0, 1) * 255 + 0.5
+    return rgba.to(torch.uint8).cpu().numpy()
 
 
 class RenderThread:
@@ -75,6 +85,7 @@ class RenderThread:
             t0 = time.perf_counter()
             try:
                 frame = self.service.render()
+                rgba = to_rgba8(frame)
             except Exception as e:  # noqa: BLE001 - shown in the status line, never a crash
                 self.error = f"render failed: {e}"
                 frame = None
@@ -83,4 +94,4 @@ class RenderThread:
                 self._done = seq
                 if frame is not None:
                     self._times.append(dt)
-                    self._latest = Rendered(frame, dt, seq)
+                    self._latest = Rendered(frame, rgba, dt, seq)

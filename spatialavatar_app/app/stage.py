@@ -9,8 +9,6 @@ from typing import Callable
 
 import numpy as np
 
-from engine.render.gl_backend import upload_frame
-from engine.types import Frame
 from spatialavatar_app.app.orbit import OrbitView
 
 BACKGROUND = (0.16, 0.16, 0.18)
@@ -21,7 +19,7 @@ in vec2 pos;
 out vec2 uv;
 void main() { uv = pos * 0.5 + 0.5; gl_Position = vec4(pos * scale, 0.0, 1.0); }
 """
-# Textures hold image row 0 in GL's bottom row (see gl_backend.upload_frame): flip v.
+# Textures hold image row 0 in GL's bottom row (as gl_backend.upload_frame lays them out): flip v.
 # Colours are premultiplied: composite over the background here.
 _FRAG = """#version 330
 uniform sampler2D image;
@@ -69,21 +67,36 @@ class StageWindow:
         self._drag: str | None = None
         self._last = (0.0, 0.0)
         self._windowed = (0, 0, width, height)
+        self.needs_draw = True             # set by a new picture, a resize or the window system (expose)
         for setter, fn in ((glfw.set_mouse_button_callback, self._mouse_button),
                            (glfw.set_cursor_pos_callback, self._cursor),
                            (glfw.set_scroll_callback, self._scroll),
                            (glfw.set_key_callback, self._key),
-                           (glfw.set_drop_callback, self._drop)):
+                           (glfw.set_drop_callback, self._drop),
+                           (glfw.set_window_refresh_callback, self._refresh),
+                           (glfw.set_framebuffer_size_callback, lambda w, fw, fh: self._refresh(w))):
             setter(self.window, fn)
         self._glfw = glfw
 
     # ---- display
-    def show(self, frame: Frame) -> None:
-        """Make ``frame`` the picture on stage (uploaded now, drawn by `draw`)."""
+    def show(self, rgba: np.ndarray) -> None:
+        """Make ``rgba`` (uint8 [H, W, 4], premultiplied, image row 0 first) the picture on stage
+        (uploaded now, drawn by `draw`)."""
         self._glfw.make_context_current(self.window)
-        self._texture = upload_frame(self.ctx, frame, self._texture)
+        h, w = rgba.shape[:2]
+        if self._texture is None or self._texture.size != (w, h):
+            if self._texture is not None:
+                self._texture.release()
+            self._texture = self.ctx.texture((w, h), 4)
+        self._texture.write(np.ascontiguousarray(rgba).tobytes())
+        self.needs_draw = True
 
     def draw(self) -> None:
+        """Paint and swap, when something changed: a software-GL swap of an unchanged picture
+        cost the UI thread ~7 ms a frame that the renderer needed."""
+        if not self.needs_draw:
+            return
+        self.needs_draw = False
         self._paint()
         self._glfw.swap_buffers(self.window)
 
@@ -173,6 +186,9 @@ class StageWindow:
             self.toggle_fullscreen()
         elif key == glfw.KEY_R and self._on_reset is not None:
             self._on_reset()
+
+    def _refresh(self, window) -> None:
+        self.needs_draw = True
 
     def _drop(self, window, paths) -> None:
         if self._on_drop is not None:
