@@ -63,6 +63,10 @@ class App:
         self._waiting_for: tuple[int, float, str] | None = None   # (render request, t0, what) to time
         self._stage_px = (0, 0)
         self._video_thumb = None            # first frame of the loaded video
+        self.live = None                    # engine.drive.live.LiveDriver while driving
+        self._live_seq = -1                 # index of the last live frame posed
+        self._live_shown: dict[int, object] = {}   # render request -> live frame, for the latency
+        self._threads_before_drive: int | None = None
         self._running = False
 
     # ---- lifetime
@@ -113,7 +117,14 @@ class App:
         if self.stage.size != self._stage_px:
             self._stage_px = self.stage.size
             self._push_view()
+        self._poll_drive()
         new = self.renders.take()
+        if new is not None and self._live_shown:
+            answered = [seq for seq in self._live_shown if seq <= new.seq]
+            live_frame = self._live_shown[max(answered)] if answered else None
+            if live_frame is not None and self.live is not None:
+                self.live.displayed(live_frame, new.seconds * 1000)
+            self._live_shown = {k: v for k, v in self._live_shown.items() if k > new.seq}
         if new is not None:
             self.stage.show(new.rgba)
             self.last_frame = new.frame
@@ -151,6 +162,7 @@ class App:
         self._running = False
         self.jobs.cancel()
         self.jobs.join(10)
+        self.stop_drive()
         if self.recorder is not None:
             self.toggle_recording()
         self.renders.stop()
@@ -362,6 +374,95 @@ class App:
         else:
             self.status("nothing to cancel")
 
+    # ---- live driving
+    def start_drive(self, source: str = "webcam", device: int = 0, mirror: bool = True) -> None:
+        """Drive the avatar from a camera (``source`` "webcam") or the loaded video played like one."""
+        import torch
+
+        from engine.drive.drive import DrivePipeline
+        from engine.drive.live import LiveDriver
+        from engine.drive.realtime import RealtimeConfig, RealtimeTracker
+        from engine.drive.sources import VideoSource, WebcamSource
+        from engine.drive.transfer import TransferConfig
+
+        if self.live is not None:
+            self.status("already driving; Stop first", error=True)
+            return
+        if self.service.avatar is None:
+            self.status("a .ply scene cannot be driven: open or build an avatar", error=True)
+            return
+        if source == "webcam":
+            src = self._guard("webcam", lambda: WebcamSource(int(device), mirror=bool(mirror)))
+        elif self.state.video is None:
+            self.status("load a video first (Open video... or drop one on the stage)", error=True)
+            return
+        else:
+            src = self._guard("video", lambda: VideoSource(self.state.video, realtime=True))
+        if src is None:
+            return
+        opts = self.panel.drive_options()
+        cfg = TransferConfig(relative=opts["relative"], head_pose=opts["head_pose"], gaze=opts["gaze"])
+        pipeline = DrivePipeline(self.service.model.expr_names, self.service.neutral(), cfg, opts["smoothing"])
+        # One torch thread while driving: tracking and rendering then each have a core (LiveDriver's note).
+        self._threads_before_drive = torch.get_num_threads()
+        torch.set_num_threads(1)
+        tracker = RealtimeTracker(self.service.model, RealtimeConfig(threads=None))
+        self.live = LiveDriver(src, tracker, pipeline).start()
+        self._live_seq = -1
+        self.status(f"driving from {'camera ' + str(device) if source == 'webcam' else self.state.video.name}")
+
+    def stop_drive(self) -> None:
+        if self.live is None:
+            return
+        import torch
+
+        live, self.live = self.live, None
+        live.stop()
+        if self._threads_before_drive:
+            torch.set_num_threads(self._threads_before_drive)
+        self._live_shown.clear()
+        self.status(f"driving stopped ({live.frames} frames)" + (f": {live.end_reason}" if live.end_reason else ""))
+
+    def calibrate_drive(self) -> None:
+        if self.live is None:
+            self.status("start driving first", error=True)
+            return
+        self.live.calibrate()
+        self.status("calibrating: the next frame with a face is the driver's neutral")
+
+    def update_drive_options(self) -> None:
+        from engine.drive.transfer import TransferConfig
+
+        if self.live is not None:
+            o = self.panel.drive_options()
+            self.live.set_transfer(TransferConfig(relative=o["relative"], head_pose=o["head_pose"], gaze=o["gaze"]))
+
+    def set_drive_smoothing(self, strength: float) -> None:
+        if self.live is not None:
+            self.live.set_smoothing(float(strength))
+
+    def _poll_drive(self) -> None:
+        live = self.live
+        if live is None:
+            return
+        if not live.running:
+            self.stop_drive()
+            if live.error:
+                self.status(f"driving failed: {live.error}", error=True)
+            return
+        frame = live.latest(after=self._live_seq)
+        if frame is None:
+            return
+        self._live_seq = frame.index
+        self.service.set_params(frame.params)
+        self._live_shown[self.renders.request()] = frame
+        if frame.index % 3 == 0:                     # the preview at ~10 FPS is enough
+            st = live.stats()
+            text = (f"{st.get('fps', 0):.1f} FPS tracked | capture->screen {st.get('latency', 0):.0f} ms\n"
+                    f"landmarks {st.get('landmarks', 0):.0f} | solve {st.get('solve', 0):.0f} | "
+                    f"render {st.get('render', 0):.0f} ms" + ("" if frame.tracked.found else "\nno face: easing to neutral"))
+            self.panel.update_camera(_with_landmarks(frame.rgb, frame.tracked.landmarks), text)
+
     # ---- export
     def set_export_dir(self, text: str) -> None:
         self.state.export_dir = Path(text).expanduser()
@@ -487,6 +588,21 @@ class App:
         if thumbs is None:
             thumbs = [avatar.thumbnail] if avatar.thumbnail is not None else []
         self.panel.update_thumbnails(thumbs)
+
+
+def _with_landmarks(rgb: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray:
+    """The camera frame with the tracked landmarks drawn as green dots."""
+    if landmarks is None:
+        return rgb
+    out = rgb.copy()
+    h, w = out.shape[:2]
+    pts = np.round(landmarks[:, :2]).astype(int)
+    pts = pts[(pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)]
+    r = max(1, round(max(h, w) / 300))
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            out[np.clip(pts[:, 1] + dy, 0, h - 1), np.clip(pts[:, 0] + dx, 0, w - 1)] = (60, 230, 90)
+    return out
 
 
 def run_app(paths: Sequence[Path] = (), renderer: str | None = None, resolution: int = 512,

@@ -60,6 +60,14 @@ class PanelIds:
     eta: int = 0
     preview: int = 0
     result: int = 0
+    drive_source: int = 0
+    drive_device: int = 0
+    drive_mirror: int = 0
+    drive_relative: int = 0
+    drive_pose: int = 0
+    drive_gaze: int = 0
+    drive_smoothing: int = 0
+    drive_stats: int = 0
     export_dir: int = 0
     record: int = 0
     status: int = 0
@@ -95,6 +103,7 @@ class Panel:
         with dpg.texture_registry():
             self.ids.thumbs = [dpg.add_dynamic_texture(THUMB, THUMB, _rgba(None, THUMB)) for _ in range(4)]
             self._preview_tex = dpg.add_dynamic_texture(PREVIEW, PREVIEW, _rgba(None, PREVIEW))
+            self._camera_tex = dpg.add_dynamic_texture(PREVIEW, PREVIEW, _rgba(None, PREVIEW))
         self.window = dpg.generate_uuid()
         with dpg.window(tag=self.window, label="SpatialAvatar-0", no_close=True):
             self._avatar_section()
@@ -102,6 +111,7 @@ class Panel:
             self._expression_section(expression_names, presets)
             self._pose_section()
             self._refine_section()
+            self._drive_section()
             self._export_section()
             self._log_section()
         self._file_dialog()
@@ -178,6 +188,44 @@ class Panel:
             with dpg.group(horizontal=True):
                 self.ids.preview = dpg.add_image(self._preview_tex)
                 self.ids.result = dpg.add_text("", wrap=250)
+
+    def _drive_section(self) -> None:
+        dpg, app, ids = self.dpg, self.app, self.ids
+        with dpg.collapsing_header(label="Drive (webcam or video)", default_open=False):
+            with dpg.group(horizontal=True):
+                ids.drive_source = dpg.add_radio_button(("webcam", "loaded video"), default_value="webcam",
+                                                        horizontal=True)
+                ids.drive_device = dpg.add_input_int(label="device", default_value=0, width=80, min_value=0,
+                                                     min_clamped=True)
+            with dpg.group(horizontal=True):
+                ids.drive_mirror = dpg.add_checkbox(label="mirror", default_value=True)
+                ids.drive_relative = dpg.add_checkbox(label="relative", default_value=True,
+                                                      callback=lambda: app.update_drive_options())
+                ids.drive_pose = dpg.add_checkbox(label="head pose", default_value=True,
+                                                  callback=lambda: app.update_drive_options())
+                ids.drive_gaze = dpg.add_checkbox(label="gaze", default_value=True,
+                                                  callback=lambda: app.update_drive_options())
+            ids.drive_smoothing = dpg.add_slider_float(label="smoothing", default_value=0.5, min_value=0.0,
+                                                       max_value=1.0, width=220,
+                                                       callback=lambda s, v: app.set_drive_smoothing(v))
+            with dpg.group(horizontal=True):
+                dpg.add_button(label="Start", callback=lambda: app.start_drive(
+                    dpg.get_value(ids.drive_source), dpg.get_value(ids.drive_device), dpg.get_value(ids.drive_mirror)))
+                dpg.add_button(label="Stop", callback=lambda: app.stop_drive())
+                dpg.add_button(label="Calibrate neutral", callback=lambda: app.calibrate_drive())
+            with dpg.group(horizontal=True):
+                dpg.add_image(self._camera_tex)
+                ids.drive_stats = dpg.add_text("", wrap=250)
+
+    def drive_options(self) -> dict:
+        g = self.dpg.get_value
+        return {"relative": g(self.ids.drive_relative), "head_pose": g(self.ids.drive_pose),
+                "gaze": g(self.ids.drive_gaze), "smoothing": g(self.ids.drive_smoothing)}
+
+    def update_camera(self, image: np.ndarray | None, text: str) -> None:
+        if image is not None:
+            self.dpg.set_value(self._camera_tex, _rgba(image, PREVIEW))
+        self.dpg.set_value(self.ids.drive_stats, text)
 
     def _export_section(self) -> None:
         dpg, app = self.dpg, self.app

@@ -150,6 +150,18 @@ def main(out: Path, measure: bool) -> None:
     settle()
     res["refined"] = (app.service.avatar.metadata.get("refined") or {}).get("iterations")
     shot("refined")
+
+    # Live driving, with the loaded clip standing in for a webcam.
+    app.start_drive("loaded video")
+    live, jaws = app.live, []
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 8 and app.live is not None:     # the clip ends by itself (~2 s)
+        app.step()
+        jaws.append(float(app.service.params.jaw[0, 0]))
+    stats, frames = live.stats(), live.frames
+    app.stop_drive()
+    res["drive"] = {"frames": frames, "jaw_range": max(jaws) - min(jaws), **stats}
+    app.start_drive("webcam", 9)                 # no camera 9 here: a message, not a crash
     res["events"] = app.events
     app.close()
     (out / "result.json").write_text(json.dumps(res, indent=1))

@@ -68,11 +68,20 @@ def test_exports_are_written_and_readable(run):
     assert png.shape[2] == 4 and png[..., 3].min() == 0 and png[..., 3].max() == 255   # transparent background
 
 
-def test_bad_drops_are_messages(run):
+def test_bad_drops_and_a_missing_camera_are_messages(run):
     out, res = run
     errors = [e for e in res["events"] if e.startswith("error")]
     assert errors == ["error: cannot open notes.txt: not an image, video, .savatar or .ply",
-                      "error: 5 portraits dropped; an avatar is built from 1 to 4 portraits of one person"]
+                      "error: 5 portraits dropped; an avatar is built from 1 to 4 portraits of one person",
+                      "error: webcam: camera 9: no camera at this index (or it is in use by another program)"]
+
+
+def test_the_loaded_video_drives_the_avatar_live(run):
+    out, res = run
+    d = res["drive"]
+    assert d["frames"] >= 5                    # tracked and transferred on the worker thread (a 2 s clip)
+    assert d["jaw_range"] > 0.02               # the clip talks: the avatar's jaw moved
+    assert d["latency"] > 0                    # capture -> screen was measured
 
 
 def test_a_short_refine_runs_from_the_panel(run):
