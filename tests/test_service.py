@@ -97,3 +97,18 @@ def test_render_while_a_worker_sets_params(service):
     frames = [service.render() for _ in range(5)]
     t.join()
     assert errors == [] and all(f.rgb.shape == (128, 128, 3) for f in frames)
+
+
+def test_an_opened_ply_is_a_static_scene(model, tmp_path):
+    svc = AvatarService(model, plain_avatar(model))
+    svc.export_ply(tmp_path / "a.ply")
+    before = svc.render()
+    svc.open_ply(tmp_path / "a.ply")
+    assert svc.avatar is None
+    np.testing.assert_allclose(svc.render().rgb.numpy(), before.rgb.numpy(), atol=2e-3)   # the same picture
+    svc.set_params(apply_expressions(svc.neutral(), model, {"jawOpen": 1.0}))            # no binding: no effect
+    np.testing.assert_allclose(svc.render().rgb.numpy(), before.rgb.numpy(), atol=2e-3)
+    with pytest.raises(ValueError, match="cannot be saved as an avatar bundle"):
+        svc.save(tmp_path / "a.savatar")
+    svc.set_avatar(plain_avatar(model))                                                   # and back
+    assert svc.avatar is not None
