@@ -136,6 +136,12 @@ def main(out: Path, measure: bool) -> None:
     app.step()
     app._drops.append([str(portrait)] * 5)
     app.step()
+    coffee = out / "coffee.png"                  # a photo without a face: the build fails with a message
+    iio.imwrite(coffee, data.coffee())
+    app._drops.append([str(coffee)])
+    mark = len(app.events)
+    pump(lambda: any(e.startswith("error: build failed") for e in app.events[mark:]), 120, "no-face build")
+    res["avatar_after_failed_build"] = Path(app.service.avatar.metadata["sources"][0]).name
 
     # A video: load it, refine 50 iterations.
     clip = out / "clip.mp4"

@@ -71,9 +71,11 @@ def test_exports_are_written_and_readable(run):
 def test_bad_drops_and_a_missing_camera_are_messages(run):
     out, res = run
     errors = [e for e in res["events"] if e.startswith("error")]
-    assert errors == ["error: cannot open notes.txt: not an image, video, .savatar or .ply",
-                      "error: 5 portraits dropped; an avatar is built from 1 to 4 portraits of one person",
-                      "error: webcam: camera 9: no camera at this index (or it is in use by another program)"]
+    assert errors[:2] == ["error: cannot open notes.txt: not an image, video, .savatar or .ply",
+                          "error: 5 portraits dropped; an avatar is built from 1 to 4 portraits of one person"]
+    assert errors[2].startswith("error: build failed: no portrait with a usable face") and "coffee.png" in errors[2]
+    assert res["avatar_after_failed_build"] == "portrait.png"       # nothing the user made is lost
+    assert errors[3:] == ["error: webcam: camera 9: no camera at this index (or it is in use by another program)"]
 
 
 def test_the_loaded_video_drives_the_avatar_live(run):
