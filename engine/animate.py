@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.binding import UVSlots, bind
+from engine.binding import UVSlots, place, slot_frames
 from engine.headmodel.base import HeadModel
 from engine.types import Avatar, Gaussians, HeadParams
 
@@ -23,6 +23,8 @@ class AnimatedAvatar:
         self.slots: UVSlots = model.uv_slots(avatar.gaussians.resolution)
         if not torch.equal(self.slots.valid, avatar.gaussians.valid.cpu()):
             raise ValueError("the avatar's valid-texel mask does not match its head model's UV layout")
+        # Per-slot attributes, gathered from the UV maps once rather than on every pose.
+        self._attrs = {k: self.slots.gather(v).contiguous() for k, v in avatar.gaussians.maps().items()}
 
     def neutral(self) -> HeadParams:
         """The avatar's own shape, neutral expression and pose."""
@@ -32,7 +34,7 @@ class AnimatedAvatar:
     def gaussians(self, params: HeadParams) -> Gaussians:
         """World-space Gaussians of frame 0 of ``params``."""
         verts = self.model.vertices(params.frame(0))[0]
-        return bind(self.avatar.gaussians, self.slots, verts, self.model.faces)
+        return place(slot_frames(self.slots, verts, self.model.faces), **self._attrs)
 
 
 class StaticScene:
