@@ -67,6 +67,8 @@ class App:
         self._live_seq = -1                 # index of the last live frame posed
         self._live_shown: dict[int, object] = {}   # render request -> live frame, for the latency
         self._threads_before_drive: int | None = None
+        self._live_rgb: np.ndarray | None = None   # the newest camera frame while driving
+        self._record_camera_width = 0       # > 0: recordings put the camera (this wide) left of the avatar
         self._running = False
 
     # ---- lifetime
@@ -454,6 +456,7 @@ class App:
         if frame is None:
             return
         self._live_seq = frame.index
+        self._live_rgb = frame.rgb
         self.service.set_params(frame.params)
         self._live_shown[self.renders.request()] = frame
         if frame.index % 3 == 0:                     # the preview at ~10 FPS is enough
@@ -505,6 +508,12 @@ class App:
 
         if self.recorder is None:
             path = self._export_path("recording", ".mp4")
+            self._record_camera_width = 0
+            if self.live is not None and self._live_rgb is not None and self.last_frame is not None \
+                    and self.panel.drive_options()["record_camera"]:
+                h = self.last_frame.alpha.shape[0]
+                ch, cw = self._live_rgb.shape[:2]
+                self._record_camera_width = max(2, round(cw * h / ch / 2) * 2)
             self.recorder = self._guard("record", lambda: Recorder(path))
             if self.recorder is not None:
                 if self.last_frame is not None:
@@ -518,9 +527,20 @@ class App:
         if path is not None:
             self.status(f"wrote {path} ({rec.frames} frames at {rec.fps:.0f} FPS)")
 
-    @staticmethod
-    def _stage_image(frame) -> np.ndarray:
-        return frame.to_uint8(BACKGROUND)
+    def _stage_image(self, frame) -> np.ndarray:
+        """What a recording shows: the avatar on the stage background, with the camera frame to
+        its left when recording started while driving with "with the camera" on (black once the
+        camera stops)."""
+        image = frame.to_uint8(BACKGROUND)
+        if not self._record_camera_width:
+            return image
+        import cv2
+
+        h = image.shape[0]
+        cam = np.zeros((h, self._record_camera_width, 3), np.uint8)
+        if self.live is not None and self._live_rgb is not None:
+            cam = cv2.resize(self._live_rgb, (self._record_camera_width, h), interpolation=cv2.INTER_AREA)
+        return np.concatenate([cam, image], 1)
 
     # ---- jobs
     def _start_job(self, name: str, work, message: str) -> None:

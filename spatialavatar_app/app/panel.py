@@ -68,6 +68,7 @@ class PanelIds:
     drive_gaze: int = 0
     drive_smoothing: int = 0
     drive_stats: int = 0
+    drive_record_camera: int = 0
     export_dir: int = 0
     record: int = 0
     status: int = 0
@@ -213,6 +214,8 @@ class Panel:
                     dpg.get_value(ids.drive_source), dpg.get_value(ids.drive_device), dpg.get_value(ids.drive_mirror)))
                 dpg.add_button(label="Stop", callback=lambda: app.stop_drive())
                 dpg.add_button(label="Calibrate neutral", callback=lambda: app.calibrate_drive())
+            ids.drive_record_camera = dpg.add_checkbox(label="Record MP4 with the camera beside the avatar",
+                                                       default_value=True)
             with dpg.group(horizontal=True):
                 dpg.add_image(self._camera_tex)
                 ids.drive_stats = dpg.add_text("", wrap=250)
@@ -220,7 +223,8 @@ class Panel:
     def drive_options(self) -> dict:
         g = self.dpg.get_value
         return {"relative": g(self.ids.drive_relative), "head_pose": g(self.ids.drive_pose),
-                "gaze": g(self.ids.drive_gaze), "smoothing": g(self.ids.drive_smoothing)}
+                "gaze": g(self.ids.drive_gaze), "smoothing": g(self.ids.drive_smoothing),
+                "record_camera": g(self.ids.drive_record_camera)}
 
     def update_camera(self, image: np.ndarray | None, text: str) -> None:
         if image is not None:

@@ -164,8 +164,14 @@ def main(out: Path, measure: bool) -> None:
     while time.perf_counter() - t0 < 8 and app.live is not None:     # the clip ends by itself (~2 s)
         app.step()
         jaws.append(float(app.service.params.jaw[0, 0]))
+        if app.recorder is None and app._live_rgb is not None and app.last_frame is not None:
+            app.toggle_recording()                                    # camera | avatar while driving
     stats, frames = live.stats(), live.frames
     app.stop_drive()
+    if app.recorder is not None:
+        app.toggle_recording()
+    rec = sorted((out / "exports").glob("recording-*.mp4"))[-1]
+    res["drive_recording"] = list(iio.imread(rec, index=0).shape)
     res["drive"] = {"frames": frames, "jaw_range": max(jaws) - min(jaws), **stats}
     app.start_drive("webcam", 9)                 # no camera 9 here: a message, not a crash
     res["events"] = app.events

@@ -84,6 +84,8 @@ def test_the_loaded_video_drives_the_avatar_live(run):
     assert d["frames"] >= 5                    # tracked and transferred on the worker thread (a 2 s clip)
     assert d["jaw_range"] > 0.02               # the clip talks: the avatar's jaw moved
     assert d["latency"] > 0                    # capture -> screen was measured
+    h, w, _ = res["drive_recording"]           # recorded while driving: camera (square clip) | avatar (square)
+    assert w == 2 * h
 
 
 def test_a_short_refine_runs_from_the_panel(run):
