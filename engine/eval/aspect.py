@@ -13,16 +13,14 @@ import torch
 from engine.animate import AnimatedAvatar
 from engine.headmodel.base import HeadModel
 from engine.refine.data import VideoData
-from engine.render.projection import project_gaussians
+from engine.render.projection import eigen_ratio, project_gaussians
 from engine.types import Avatar
 
 
 def aspect_ratios(cov2d: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-    """r = sqrt(λmax/λmin) of the visible 2D covariances [N, 2, 2] (the eigenvalues exactly as
-    `engine.refine.refiner.aspect_penalty` computes them, so ReLU(log r − τ) is its summand)."""
-    a, b, c = cov2d[visible, 0, 0], cov2d[visible, 0, 1], cov2d[visible, 1, 1]
-    mid, rad = (a + c) / 2, torch.sqrt(((a - c) / 2) ** 2 + b * b + 1e-12)
-    return torch.sqrt((mid + rad) / (mid - rad).clamp_min(1e-12))
+    """r = sqrt(λmax/λmin) of the visible 2D covariances [N, 2, 2] (`eigen_ratio`, as
+    `engine.refine.refiner.aspect_penalty` uses it, so ReLU(log r − τ) is its summand)."""
+    return torch.sqrt(eigen_ratio(cov2d[visible]))
 
 
 def heldout_aspect_ratios(avatar: Avatar, model: HeadModel, data: VideoData, frames: Sequence[int]) -> np.ndarray:

@@ -27,7 +27,7 @@ from engine.headmodel.base import HeadModel
 from engine.metrics import ssim
 from engine.refine.config import RefineConfig
 from engine.refine.data import VideoData
-from engine.render.projection import project_gaussians
+from engine.render.projection import eigen_ratio, project_gaussians
 from engine.types import Avatar, Gaussians, UVGaussians, UV_MAP_CHANNELS
 
 MAP_LR = {"local_position": "lr_position", "rotation": "lr_rotation", "log_scale": "lr_scale", "color": "lr_color",
@@ -50,10 +50,9 @@ class RefineCancelled(Exception):
 
 def aspect_penalty(cov2d: torch.Tensor, visible: torch.Tensor, tau: float) -> torch.Tensor:
     """mean over visible Gaussians of ReLU(½·log(λmax/λmin) − τ) of their 2D covariances [N, 2, 2]."""
-    a, b, c = cov2d[visible, 0, 0], cov2d[visible, 0, 1], cov2d[visible, 1, 1]
-    mid, rad = (a + c) / 2, torch.sqrt(((a - c) / 2) ** 2 + b * b + 1e-12)
-    ratio = (mid + rad) / (mid - rad).clamp_min(1e-12)
-    return torch.relu(0.5 * torch.log(ratio) - tau).mean() if len(a) else cov2d.sum() * 0
+    if not bool(visible.any()):
+        return cov2d.sum() * 0
+    return torch.relu(0.5 * torch.log(eigen_ratio(cov2d[visible])) - tau).mean()
 
 
 def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig = RefineConfig(),

@@ -58,6 +58,14 @@ def _perspective_jacobian(means_c: Tensor, z: Tensor, camera: Camera, K: Tensor)
     return torch.stack([fx / z, zero, -fx * u / z, zero, fy / z, -fy * v / z], dim=-1).reshape(-1, 2, 3)
 
 
+def eigen_ratio(cov2d: Tensor) -> Tensor:
+    """λmax/λmin of 2D covariances [N, 2, 2] (closed form; λmin clamped at 1e-12): the squared
+    screen-space aspect of each splat."""
+    a, b, c = cov2d[:, 0, 0], cov2d[:, 0, 1], cov2d[:, 1, 1]
+    mid, rad = (a + c) / 2, torch.sqrt(((a - c) / 2) ** 2 + b * b + 1e-12)
+    return (mid + rad) / (mid - rad).clamp_min(1e-12)
+
+
 def footprint_extent(alpha_min: float) -> float:
     """Mahalanobis distance beyond which a Gaussian of opacity <= 1 has alpha < alpha_min.
 
