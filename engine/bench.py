@@ -252,17 +252,16 @@ def bench_refine(video, sizes: Sequence[int] = (256, 512), iterations: int = 300
     from engine.refine.data import load_video_data
     from engine.refine.refiner import refine
     from engine.refine.session import prepare
+    from engine.track.tracker import track_video
 
     model = load_head_model()
     rows = []
-    avatar, data = prepare(video, model, min(sizes), log=log)
-    tracked = None
+    tracked = track_video(video, model)               # once, for every size
+    avatar = None
     for size in sizes:
-        if size != min(sizes):
-            if tracked is None:
-                from engine.track.tracker import track_video
-
-                tracked = track_video(video, model)
+        if avatar is None:
+            avatar, data = prepare(video, model, size, log=log, tracked=tracked)
+        else:
             data = load_video_data(video, tracked, model, size)
         cfg = load_refine_config("default", iterations=warmup, aspect_start=0, scale_freeze=0, checkpoint_every=0,
                                  preview_every=0, resolution=size)

@@ -12,16 +12,18 @@ from engine.types import Avatar
 
 def prepare(video: Path, model: HeadModel, resolution: int, avatar: Avatar | None = None,
             log: Callable[[str], None] = print,
-            progress: Callable[[int, int], None] | None = None) -> tuple[Avatar, VideoData]:
+            progress: Callable[[int, int], None] | None = None, tracked=None) -> tuple[Avatar, VideoData]:
     """(starting avatar, training data). Without ``avatar`` the start is the projective
     avatar of the reference frame (least jaw opening among the training frames).
-    ``progress(frames done, frames)`` follows the tracking."""
+    ``progress(frames done, frames)`` follows the tracking; ``tracked`` (a `track_video` result
+    for ``video``) skips it."""
     from engine.generator.projective import Source, projective_gaussians
     from engine.io.media import VideoReader
     from engine.track.tracker import track_video
 
-    log(f"tracking {video} ...")
-    tracked = track_video(video, model, progress=progress)
+    if tracked is None:
+        log(f"tracking {video} ...")
+        tracked = track_video(video, model, progress=progress)
     data = load_video_data(video, tracked, model, resolution)
     if avatar is None:
         ref = data.reference_frame()
