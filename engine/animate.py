@@ -9,7 +9,7 @@ import torch
 
 from engine.binding import UVSlots, place, slot_frames
 from engine.headmodel.base import HeadModel
-from engine.types import Avatar, Gaussians, HeadParams
+from engine.types import Avatar, Camera, Gaussians, HeadParams
 
 
 class AnimatedAvatar:
@@ -31,8 +31,9 @@ class AnimatedAvatar:
         p = self.model.neutral()
         return HeadParams(self.avatar.shape[None].to(p.shape), p.expr, p.rotation, p.neck, p.jaw, p.eyes, p.translation)
 
-    def gaussians(self, params: HeadParams) -> Gaussians:
-        """World-space Gaussians of frame 0 of ``params``."""
+    def gaussians(self, params: HeadParams, camera: Camera | None = None) -> Gaussians:
+        """World-space Gaussians of frame 0 of ``params``. ``camera`` is for avatars whose
+        Gaussians depend on the view (a network avatar's view-conditioned heads); ignored here."""
         verts = self.model.vertices(params.frame(0))[0]
         return place(slot_frames(self.slots, verts, self.model.faces), **self._attrs)
 
@@ -50,5 +51,5 @@ class StaticScene:
     def neutral(self) -> HeadParams:
         return self.model.neutral()
 
-    def gaussians(self, params: HeadParams) -> Gaussians:
+    def gaussians(self, params: HeadParams, camera: Camera | None = None) -> Gaussians:
         return self._gaussians

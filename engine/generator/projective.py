@@ -103,9 +103,10 @@ def _sample(img: np.ndarray, uv: torch.Tensor) -> torch.Tensor:
     return s[0, :, 0].T
 
 
-def warp_source(model: HeadModel, slots: UVSlots, src: Source, cfg: ProjectiveConfig
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(colour [N, 3] in [0, 1], matte [N], weight [N]) of one source for every slot."""
+def project_slots(model: HeadModel, slots: UVSlots, src: Source, cfg: ProjectiveConfig
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pixel position [N, 2] of every slot's surface point in the source image, source
+    weight [N]: visible x cos(view angle)^p x expression confidence, 0 where not seen)."""
     pts, nrm = slot_points(model, slots, src.params)
     h, w = src.rgb.shape[:2]
     f = float(src.K[0, 0])
@@ -116,9 +117,16 @@ def warp_source(model: HeadModel, slots: UVSlots, src: Source, cfg: ProjectiveCo
     tan = (1 - cos.clamp(cfg.min_cos, 1) ** 2).sqrt() / cos.clamp(cfg.min_cos, 1)
     slack = 2.0 * cfg.zbuffer_px * z / f * tan                              # two cells along the slope
     vis = _visible(uv, z, (h, w), cfg, slack) & (cos > cfg.min_cos)
+    weight = vis.float() * cos.clamp_min(0) ** cfg.view_power * expression_confidence(model, slots, src.params, cfg)
+    return uv, weight
+
+
+def warp_source(model: HeadModel, slots: UVSlots, src: Source, cfg: ProjectiveConfig
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(colour [N, 3] in [0, 1], matte [N], weight [N]) of one source for every slot."""
+    uv, weight = project_slots(model, slots, src, cfg)
     color = _sample(src.rgb, uv) / 255.0
     matte = _sample(src.matte, uv)[:, 0] / 255.0
-    weight = vis.float() * cos.clamp_min(0) ** cfg.view_power * expression_confidence(model, slots, src.params, cfg)
     return color, matte, weight
 
 
@@ -143,34 +151,46 @@ def mirror_slots(model: HeadModel, slots: UVSlots) -> torch.Tensor:
     return torch.as_tensor(idx)
 
 
-def pool(model: HeadModel, slots: UVSlots, sources: list[Source], cfg: ProjectiveConfig = ProjectiveConfig()
-         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mean-pooled (colour [N, 3], opacity [N], confidence [N]) over the sources, unseen texels filled."""
+def pool(model: HeadModel, slots: UVSlots, sources: list[Source], cfg: ProjectiveConfig = ProjectiveConfig(),
+         warps: list[tuple] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean-pooled (colour [N, 3], opacity [N], confidence [N]) over the sources, unseen texels
+    filled. ``warps``: the sources' `warp_source` results when the caller has them already."""
     num_c, num_m, den = torch.zeros(len(slots), 3), torch.zeros(len(slots)), torch.zeros(len(slots))
-    for src in sources:
-        c, m, w = warp_source(model, slots, src, cfg)
+    for c, m, w in warps if warps is not None else (warp_source(model, slots, src, cfg) for src in sources):
         num_c += w[:, None] * c
         num_m += w * m
         den += w
     seen = den > cfg.min_confidence
     color = torch.where(seen[:, None], num_c / den.clamp_min(1e-9)[:, None], torch.zeros(1, 3))
     opacity = torch.where(seen, num_m / den.clamp_min(1e-9), torch.ones(1))
-    confidence = den / max(len(sources), 1)
-    inner = torch.as_tensor(inner_parts(model, slots))
+    confidence = den / max(len(warps) if warps is not None else len(sources), 1)
+    inner, mirror, palette = _fill_tables(model, slots)
     # 1. small holes in what was seen (a nostril, a lid fold) from their UV neighbours
     pinholes = ~seen & ~inner & _near_seen(slots, seen)
     color = _inpaint(slots, color, seen | inner | ~pinholes)
     filled = seen | pinholes
     # 2. larger unseen areas from their left/right mirror image, where that was seen
-    mirror = mirror_slots(model, slots)
     use_mirror = ~filled & seen[mirror]
     color[use_mirror] = color[mirror[use_mirror]]
     filled = filled | use_mirror
     # 3. inner parts nobody saw keep the plain palette; 4. the rest is inpainted in UV
-    palette = plain_colors(model, slots, shaded=False)
     color[~filled & inner] = palette[~filled & inner]
     color = _inpaint(slots, color, filled | inner)
     return color.clamp(0, 1), opacity.clamp(0, 1), confidence
+
+
+_TABLES: dict = {}
+
+
+def _fill_tables(model: HeadModel, slots: UVSlots) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(inner-part mask, mirror slot, plain palette) of a head model's slots: fixed per model and
+    resolution, so computed once (the network's training pools every step)."""
+    key = (model.name, slots.resolution, len(slots))
+    hit = _TABLES.get(key)
+    if hit is None or hit[0] is not model:
+        hit = _TABLES[key] = (model, torch.as_tensor(inner_parts(model, slots)), mirror_slots(model, slots),
+                              plain_colors(model, slots, shaded=False))
+    return hit[1], hit[2], hit[3]
 
 
 def _near_seen(slots: UVSlots, seen: torch.Tensor, radius: int = 2) -> torch.Tensor:

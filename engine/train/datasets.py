@@ -341,12 +341,12 @@ class _ClipIndex:
 
 
 class _Sampler:
-    def __init__(self, clips: Sequence[Clip], k_max: int, temperature: float | None) -> None:
+    def __init__(self, clips: Sequence[Clip], k_max: int, temperature: float | None, source_stride: int = 1) -> None:
         if k_max < 1:
             raise ValueError(f"k_max must be at least 1, got {k_max}")
         if temperature is not None and not temperature > 0:
             raise ValueError(f"temperature must be positive (or None for no bias), got {temperature}")
-        self.k_max, self.temperature = k_max, temperature
+        self.k_max, self.temperature, self.source_stride = k_max, temperature, max(1, source_stride)
         self._clips = [_ClipIndex(c) for c in clips]
         counts = np.array([len(c.usable) for c in self._clips], np.float64)
         if counts.sum() == 0:
@@ -361,6 +361,9 @@ class _Sampler:
     def _sources(self, rng: np.random.Generator, idx: _ClipIndex, target: int, pool: np.ndarray) -> list[int]:
         """K ~ U{1..min(k_max, |pool|)} distinct frames of ``pool``, the first drawn with weight
         exp(d / temperature) (`dissimilarity`), the rest uniformly; [target] if pool is empty."""
+        if self.source_stride > 1:    # only every n-th time may be a source (a CPU run caches their warps)
+            thin = pool[idx.time[pool] % self.source_stride == 0]
+            pool = thin if len(thin) else pool
         if len(pool) == 0:
             return [target]
         k = int(rng.integers(1, min(self.k_max, len(pool)) + 1))
@@ -389,8 +392,9 @@ class Phase1Sampler(_Sampler):
         >>> pair = Phase1Sampler(clips).sample(np.random.default_rng(0))
     """
 
-    def __init__(self, clips: Sequence[Clip], k_max: int = 4, temperature: float | None = 0.5) -> None:
-        super().__init__(clips, k_max, temperature)
+    def __init__(self, clips: Sequence[Clip], k_max: int = 4, temperature: float | None = 0.5,
+                 source_stride: int = 1) -> None:
+        super().__init__(clips, k_max, temperature, source_stride)
 
     def sample(self, rng: np.random.Generator) -> Pair:
         c, idx, target = self._target(rng)
@@ -409,10 +413,10 @@ class Phase2Sampler(_Sampler):
     """
 
     def __init__(self, clips: Sequence[Clip], cross_time: float = 0.25, k_max: int = 4,
-                 temperature: float | None = 0.5) -> None:
+                 temperature: float | None = 0.5, source_stride: int = 1) -> None:
         if not 0.0 <= cross_time <= 1.0:
             raise ValueError(f"cross_time must be in [0, 1], got {cross_time}")
-        super().__init__(clips, k_max, temperature)
+        super().__init__(clips, k_max, temperature, source_stride)
         self.cross_time = cross_time
 
     def sample(self, rng: np.random.Generator) -> Pair:
