@@ -17,6 +17,7 @@ from spatialavatar_app.drive_cmd import Drive
 from spatialavatar_app.eval_cmd import Eval
 from spatialavatar_app.refine_cmd import Refine
 from spatialavatar_app.track_cmd import Track
+from spatialavatar_app.train_cmd import Train
 
 
 @dataclass(frozen=True)
@@ -350,7 +351,7 @@ class Bench:
             print("from the feed-forward start (Gaussians grow during a run, so late iterations are slower)")
 
 
-COMMANDS = {"app": App, "build": Build, "render": Render, "export": Export, "track": Track, "refine": Refine, "drive": Drive, "headmodel": HeadModelCmd, "demo": Demo, "bench": Bench, "eval": Eval}
+COMMANDS = {"app": App, "build": Build, "render": Render, "export": Export, "track": Track, "refine": Refine, "drive": Drive, "headmodel": HeadModelCmd, "demo": Demo, "bench": Bench, "eval": Eval, "train": Train}
 
 
 def main(argv: list[str] | None = None) -> None:

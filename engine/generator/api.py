@@ -33,5 +33,5 @@ def generate(kind: str, model: HeadModel, sources: Sequence[Source], shape: torc
                              "`python main.py train`)")
         from engine.generator.network import load_generator
 
-        return load_generator(checkpoint, model).avatar(list(sources), shape)
+        return load_generator(checkpoint, model).avatar(model, list(sources), shape)
     raise ValueError(f"unknown generator {kind!r}; choose one of {', '.join(GENERATORS)}")

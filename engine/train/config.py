@@ -58,11 +58,14 @@ class TrainConfig:
 
     @staticmethod
     def phase1(**kw) -> "TrainConfig":
-        return TrainConfig(phase=1, **kw)
+        """The paper's Phase 1: its network sizes, linear schedule from 2.5e-4."""
+        return TrainConfig(**{"phase": 1, "network": NetworkConfig.paper(), **kw})
 
     @staticmethod
     def phase2(anchor: str, **kw) -> "TrainConfig":
-        return TrainConfig(phase=2, anchor=anchor, steps=kw.pop("steps", 50_000), lr=kw.pop("lr", 1e-4), **kw)
+        """The paper's Phase 2: continues ``anchor`` with L2-SP and 25 % cross-time samples."""
+        return TrainConfig(**{"phase": 2, "anchor": anchor, "network": NetworkConfig.paper(), "steps": 50_000,
+                              "lr": 1e-4, **kw})
 
     @staticmethod
     def cpu_small(**kw) -> "TrainConfig":

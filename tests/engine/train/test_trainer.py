@@ -1,0 +1,141 @@
+"""The training loop end to end on a tiny synthetic clip: steps, validation, checkpoints,
+resume, the schedule, layer-wise LR decay, and gradient averaging across torchrun ranks."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.generator.api import generate
+from engine.generator.network import NetworkAvatar, NetworkConfig
+from engine.generator.projective import Source
+from engine.headmodel.base import HeadModel
+from engine.track.fit import intrinsics
+from engine.train.clips import Clip
+from engine.train.config import TrainConfig
+from engine.train.trainer import FeedForwardNetwork, learning_rate, param_groups, train
+from engine.types import HeadParams
+
+TINY = NetworkConfig(uv_resolution=64, input_size=64, dpt_channels=8, feature_channels=8, unet_channels=(8, 16),
+                     style_dim=16, uv_features=8, head_hidden=8, residual_hidden=8)
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def model(openhead) -> HeadModel:
+    return HeadModel(openhead)
+
+
+def fake_clip(model: HeadModel, name: str, n: int = 6, seed: int = 0) -> Clip:
+    """Noise frames of a head turning a little, 0.8 m in front of the tracker's camera."""
+    rng = np.random.default_rng(seed)
+    z = lambda k: torch.zeros(n, k)    # noqa: E731
+    yaw = torch.linspace(-0.3, 0.3, n)
+    params = HeadParams(z(model.n_shape), torch.randn(n, model.n_expr) * 0.2, torch.stack([0 * yaw, yaw, 0 * yaw], 1),
+                        z(3), z(3), z(6), torch.tensor([[0.0, 0.0, -0.8]]).repeat(n, 1))
+    K = intrinsics(np.full(n, 180.0), np.tile([[SIZE, SIZE]], (n, 1))).astype(np.float32)
+    images = rng.integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)
+    mattes = np.full((n, SIZE, SIZE), 255, np.uint8)
+    boxes = np.tile(np.array([16, 16, 48, 48], np.float32), (n, 1))
+    return Clip(name, images, mattes, params, K, boxes, np.arange(n), np.zeros(n, int), np.ones(n, bool))
+
+
+def test_train_writes_checkpoints_validates_and_resumes(model, tmp_path):
+    data = tmp_path / "data"
+    fake_clip(model, "a", seed=1).save(data / "a.clip.npz")
+    fake_clip(model, "held", seed=2).save(data / "held.clip.npz")
+    cfg = TrainConfig(data=str(data), out=str(tmp_path / "run"), holdout=("held",), steps=3, warmup=1,
+                      network=TINY, checkpoint_every=2, validate_every=3, validation_targets=2, log_every=1,
+                      targets_per_sample=2)
+    lines: list[str] = []
+    train(cfg, model, log=lines.append)
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3]
+    assert all(np.isfinite(r["loss"]) and r["l1"] > 0 for r in steps)
+    assert {"ms_ssim", "box", "tv_position", "tv_scale", "jacobian", "residual"} <= set(steps[0])
+    vals = [r for r in log if "val_psnr" in r]
+    assert [r["step"] for r in vals] == [3] and np.isfinite(vals[0]["val_psnr"])
+    assert "step 0: held-out PSNR" in lines[0]
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert state["step"] == 3 and [h["step"] for h in state["history"]] == [0, 3]
+    # resume: continues at step 4, keeps the history
+    train(TrainConfig(**{**cfg.__dict__, "steps": 5}), model, log=lines.append)
+    assert any("resumed from" in x and "at step 3" in x for x in lines)
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4, 5]
+    # the weights-only checkpoint is what --generator network takes
+    clip = fake_clip(model, "x", seed=3)
+    src = [Source(clip.images[0], clip.mattes[0], clip.params.frame(0), clip.K[0])]
+    avatar = generate("network", model, src, clip.params.shape[0], tmp_path / "run" / "network.pt")
+    assert isinstance(avatar, NetworkAvatar)
+    g = avatar.gaussians(clip.params.frame(1))
+    assert torch.isfinite(g.means).all() and len(g.means) == len(avatar.slots)
+
+
+def test_training_lowers_the_loss_of_a_learnable_task(model, tmp_path):
+    """Two frames, one red and one blue, each the other's source: the untrained network (the
+    projective stage) paints the source's colour; the view- and expression-conditioned heads
+    can learn to paint the target's, and the loss must fall as they do."""
+    data = tmp_path / "data"
+    c = fake_clip(model, "a", n=2, seed=4)
+    c.images[0], c.images[1] = (200, 60, 60), (60, 60, 200)
+    c.save(data / "a.clip.npz")
+    cfg = TrainConfig(data=str(data), out=str(tmp_path / "run"), steps=25, warmup=1, lr=3e-3, schedule="constant",
+                      network=TINY, checkpoint_every=1000, log_every=1, hard_temperature=None, k_max=1)
+    train(cfg, model, log=lambda s: None)
+    loss = [json.loads(x)["l1"] for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert np.mean(loss[-5:]) < 0.9 * np.mean(loss[:5]), loss
+
+
+def test_learning_rate_warms_up_then_decays_linearly_to_zero():
+    cfg = TrainConfig(lr=1.0, warmup=10, steps=110)
+    assert learning_rate(cfg, 0) == pytest.approx(0.1)
+    assert learning_rate(cfg, 9) == pytest.approx(1.0)
+    assert learning_rate(cfg, 60) == pytest.approx(0.5)
+    assert learning_rate(cfg, 110) == 0.0
+    assert learning_rate(TrainConfig(lr=1.0, warmup=10, schedule="constant"), 500) == 1.0
+
+
+def test_layer_wise_lr_decay_of_the_backbone(model):
+    net = FeedForwardNetwork(model, TINY)
+    cfg = TrainConfig(lr=1.0, layer_decay=0.5)
+    groups = param_groups(net, cfg)
+    scale_of = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    n = len(net.backbone.blocks)
+    assert scale_of[id(net.backbone.blocks[n - 1].attn.qkv.weight)] == 0.5
+    assert scale_of[id(net.backbone.blocks[0].attn.qkv.weight)] == 0.5 ** n
+    assert scale_of[id(net.backbone.patch_embed.proj.weight)] == 0.5 ** (n + 1)
+    assert scale_of[id(net.backbone.norm.weight)] == 1.0
+    assert scale_of[id(next(net.unet.parameters()))] == 1.0
+    trainable = {id(p) for p in net.parameters() if p.requires_grad}
+    assert set(scale_of) == trainable
+
+
+def test_gradients_are_averaged_across_torchrun_ranks(tmp_path):
+    script = tmp_path / "ranks.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, torch
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[3])!r})
+        from engine.train.trainer import average_gradients, distributed_context
+        ctx = distributed_context()
+        p = torch.nn.Parameter(torch.zeros(3))
+        p.grad = torch.full((3,), float(ctx.rank + 1))
+        q = torch.nn.Parameter(torch.zeros(2))          # no gradient on this rank: counts as zero
+        if ctx.rank == 0:
+            q.grad = torch.ones(2)
+        average_gradients([p, q], ctx)
+        open({str(tmp_path)!r} + f"/rank{{ctx.rank}}.txt", "w").write(f"{{ctx.world}} {{p.grad.tolist()}} {{q.grad.tolist()}}")
+    """))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+                    str(script)], check=True, env=env, capture_output=True, timeout=120)
+    for r in (0, 1):
+        assert (tmp_path / f"rank{r}.txt").read_text() == "2 [1.5, 1.5, 1.5] [0.5, 0.5]"
