@@ -47,13 +47,24 @@ class Cancelled(Exception):
 
 
 def build_avatar(paths: Sequence[Path], model: HeadModel, progress: Progress | None = None,
-                 cancel: threading.Event | None = None, notes: list[str] | None = None) -> Avatar:
-    """An avatar from 1–4 portraits of one person (projective feed-forward stage).
+                 cancel: threading.Event | None = None, notes: list[str] | None = None,
+                 generator: str = "projective", checkpoint: Path | None = None) -> Avatar:
+    """An avatar from 1–4 portraits of one person (see `build_animated`)."""
+    return build_animated(paths, model, progress, cancel, notes, generator, checkpoint).avatar
+
+
+def build_animated(paths: Sequence[Path], model: HeadModel, progress: Progress | None = None,
+                   cancel: threading.Event | None = None, notes: list[str] | None = None,
+                   generator: str = "projective", checkpoint: Path | None = None) -> AnimatedAvatar:
+    """An animatable avatar from 1–4 portraits of one person: the projective feed-forward stage,
+    or the trained network (``generator="network"`` with its ``checkpoint``), whose avatar also
+    follows the view and the expression through its view-conditioned and residual heads.
 
     Portraits without a usable face are left out with a note (in ``notes``) as long as one
     remains; portraits that seem to show different people (dlib face descriptors, see
     `engine.track.identity`) get a note and a warning, and are still used."""
-    from engine.generator.projective import Source, projective_gaussians
+    from engine.generator.api import generate
+    from engine.generator.projective import Source
     from engine.io.media import MediaError, read_image
     from engine.track.tracker import track_portraits
 
@@ -97,26 +108,34 @@ def build_avatar(paths: Sequence[Path], model: HeadModel, progress: Progress | N
     report("warping into UV", 0.0)
     sources = [Source(images[i], tracked.mattes[i], tracked.params.frame(i), tracked.K[i]) for i in range(len(usable))]
     shape = tracked.params.shape[0]
-    uvg, confidence = projective_gaussians(model, sources, shape)
+    animated = generate(generator, model, sources, shape, checkpoint)
     check()
     report("done", 1.0)
-    meta = {"generator": "projective", "sources": [str(p) for p in usable], "notes": notes,
+    meta = {**animated.avatar.metadata, "sources": [str(p) for p in usable], "notes": notes,
             "seconds": round(time.perf_counter() - t0, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "mean_confidence": float(confidence[uvg.valid].mean())}
+            "mean_confidence": float(animated.confidence.mean())}
+    if checkpoint is not None:
+        meta["checkpoint"] = str(checkpoint)
     for n in notes:
         warnings.warn(n)
-    return Avatar(uvg, model.name, shape, meta)
+    animated.avatar = replace(animated.avatar, metadata=meta)
+    return animated
 
 
 class AvatarService:
     """The current avatar, its pose and the view, and the operations on them."""
 
     def __init__(self, model: HeadModel | None = None, avatar: Avatar | None = None, renderer: str | None = None,
-                 size: int = 512) -> None:
+                 size: int = 512, generator: str = "projective", checkpoint: Path | None = None) -> None:
         from engine.headmodel.openhead import load_head_model
         from engine.render.select import select
 
         self._lock = threading.RLock()
+        self.generator, self.checkpoint = generator, checkpoint
+        if generator != "projective":
+            from engine.generator.api import check_generator
+
+            check_generator(generator, checkpoint)
         self.model = model or load_head_model()
         self._renderer = select(torch.device("cpu"), need_grad=False, prefer=renderer)
         self._animated = AnimatedAvatar(avatar or default_avatar(self.model), self.model)
@@ -172,15 +191,18 @@ class AvatarService:
     def build_avatar(self, paths: Sequence[Path], progress: Progress | None = None,
                      cancel: threading.Event | None = None) -> Avatar:
         """Build from portraits (slow, outside the lock) and make it the current avatar."""
-        avatar = build_avatar(paths, self.model, progress, cancel)
-        self.set_avatar(avatar)
-        return avatar
+        animated = build_animated(paths, self.model, progress, cancel, generator=self.generator,
+                                  checkpoint=self.checkpoint)
+        with self._lock:
+            self._animated = animated
+            self._params = replace(self._params, shape=animated.avatar.shape[None].to(self._params.shape))
+        return animated.avatar
 
     def render(self) -> Frame:
         with self._lock:
             animated, params, camera = self._animated, self._params, self._camera
         with torch.no_grad():
-            return self._renderer.render(animated.gaussians(params), camera)
+            return self._renderer.render(animated.gaussians(params, camera), camera)
 
     def open_ply(self, path: Path) -> None:
         """Show a 3DGS ``.ply`` as a static scene (it has no binding: the pose does not apply)."""

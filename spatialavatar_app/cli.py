@@ -206,6 +206,10 @@ class Build:
     """Also write a PNG strip of the avatar: yaw -35°, 0°, 35°, then smiling and surprised."""
     head_model: Optional[Path] = None
     """A FLAME folder or .pkl to use instead of OpenHead."""
+    generator: Literal["projective", "network"] = "projective"
+    """projective: the parameter-free stage; network: the paper's trained network (needs --checkpoint)."""
+    checkpoint: Optional[Path] = None
+    """The network generator's weights: OUT/network.pt of `python main.py train`."""
 
     def run(self) -> None:
         from tqdm import tqdm
@@ -213,7 +217,8 @@ class Build:
         from engine.headmodel.openhead import load_head_model
         from engine.service import AvatarService
 
-        service = AvatarService(load_head_model(self.head_model), avatar=_placeholder(self.head_model))
+        service = AvatarService(load_head_model(self.head_model), avatar=_placeholder(self.head_model),
+                                generator=self.generator, checkpoint=self.checkpoint)
         bar = tqdm(total=100, desc="building", bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}")
 
         def progress(stage: str, fraction: float) -> None:
@@ -274,6 +279,11 @@ class App:
     """Render height in pixels (the width follows the stage window's aspect)."""
     export_dir: Path = Path("out")
     """Where screenshots, exports, recordings and refined avatars are written."""
+    generator: Literal["projective", "network"] = "projective"
+    """How dropped portraits become an avatar: the parameter-free stage, or the trained network
+    (needs --checkpoint; its avatars follow the view and the expression sliders)."""
+    checkpoint: Optional[Path] = None
+    """The network generator's weights: OUT/network.pt of `python main.py train`."""
 
     def run(self) -> None:
         import os
@@ -285,7 +295,7 @@ class App:
                              "or use the headless commands: python main.py --help")
         from spatialavatar_app.app.app import run_app
 
-        run_app(self.paths, self.renderer, self.resolution, self.export_dir)
+        run_app(self.paths, self.renderer, self.resolution, self.export_dir, self.generator, self.checkpoint)
 
 
 @dataclass

@@ -4,7 +4,7 @@
 ``generate("network", ..., checkpoint=PATH)`` runs the paper's feed-forward network
 (`engine.generator.network`). Both return an object with ``gaussians(params, camera=None)``
 (`engine.animate.AnimatedAvatar` or its network subclass) and ``.avatar`` (the bundle-able
-`Avatar`).
+`Avatar`) and ``.confidence`` ([N] per slot: how well the sources saw it).
 """
 from __future__ import annotations
 
@@ -21,17 +21,40 @@ from engine.types import Avatar
 GENERATORS = ("projective", "network")
 
 
+def check_generator(kind: str, checkpoint: Path | None) -> None:
+    """Raise ValueError for an unknown generator, or the network one without a checkpoint file
+    (before anything slow runs)."""
+    if kind not in GENERATORS:
+        raise ValueError(f"unknown generator {kind!r}; choose one of {', '.join(GENERATORS)}")
+    if kind == "network" and checkpoint is None:
+        raise ValueError("the network generator needs a checkpoint (--checkpoint PATH, a file written by "
+                         "`python main.py train`; docs/training.md)")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise ValueError(f"checkpoint {checkpoint} does not exist")
+
+
+_NETWORKS: dict = {}
+
+
+def _network(checkpoint: Path, model: HeadModel):
+    """The loaded network of a checkpoint file, kept while the file is unchanged."""
+    from engine.generator.network import load_generator
+
+    p = Path(checkpoint).resolve()
+    key = (str(p), p.stat().st_mtime_ns, model.name)
+    if key not in _NETWORKS:
+        _NETWORKS.clear()
+        _NETWORKS[key] = load_generator(p, model)
+    return _NETWORKS[key]
+
+
 def generate(kind: str, model: HeadModel, sources: Sequence[Source], shape: torch.Tensor,
              checkpoint: Path | None = None) -> AnimatedAvatar:
     """The avatar of ``sources`` (tracked portraits of one person sharing ``shape`` [S])."""
+    check_generator(kind, checkpoint)
     if kind == "projective":
-        uvg, _ = projective_gaussians(model, list(sources), shape)
-        return AnimatedAvatar(Avatar(uvg, model.name, shape, {"generator": "projective"}), model)
-    if kind == "network":
-        if checkpoint is None:
-            raise ValueError("the network generator needs --checkpoint PATH (a file written by "
-                             "`python main.py train`)")
-        from engine.generator.network import load_generator
-
-        return load_generator(checkpoint, model).avatar(model, list(sources), shape)
-    raise ValueError(f"unknown generator {kind!r}; choose one of {', '.join(GENERATORS)}")
+        uvg, confidence = projective_gaussians(model, list(sources), shape)
+        animated = AnimatedAvatar(Avatar(uvg, model.name, shape, {"generator": "projective"}), model)
+        animated.confidence = animated.slots.gather(confidence[None])[:, 0]
+        return animated
+    return _network(Path(checkpoint), model).avatar(model, list(sources), shape)

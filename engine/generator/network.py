@@ -250,6 +250,7 @@ class Encoded:
 
     features: Tensor     # [N, uv_features] per slot
     base: dict[str, Tensor]   # per-slot starting attributes (surface init + projective colour/opacity)
+    confidence: Tensor   # [N] pooled projective source weight (how well the sources saw each slot)
 
 
 def prepare_source(model: HeadModel, slots: UVSlots, src: Source, size: int,
@@ -334,26 +335,27 @@ class FeedForwardNetwork(nn.Module):
         maps = torch.stack([self.slots.scatter(p) for p in per_src])  # [K, C, R, R]
         pooled = self.attention(maps) if self.attention is not None else mean_pool(maps)
         style = self.style(mean_pool(cls))[None]
-        extra, base = [], self._base(model, inputs, shape)
+        extra, (base, confidence) = [], self._base(model, inputs, shape)
         if self.cfg.projective_base:
             extra.append(torch.cat([base["color"], torch.sigmoid(base["opacity"])], 1))
         extra.append(self.rest_position)
         uv_in = torch.cat([pooled, self.slots.scatter(torch.cat(extra, 1))], 0)[None]
         features = self.slots.gather(self.unet(uv_in, style)[0])
-        return Encoded(features, base)
+        return Encoded(features, base, confidence)
 
-    def _base(self, model: HeadModel, inputs: Sequence[SourceInput], shape: Tensor) -> dict[str, Tensor]:
+    def _base(self, model: HeadModel, inputs: Sequence[SourceInput], shape: Tensor
+              ) -> tuple[dict[str, Tensor], Tensor]:
         n = len(self.slots)
         local, log_scale = self._surface_init(model, shape)
         base = {"local_position": local, "rotation": torch.tensor([1.0, 0, 0, 0]).expand(n, 4), "log_scale": log_scale}
+        with torch.no_grad():
+            color, opacity, confidence = pool(model, self.slots, [], warps=[s.warp for s in inputs])
         if self.cfg.projective_base:
-            with torch.no_grad():
-                color, opacity, _ = pool(model, self.slots, [], warps=[s.warp for s in inputs])
             a = (0.99 * opacity).clamp(1e-4, 1 - 1e-4)
             base |= {"color": color, "opacity": torch.log(a / (1 - a))[:, None]}
         else:
             base |= {"color": torch.full((n, 3), 0.5), "opacity": torch.full((n, 1), 4.0)}
-        return base
+        return base, confidence
 
     def _surface_init(self, model: HeadModel, shape: Tensor) -> tuple[Tensor, Tensor]:
         """Per-slot local position and log-scale of flat Gaussians on the subject's neutral surface
@@ -403,7 +405,7 @@ class NetworkAvatar(AnimatedAvatar):
     ``.avatar`` holds the frontal, neutral-expression Gaussians for bundles, `.ply` and the app."""
 
     def __init__(self, net: FeedForwardNetwork, enc: Encoded, model: HeadModel, shape: Tensor) -> None:
-        self.net, self.enc = net, enc
+        self.net, self.enc, self.confidence = net, enc, enc.confidence
         with torch.no_grad():
             attrs = net.attributes(enc, harmonic(torch.tensor([0.0, 0.0, 1.0])), torch.zeros(net.cond_dim))
         uvg = UVGaussians(**{k: net.slots.scatter(v) for k, v in attrs.items()}, valid=net.slots.valid)

@@ -626,7 +626,7 @@ def _with_landmarks(rgb: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray
 
 
 def run_app(paths: Sequence[Path] = (), renderer: str | None = None, resolution: int = 512,
-            export_dir: Path = Path("out")) -> None:
+            export_dir: Path = Path("out"), generator: str = "projective", checkpoint: Path | None = None) -> None:
     """Open the app on ``paths`` (portraits, a video, an avatar bundle or a .ply), or on the
     default avatar."""
     from engine.generator.plain import plain_avatar
@@ -634,7 +634,8 @@ def run_app(paths: Sequence[Path] = (), renderer: str | None = None, resolution:
 
     model = load_head_model()
     # The windows open at once on the plain head; the default avatar follows from a job.
-    service = AvatarService(model, plain_avatar(model), renderer=renderer or app_renderer(), size=resolution)
+    service = AvatarService(model, plain_avatar(model), renderer=renderer or app_renderer(), size=resolution,
+                            generator=generator, checkpoint=checkpoint)
     app = App(service, resolution, export_dir)
     app.open()
     if paths:
