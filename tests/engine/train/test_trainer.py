@@ -139,3 +139,20 @@ def test_gradients_are_averaged_across_torchrun_ranks(tmp_path):
                     str(script)], check=True, env=env, capture_output=True, timeout=120)
     for r in (0, 1):
         assert (tmp_path / f"rank{r}.txt").read_text() == "2 [1.5, 1.5, 1.5] [0.5, 0.5]"
+
+
+def test_phase2_continues_from_phase1_and_is_anchored_to_it(model, tmp_path):
+    data = tmp_path / "data"
+    c = fake_clip(model, "mv", n=6, seed=5)
+    c.time, c.camera = np.array([0, 0, 0, 1, 1, 1]), np.array([0, 1, 2, 0, 1, 2])
+    c.save(data / "mv.clip.npz")
+    one = TrainConfig(data=str(data), out=str(tmp_path / "p1"), steps=2, warmup=1, network=TINY, log_every=1)
+    train(one, model, log=lambda s: None)
+    with pytest.raises(ValueError, match="anchor"):
+        train(TrainConfig(**{**one.__dict__, "phase": 2, "out": str(tmp_path / "bad")}), model, log=lambda s: None)
+    two = TrainConfig(**{**one.__dict__, "phase": 2, "out": str(tmp_path / "p2"), "steps": 3, "lr": 1e-2,
+                         "anchor": str(tmp_path / "p1" / "network.pt"), "l2sp": 1.0})
+    train(two, model, log=lambda s: None)
+    log = [json.loads(x) for x in (tmp_path / "p2" / "log.jsonl").read_text().splitlines()]
+    sp = [r["l2sp"] for r in log if "loss" in r]
+    assert sp[0] == 0.0 and sp[-1] > 0.0                     # starts at the anchor, then moves away
