@@ -288,14 +288,19 @@ def view_direction(params: HeadParams, verts: Tensor, camera: Camera | None) -> 
 class FeedForwardNetwork(nn.Module):
     """Sources -> `Encoded` (once per subject) -> per-frame attributes (`attributes`)."""
 
-    def __init__(self, model: HeadModel, cfg: NetworkConfig = NetworkConfig()) -> None:
+    def __init__(self, model: HeadModel, cfg: NetworkConfig = NetworkConfig(), read_backbone: bool = True) -> None:
+        """``read_backbone=False``: build the DINOv3 backbone without reading its weight file (a
+        checkpoint that holds the weights is loaded next)."""
         super().__init__()
-        from engine.generator.vit import backbone
+        from engine.generator.vit import DINOV3_VITB16, ViT, backbone
 
         self.cfg = cfg
         self.head_model_name = model.name
         self.cond_dim = model.n_expr + 12
-        self.backbone = backbone(Path(cfg.backbone_weights) if cfg.backbone_weights else None)
+        if cfg.backbone_weights and not read_backbone:
+            self.backbone = ViT(DINOV3_VITB16).eval().requires_grad_(False)
+        else:
+            self.backbone = backbone(Path(cfg.backbone_weights) if cfg.backbone_weights else None)
         d = self.backbone.embed_dim
         self.dpt = DPTHead(d, cfg.dpt_channels, cfg.feature_channels)
         self.style = nn.Sequential(nn.Linear(d, cfg.style_dim), nn.SiLU(), nn.Linear(cfg.style_dim, cfg.style_dim))
@@ -311,6 +316,14 @@ class FeedForwardNetwork(nn.Module):
         self.slots = model.uv_slots(cfg.uv_resolution)
         self.register_buffer("rest_position", self._rest_points(model), persistent=False)
         self._surface: dict[bytes, tuple[Tensor, Tensor]] = {}
+
+    def train(self, mode: bool = True) -> "FeedForwardNetwork":
+        """A frozen backbone stays in eval mode (DINOv3's train-mode RoPE jitter is for its own
+        pretraining, not for a frozen feature extractor)."""
+        super().train(mode)
+        if not any(p.requires_grad for p in self.backbone.parameters()):
+            self.backbone.eval()
+        return self
 
     def _rest_points(self, model: HeadModel) -> Tensor:
         tri = model.v_template[model.faces[self.slots.face]]
@@ -421,7 +434,8 @@ class NetworkAvatar(AnimatedAvatar):
 
 
 def save_generator(net: FeedForwardNetwork, path: Path, extra: dict | None = None) -> None:
-    """Weights + config (+ anything else, e.g. optimiser state) in one ``torch.save`` file."""
+    """Weights (a frozen DINOv3 backbone's too, so the file stands alone) + config (+ anything
+    else, e.g. optimiser state) in one ``torch.save`` file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -444,6 +458,6 @@ def load_generator(path: Path, model: HeadModel) -> FeedForwardNetwork:
     if state["head_model"] != model.name:
         raise ValueError(f"{path} was trained for head model {state['head_model']!r}, not {model.name!r}")
     cfg = NetworkConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["config"].items()})
-    net = FeedForwardNetwork(model, cfg)
-    net.load_state_dict(state["weights"], strict=False)   # the frozen backbone may be stored apart
+    net = FeedForwardNetwork(model, cfg, read_backbone=False)
+    net.load_state_dict(state["weights"])
     return net.eval()

@@ -160,3 +160,22 @@ def test_checkpoint_round_trip_and_clear_errors(net, model, tmp_path):
                tmp_path / "other.pt")
     with pytest.raises(ValueError, match="head model"):
         load_generator(tmp_path / "other.pt", model)
+
+
+def test_a_dinov3_backbone_is_frozen_and_its_checkpoint_stands_alone(model, tmp_path):
+    """With DINOv3 weights the backbone is frozen (no gradients, eval mode even while training) and
+    the saved network does not need the weight file again."""
+    from engine.generator.vit import DINOV3_VITB16, ViT
+
+    torch.manual_seed(0)
+    weights = tmp_path / "dinov3_vitb16.pth"
+    torch.save(ViT(DINOV3_VITB16).state_dict(), weights)
+    net = FeedForwardNetwork(model, dataclasses.replace(TINY, backbone_weights=str(weights))).train()
+    assert not net.backbone.training and net.unet.training
+    assert not any(p.requires_grad for p in net.backbone.parameters())
+    srcs = [source(model, 5)]
+    before = encode(net, model, srcs)
+    save_generator(net, tmp_path / "net.pt")
+    weights.unlink()
+    again = load_generator(tmp_path / "net.pt", model)
+    assert torch.allclose(encode(again, model, srcs).features, before.features, atol=1e-5)
