@@ -120,7 +120,8 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
                 size: int = 256, camera: Camera | None = None, side_by_side_driver: bool = False,
                 realtime: bool = False, renderer: str | None = None, tracker: RealtimeConfig = RealtimeConfig(),
                 max_frames: int | None = None, background: tuple[float, float, float] = (1.0, 1.0, 1.0),
-                threads: int | None = 1, progress: Callable[[int, int], None] | None = None) -> DriveStats:
+                threads: int | None = 1, progress: Callable[[int, int], None] | None = None,
+                pipelined: bool | None = None) -> DriveStats:
     """Cross-reenactment: drive ``avatar`` with the face in ``driver_video``; write ``out_mp4``.
 
     ``relative`` (overridden by ``transfer``, a full `TransferConfig`) transfers the driver's
@@ -133,7 +134,10 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
     ease to neutral over 0.5 s. ``threads``: torch's (and the native renderer's) threads for the
     loop, restored after; None leaves them. One is the default because on a busy 2-core machine
     two made posing the avatar 40x and rendering 2-4x slower (OpenMP threads waiting on each
-    other). Returns the per-stage timings; raises `MediaError` for an unreadable video."""
+    other). ``pipelined`` (default: with ``realtime``) runs capture, tracking and transfer on a
+    worker thread (`LiveDriver`, as the app does) while this thread renders and encodes the
+    newest result, so the two halves overlap on two cores; the output still keeps the video's
+    timing. Returns the per-stage timings; raises `MediaError` for an unreadable video."""
     from engine.camera import orbit_camera
     from engine.io.media import write_video
     from engine.render import select
@@ -153,36 +157,41 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
     total = min(source.n_frames or 0, max_frames or 10**9)
     tr = RealtimeTracker(model, tracker)
 
+    def render(params: HeadParams) -> tuple[np.ndarray, float, float]:
+        """(image, animate ms, render ms)."""
+        t1 = time.perf_counter()
+        with torch.no_grad():
+            g = animated.gaussians(params)
+            t2 = time.perf_counter()
+            img = rend.render(g, cam).to_uint8(background)
+        return img, 1000 * (t2 - t1), 1000 * (time.perf_counter() - t2)
+
+    def record(tf, p: HeadParams, ms: dict, captured_at: float) -> None:
+        for k, v in ms.items():
+            times[k].append(v)
+        latency.append(1000 * (time.perf_counter() - captured_at))
+        if tf.initialised:
+            stats.init_ms = tf.solve_ms
+        stats.frames += 1
+        stats.found += tf.found
+        driver_params.append(tf.params)
+        driven_params.append(p)
+        found_mask.append(tf.found)
+        if stats.frames == 1:
+            stats.first_ms = 1000 * (time.perf_counter() - start)
+
     def frames() -> Iterator[np.ndarray]:
         last_index, last_frame = -1, None
         tick = time.perf_counter()
         for t, rgb in source:
             t_cap = time.perf_counter()
-            times["capture"].append(1000 * (t_cap - tick))
             tf = tr.track(rgb)
-            times["landmarks"].append(tf.landmarks_ms)
-            times["solve"].append(tf.solve_ms)
-            if tf.initialised:
-                stats.init_ms = tf.solve_ms
             t0 = time.perf_counter()
             p = pipe(t, tf.params, tf.found)
             t1 = time.perf_counter()
-            with torch.no_grad():
-                g = animated.gaussians(p)
-                t2 = time.perf_counter()
-                img = rend.render(g, cam).to_uint8(background)
-            t3 = time.perf_counter()
-            times["transfer"].append(1000 * (t1 - t0))
-            times["animate"].append(1000 * (t2 - t1))
-            times["render"].append(1000 * (t3 - t2))
-            latency.append(1000 * (t3 - t_cap))
-            stats.frames += 1
-            stats.found += tf.found
-            driver_params.append(tf.params)
-            driven_params.append(p)
-            found_mask.append(tf.found)
-            if stats.frames == 1:
-                stats.first_ms = 1000 * (t3 - start)
+            img, animate_ms, render_ms = render(p)
+            record(tf, p, {"capture": 1000 * (t_cap - tick), "landmarks": tf.landmarks_ms, "solve": tf.solve_ms,
+                           "transfer": 1000 * (t1 - t0), "animate": animate_ms, "render": render_ms}, t_cap)
             out = side_by_side(rgb, img) if side_by_side_driver else img
             # a real-time source may have skipped frames: repeat the last output in their place
             for _ in range(max(0, source.index - last_index - 1) if last_frame is not None else 0):
@@ -195,10 +204,47 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
             if progress:
                 progress(stats.frames, max(total, stats.frames))
 
+    def live_frames() -> Iterator[np.ndarray]:
+        """The worker tracks; this thread renders the newest tracked frame and keeps the video's
+        timing by repeating the last output for the frames between (video index = t * fps)."""
+        from engine.drive.live import LiveDriver
+
+        live = LiveDriver(source, tr, pipe).start()
+        last_index, last_frame, seen = -1, None, -1
+        try:
+            while True:
+                f = live.latest(seen)
+                if f is None:
+                    if not live.running:
+                        if live.error:
+                            raise RuntimeError(f"driving stopped: {live.error}")
+                        break
+                    time.sleep(0.0005)
+                    continue
+                seen = f.index
+                img, animate_ms, render_ms = render(f.params)
+                live.displayed(f, render_ms)
+                record(f.tracked, f.params, {"capture": f.capture_ms, "landmarks": f.tracked.landmarks_ms,
+                                             "solve": f.tracked.solve_ms, "transfer": f.transfer_ms,
+                                             "animate": animate_ms, "render": render_ms}, f.captured_at)
+                out = side_by_side(f.rgb, img) if side_by_side_driver else img
+                index = round(f.t * source.fps)
+                for _ in range(max(0, index - last_index - 1) if last_frame is not None else 0):
+                    yield last_frame
+                last_index, last_frame = index, out
+                t4 = time.perf_counter()
+                yield out
+                times["encode"].append(1000 * (time.perf_counter() - t4))
+                if progress:
+                    progress(index + 1, max(total, index + 1))
+        finally:
+            live.stop()
+
     start = time.perf_counter()
     try:
         with torch_threads(threads):
-            write_video(out_mp4, frames(), source.fps)
+            write_video(out_mp4, live_frames() if (realtime if pipelined is None else pipelined) else frames(),
+                        source.fps)
     finally:
         tr.close()
         source.close()

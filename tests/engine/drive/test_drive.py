@@ -195,3 +195,25 @@ def test_drive_video_eases_to_neutral_where_the_face_is_lost(model, animated, re
     assert jaw[5] > 0.02 and jaw[6] == pytest.approx(jaw[5]) and jaw[8] == pytest.approx(jaw[5])   # held
     assert (np.diff(jaw[6:22]) <= 1e-6).all() and jaw[12] < jaw[5] and abs(jaw[21]) < 1e-6  # eased to neutral
     assert jaw[22:].min() > 0.01                                         # found again
+
+
+def test_realtime_drive_tracks_on_a_worker_and_keeps_the_videos_timing(model, animated, talking_clip, tmp_path):
+    """Pipelined real-time driving (the tracker on `LiveDriver`'s thread, rendering here): the
+    output has one frame per input frame whatever was dropped, and what was rendered follows the
+    driver's jaw."""
+    from engine.io.media import VideoReader
+
+    path, truth = talking_clip
+    out = tmp_path / "live.mp4"
+    stats = drive_video(animated.avatar, model, path, out, transfer=TransferConfig(relative=True, neutral_seconds=0.0),
+                        size=64, realtime=True, tracker=UNBOUNDED)
+    with VideoReader(out) as video:
+        n = sum(1 for _ in video)
+    assert n == 16
+    assert 1 <= stats.frames <= 16 and stats.found == stats.frames
+    assert stats.frames + stats.dropped == 16
+    assert set(stats.stages) >= {"capture", "landmarks", "solve", "render", "encode"}
+    assert stats.latency["mean"] > stats.stages["render"]["mean"]
+    if stats.frames >= 8:                     # a loaded machine may drop most frames of a 16-frame clip
+        jaw = stats.driven.jaw[:, 0].numpy()
+        assert jaw.max() > 0.05
