@@ -261,7 +261,9 @@ def train(cfg: TrainConfig, model: HeadModel, log: Callable[[str], None] = print
     if ctx.main and held and start == 0:
         history.append({"step": 0, "val_psnr": validate(net, model, held[0], cfg.validation_targets, renderer,
                                                          val_cache, 0)})
-        log(f"step 0: held-out PSNR {history[-1]['val_psnr']:.2f} dB on {held[0].name} (= the projective stage)")
+        logf.write(json.dumps(history[-1]) + "\n")
+        same = " (= the projective stage)" if cfg.network.projective_base and cfg.phase == 1 else ""
+        log(f"step 0: held-out PSNR {history[-1]['val_psnr']:.2f} dB on {held[0].name}{same}")
     for step in range(start, cfg.steps):
         if stop is not None and stop.is_set():
             break
