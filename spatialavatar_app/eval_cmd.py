@@ -1,5 +1,5 @@
-"""`python main.py eval ff VIDEO…`: feed-forward self-reenactment metrics;
-`python main.py eval refine AVATAR VIDEO`: a refined avatar on its video's held-out frames."""
+"""`python main.py eval ff VIDEO…`: feed-forward self- (and with --cross, cross-) reenactment
+metrics; `python main.py eval refine AVATAR VIDEO`: a refined avatar on its video's held-out frames."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,8 +12,12 @@ import tyro
 @dataclass
 class Eval:
     """Evaluate avatars. `eval ff VIDEO…`: build from K = 1 and K = 4 frames of each video's first
-    half, render 50 frames of its last third with their tracked parameters, and print PSNR and
-    SSIM inside the head-and-neck evaluation matte. `eval refine AVATAR VIDEO`: the refined
+    half, render up to --targets frames of its last third with their tracked parameters, and
+    print the paper's columns: PSNR, SSIM (and LPIPS with --lpips-weights) inside the head-and-neck
+    evaluation matte, CSIM, AED, APD and AKD against the real frame (our stand-ins: dlib
+    identity, our tracker's codes, FaceMesh points; not comparable with the paper's numbers).
+    --cross also drives each video's K = 1 avatar with every other video (CSIM vs. its source,
+    AED/APD/AKD vs. the driver). `eval refine AVATAR VIDEO`: the refined
     avatar and the feed-forward start on the video's held-out frames (MSE, PSNR, SSIM, MS-SSIM,
     and LPIPS when --lpips-weights gives its weight files, which are not shipped; otherwise
     LPIPS is reported as unavailable)."""
@@ -25,56 +29,92 @@ class Eval:
     side_by_side: Optional[Path] = None
     """refine: also write ground truth | render | 4x error of the held-out frames as an MP4."""
     targets: int = 50
-    """Target frames per video (from the last third)."""
+    """Target frames per video (from the last third). ff: each costs a render and, for the face
+    metrics, a face fit of the render and of the real frame (seconds each on a CPU)."""
+    generator: Literal["projective", "network"] = "projective"
+    """ff: the generator to evaluate; network needs --checkpoint."""
+    checkpoint: Optional[Path] = None
+    """ff: the network generator's checkpoint (written by `python main.py train`)."""
+    cross: bool = False
+    """ff: also cross-reenact every ordered pair of the given videos (K = 1)."""
     lpips_weights: Optional[list[Path]] = None
-    """refine: compute LPIPS (AlexNet, v0.1) from these two files, in any order: torchvision's
+    """Compute LPIPS (AlexNet, v0.1) from these two files, in any order: torchvision's
     alexnet-owt-7be5be79.pth (https://download.pytorch.org/models/alexnet-owt-7be5be79.pth) and
     alex.pth (lpips/weights/v0.1/alex.pth of github.com/richzhang/PerceptualSimilarity)."""
     json: Optional[Path] = None
-    """refine: also write the table's rows to this JSON file (null where a metric is unavailable)."""
+    """Also write the table's rows to this JSON file (null where a metric is unavailable)."""
 
     def run(self) -> None:
-        if self.what == "refine":
-            return self._refine()
-        from engine.eval.feedforward import DILATE_PX, evaluate_video
+        return self._refine() if self.what == "refine" else self._feedforward()
+
+    def _feedforward(self) -> None:
+        from engine.eval.feedforward import (DEFINITIONS, DILATE_PX, FaceMetrics, check_generator, cross_reenact,
+                                             evaluate_clip, format_table, load_clip, write_json)
         from engine.headmodel.openhead import load_head_model
         from engine.metrics.matte import MATTE_DEFINITION
 
+        try:
+            check_generator(self.generator, self.checkpoint)
+        except ValueError as e:
+            raise SystemExit(str(e)) from e
+        if self.cross and len(self.videos) < 2:
+            raise SystemExit("--cross needs at least two videos")
+        lpips = self._lpips()
         model = load_head_model()
-        rows = []
-        for v in self.videos:
-            rows += evaluate_video(v, model, n_targets=self.targets)
-            for r in rows[-2:]:
-                print(f"  {r.video}: K={r.k} PSNR {r.psnr:.2f} SSIM {r.ssim:.4f}")
-        print(f"\n{'video':<30} {'K':>2} {'PSNR':>7} {'SSIM':>7} {'targets':>8}")
-        for r in rows:
-            print(f"{r.video[:30]:<30} {r.k:>2} {r.psnr:>7.2f} {r.ssim:>7.4f} {r.n_targets:>8}")
-        for k in sorted({r.k for r in rows}):
-            sel = [r for r in rows if r.k == k]
-            print(f"{'mean':<30} {k:>2} {sum(r.psnr for r in sel) / len(sel):>7.2f} "
-                  f"{sum(r.ssim for r in sel) / len(sel):>7.4f}")
-        print(MATTE_DEFINITION.format(dilate=DILATE_PX))
+        faces = FaceMetrics(model)
+        clips, rows, cross = [], [], []
+        try:
+            for v in self.videos:
+                clips.append(load_clip(v, model, n_targets=self.targets))
+                new = evaluate_clip(clips[-1], model, n_targets=self.targets, generator=self.generator,
+                                    checkpoint=self.checkpoint, lpips=lpips, faces=faces)
+                rows += new
+                print("\n".join(format_table(new).splitlines()[1 : 1 + len(new)]), flush=True)
+            if self.cross:
+                for a in clips:
+                    for b in clips:
+                        if a is not b:
+                            cross.append(cross_reenact(a, b, model, faces, n_targets=self.targets,
+                                                       generator=self.generator, checkpoint=self.checkpoint))
+                            print(format_table([], cross[-1:]).splitlines()[1], flush=True)
+        finally:
+            faces.close()
+        print(f"\ngenerator: {self.generator}" + (f" ({self.checkpoint})" if self.checkpoint else ""))
+        print(format_table(rows, cross))
+        matte = MATTE_DEFINITION.format(dilate=DILATE_PX)
+        print(matte)
+        for name, text in DEFINITIONS.items():
+            print(f"{name}: {text}")
+        if lpips is None:
+            print("LPIPS unavailable: pass --lpips-weights alexnet-owt-7be5be79.pth alex.pth to compute it")
+        if self.json:
+            write_json(self.json, rows, cross, matte)
+            print(f"wrote {self.json}")
+
+    def _lpips(self):
+        from engine.metrics.lpips import load_lpips
+
+        if self.lpips_weights is None:
+            return None
+        if len(self.lpips_weights) > 2:
+            raise SystemExit("--lpips-weights takes the AlexNet checkpoint and alex.pth (two files)")
+        try:
+            return load_lpips(self.lpips_weights)
+        except (OSError, ValueError) as e:
+            raise SystemExit(str(e)) from e
 
     def _refine(self) -> None:
         from engine.eval.refined import EVAL_SIDE, evaluate, write_json
         from engine.headmodel.openhead import load_head_model
         from engine.io import load_avatar
         from engine.metrics.image import ms_ssim_min_side
-        from engine.metrics.lpips import load_lpips
         from engine.metrics.matte import MATTE_DEFINITION
         from engine.refine.data import MATTE_DILATE
         from engine.refine.session import prepare
 
         if len(self.videos) != 2:
             raise SystemExit("eval refine takes AVATAR VIDEO")
-        lpips = None
-        if self.lpips_weights is not None:
-            if len(self.lpips_weights) > 2:
-                raise SystemExit("--lpips-weights takes the AlexNet checkpoint and alex.pth (two files)")
-            try:
-                lpips = load_lpips(self.lpips_weights)
-            except (OSError, ValueError) as e:
-                raise SystemExit(str(e)) from e
+        lpips = self._lpips()
         avatar_path, video = self.videos
         model = load_head_model()
         refined = load_avatar(avatar_path)
