@@ -48,8 +48,9 @@ class Eval:
         return self._refine() if self.what == "refine" else self._feedforward()
 
     def _feedforward(self) -> None:
-        from engine.eval.feedforward import (DEFINITIONS, DILATE_PX, FaceMetrics, check_generator, cross_reenact,
-                                             evaluate_clip, format_table, load_clip, write_json)
+        from engine.eval.feedforward import (DEFINITIONS, DILATE_PX, FaceMetrics, cross_reenact, evaluate_clip,
+                                             format_table, load_clip, write_json)
+        from engine.generator.api import check_generator
         from engine.headmodel.openhead import load_head_model
         from engine.metrics.matte import MATTE_DEFINITION
 

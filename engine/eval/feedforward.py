@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from engine.generator.api import GENERATORS, generate
+from engine.generator.api import check_generator, generate
 from engine.generator.projective import Source
 from engine.headmodel.base import HeadModel
 from engine.io.media import VideoReader
@@ -129,18 +129,6 @@ def source_frames(n: int, k: int) -> list[int]:
 def target_frames(n: int, count: int = 50) -> list[int]:
     """``count`` frames evenly through the last third."""
     return sorted(set(np.linspace(2 * n // 3, n - 1, count).round().astype(int).tolist()))
-
-
-def check_generator(kind: str, checkpoint: Path | None) -> None:
-    """Raise ValueError for an unknown generator or the network one without a checkpoint file
-    (before any video is tracked)."""
-    if kind not in GENERATORS:
-        raise ValueError(f"unknown generator {kind!r}; choose one of {', '.join(GENERATORS)}")
-    if kind == "network" and checkpoint is None:
-        raise ValueError("the network generator needs a checkpoint (--checkpoint PATH, a file written by "
-                         "`python main.py train`)")
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise ValueError(f"checkpoint {checkpoint} does not exist")
 
 
 def _fit(img: np.ndarray, cam: Camera) -> np.ndarray:
