@@ -118,6 +118,32 @@ def main(out: Path, measure: bool) -> None:
         app.set_weight("jawOpen", 0.0)
         settle()
 
+    # The panel's "Open..." dialog does what a drop does (its pick callback gets the selection).
+    app.panel.open_dialog("sources")
+    app.step()
+    import dearpygui.dearpygui as dpg
+
+    res["dialog_shown"] = bool(dpg.is_item_shown(app.panel.ids.file_dialog))
+    ImageGrab.grab(xdisplay=os.environ["DISPLAY"]).save(out / "screen_dialog.png")
+    dpg.hide_item(app.panel.ids.file_dialog)
+    portrait2 = out / "portrait2.png"
+    iio.imwrite(portrait2, data.astronaut()[:, ::-1])
+    app.panel._picked(None, {"file_path_name": str(portrait2), "selections": {"portrait2.png": str(portrait2)}})
+    wait_for("avatar built: on screen", 120)
+    settle()
+    res["built_from_dialog"] = app.service.avatar.metadata.get("sources")
+
+    # Fullscreen (the F key and the panel button call this) and back.
+    windowed = app.stage.size
+    app.toggle_fullscreen()
+    pump(lambda: app.stage.size != windowed, 10, "fullscreen")
+    res["fullscreen_size"] = list(app.stage.size)
+    settle()
+    app.toggle_fullscreen()
+    pump(lambda: app.stage.size == windowed, 10, "windowed again")
+    res["windowed_size"] = [list(windowed), list(app.stage.size)]
+    settle()
+
     # Exports.
     png = app.screenshot()
     res["png"] = list(iio.imread(png).shape)
