@@ -253,7 +253,8 @@ class Panel:
 
     def _file_dialog(self) -> None:
         dpg = self.dpg
-        with dpg.file_dialog(show=False, width=640, height=420, file_count=4, callback=self._picked,
+        # no wider than the panel's viewport (470 px): a wider dialog is cut off at its edge
+        with dpg.file_dialog(show=False, width=450, height=460, file_count=4, callback=self._picked,
                              cancel_callback=lambda: None) as self.ids.file_dialog:
             dpg.add_file_extension("Supported{.jpg,.jpeg,.png,.bmp,.webp,.mp4,.mov,.avi,.mkv,.webm,.savatar,.ply}")
             dpg.add_file_extension(".*")
