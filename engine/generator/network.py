@@ -76,6 +76,12 @@ class NetworkConfig:
     """Head output 1 moves a Gaussian by this many triangle scales (and log-scale by this)."""
 
     @staticmethod
+    def tiny() -> "NetworkConfig":
+        """A 64² UV raster and a few channels: seconds per step, for tests and smoke runs."""
+        return NetworkConfig(uv_resolution=64, input_size=64, dpt_channels=8, feature_channels=8,
+                             unet_channels=(8, 16), style_dim=16, uv_features=8, head_hidden=8, residual_hidden=8)
+
+    @staticmethod
     def paper(backbone_weights: str | None = None) -> "NetworkConfig":
         """The paper's sizes (§2.2): ViT-B/16, 256-channel DPT, 32-channel UV features."""
         return NetworkConfig(input_size=512, backbone_weights=backbone_weights, dpt_channels=256,

@@ -16,8 +16,7 @@ from engine.headmodel.base import HeadModel
 from engine.track.fit import intrinsics
 from engine.types import Camera, HeadParams
 
-TINY = NetworkConfig(uv_resolution=64, input_size=64, dpt_channels=8, feature_channels=8, unet_channels=(8, 16),
-                     style_dim=16, uv_features=8, head_hidden=8, residual_hidden=8)
+TINY = NetworkConfig.tiny()
 SIZE = 96
 
 

@@ -23,8 +23,7 @@ from engine.train.config import TrainConfig
 from engine.train.trainer import FeedForwardNetwork, learning_rate, param_groups, train
 from engine.types import HeadParams
 
-TINY = NetworkConfig(uv_resolution=64, input_size=64, dpt_channels=8, feature_channels=8, unet_channels=(8, 16),
-                     style_dim=16, uv_features=8, head_hidden=8, residual_hidden=8)
+TINY = NetworkConfig.tiny()
 SIZE = 64
 
 
