@@ -43,7 +43,8 @@ class Drive:
     side_by_side: bool = False
     """Put the driver's frame left of the avatar in the output."""
     realtime: bool = False
-    """Pace the video like a camera and skip frames the loop is too slow for (measures live behaviour)."""
+    """Pace the video like a camera and skip frames the loop is too slow for (measures live behaviour);
+    tracking then runs on a worker thread beside rendering, as in the app."""
     max_frames: Optional[int] = None
     """Stop after this many driver frames."""
     renderer: Optional[str] = None
