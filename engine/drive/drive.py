@@ -157,12 +157,16 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
     total = min(source.n_frames or 0, max_frames or 10**9)
     tr = RealtimeTracker(model, tracker)
 
-    def render(params: HeadParams) -> tuple[np.ndarray, float, float]:
-        """(image, animate ms, render ms)."""
-        t1 = time.perf_counter()
+    def pose(params: HeadParams):
         with torch.no_grad():
-            g = animated.gaussians(params)
-            t2 = time.perf_counter()
+            return animated.gaussians(params)
+
+    def render(params: HeadParams, posed=None) -> tuple[np.ndarray, float, float]:
+        """(image, animate ms, render ms); ``posed``: the Gaussians when they are posed already."""
+        t1 = time.perf_counter()
+        g = posed if posed is not None else pose(params)
+        t2 = time.perf_counter()
+        with torch.no_grad():
             img = rend.render(g, cam).to_uint8(background)
         return img, 1000 * (t2 - t1), 1000 * (time.perf_counter() - t2)
 
@@ -209,7 +213,7 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
         timing by repeating the last output for the frames between (video index = t * fps)."""
         from engine.drive.live import LiveDriver
 
-        live = LiveDriver(source, tr, pipe).start()
+        live = LiveDriver(source, tr, pipe, pose=pose).start()     # posing on the worker too
         last_index, last_frame, seen = -1, None, -1
         try:
             while True:
@@ -222,11 +226,11 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
                     time.sleep(0.0005)
                     continue
                 seen = f.index
-                img, animate_ms, render_ms = render(f.params)
+                img, _, render_ms = render(f.params, f.posed)
                 live.displayed(f, render_ms)
                 record(f.tracked, f.params, {"capture": f.capture_ms, "landmarks": f.tracked.landmarks_ms,
                                              "solve": f.tracked.solve_ms, "transfer": f.transfer_ms,
-                                             "animate": animate_ms, "render": render_ms}, f.captured_at)
+                                             "animate": f.pose_ms, "render": render_ms}, f.captured_at)
                 out = side_by_side(f.rgb, img) if side_by_side_driver else img
                 index = round(f.t * source.fps)
                 for _ in range(max(0, index - last_index - 1) if last_frame is not None else 0):

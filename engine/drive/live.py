@@ -36,6 +36,8 @@ class LiveFrame:
     params: HeadParams         # the avatar's params [1, ...] to render
     capture_ms: float          # waiting for and reading the frame
     transfer_ms: float         # transfer + easing + smoothing
+    posed: object = None       # ``pose(params)`` when the driver was given ``pose``
+    pose_ms: float = 0.0
 
 
 class LiveDriver:
@@ -46,8 +48,10 @@ class LiveDriver:
     here and set the count once (1 on a 2-core machine: tracking and rendering then each
     have a core), or its per-frame switch also changes the render thread's."""
 
-    def __init__(self, source: Iterable, tracker, pipeline: DrivePipeline) -> None:
-        self.source, self.tracker, self.pipeline = source, tracker, pipeline
+    def __init__(self, source: Iterable, tracker, pipeline: DrivePipeline, pose=None) -> None:
+        """``pose``: optional ``params -> anything`` (e.g. an avatar's posed Gaussians) run on the
+        worker too, so the caller only renders: the two halves then take about as long each."""
+        self.source, self.tracker, self.pipeline, self.pose = source, tracker, pipeline, pose
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -145,7 +149,10 @@ class LiveDriver:
                 t0 = time.perf_counter()
                 params = self.pipeline(t, tracked.params, tracked.found)
                 t1 = time.perf_counter()
-                frame = LiveFrame(self.frames, t, captured_at, rgb, tracked, params, 1000 * (now - tick), 1000 * (t1 - t0))
+                posed = self.pose(params) if self.pose is not None else None
+                t2 = time.perf_counter()
+                frame = LiveFrame(self.frames, t, captured_at, rgb, tracked, params, 1000 * (now - tick), 1000 * (t1 - t0),
+                                  posed, 1000 * (t2 - t1))
                 with self._lock:
                     self._latest = frame
                     for k, v in (("capture", frame.capture_ms), ("landmarks", tracked.landmarks_ms),
