@@ -1,4 +1,5 @@
-"""`python main.py drive [AVATAR] --video DRIVER.mp4 --out out.mp4`: cross-reenactment."""
+"""`python main.py drive [AVATAR] --video DRIVER.mp4 --out out.mp4`: cross-reenactment;
+`--webcam N`: live from a camera into the MP4 until Ctrl-C."""
 from __future__ import annotations
 
 import sys
@@ -11,8 +12,8 @@ import tyro
 
 @dataclass
 class Drive:
-    """Drive an avatar with another video's face (offline cross-reenactment), or check a webcam.
-    The driver is tracked frame by frame in real-time mode (warm-started, bounded solves), its
+    """Drive an avatar with another video's face (offline cross-reenactment) or live from a webcam
+    (recorded to --out until Ctrl-C or --max-frames). The driver is tracked frame by frame in real-time mode (warm-started, bounded solves), its
     expression and pose are transferred (relative to its own neutral by default, so its identity
     does not leak into the avatar), smoothed (One-Euro) and rendered. Prints per-stage timings."""
 
@@ -21,7 +22,9 @@ class Drive:
     video: Optional[Path] = None
     """The driving video."""
     webcam: Optional[int] = None
-    """Check that this camera index opens (live driving from a camera is not finished yet)."""
+    """Drive live from this camera (OpenCV index), recording to --out until Ctrl-C or --max-frames."""
+    mirror: bool = False
+    """--webcam: flip the camera image left-right (a selfie view)."""
     out: Path = Path("out/driven.mp4")
     """The MP4 to write."""
     absolute: bool = False
@@ -56,15 +59,20 @@ class Drive:
 
         if (self.video is None) == (self.webcam is None):
             raise SystemExit("give a driver: --video DRIVER.mp4 or --webcam INDEX")
-        if self.webcam is not None:
-            return self._webcam()
         from spatialavatar_app.cli import Source
 
+        driver = self.video
+        if self.webcam is not None:
+            from engine.drive.sources import WebcamSource
+
+            driver = WebcamSource(self.webcam, mirror=self.mirror)    # CameraError names a missing camera
+            print(f"camera {self.webcam}: {driver.size[0]}x{driver.size[1]}; driving live into {self.out} "
+                  "(Ctrl-C stops)", file=sys.stderr)
         animated, model = Source(avatar=self.avatar).load()
         cfg = TransferConfig(relative=not self.absolute, head_pose=not self.no_head_pose, gaze=not self.no_gaze,
                              gain_jaw=self.gain_jaw, gain_brows=self.gain_brows, gain_eyes=self.gain_eyes)
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        stats = drive_video(animated.avatar, model, self.video, self.out, transfer=cfg, smoothing=self.smoothing,
+        stats = drive_video(animated.avatar, model, driver, self.out, transfer=cfg, smoothing=self.smoothing,
                             size=self.size, side_by_side_driver=self.side_by_side, realtime=self.realtime,
                             renderer=self.renderer, max_frames=self.max_frames,
                             progress=lambda i, n: print(f"\r{i}/{n} frames", end="", file=sys.stderr))
@@ -73,12 +81,3 @@ class Drive:
         for n in stats.notes:
             print(f"note: {n}")
         print(f"wrote {self.out} ({'relative' if cfg.relative else 'absolute'} transfer)")
-
-    def _webcam(self) -> None:
-        from engine.drive.sources import WebcamSource
-
-        cam = WebcamSource(self.webcam)      # raises CameraError naming the index when there is none
-        size = cam.size
-        cam.close()
-        raise SystemExit(f"camera {self.webcam} opens ({size[0]}x{size[1]}), but live driving from a camera is not "
-                         "finished yet; record a clip and drive with --video")

@@ -123,6 +123,8 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
                 threads: int | None = 1, progress: Callable[[int, int], None] | None = None,
                 pipelined: bool | None = None) -> DriveStats:
     """Cross-reenactment: drive ``avatar`` with the face in ``driver_video``; write ``out_mp4``.
+    ``driver_video`` may also be a live source (`WebcamSource`): driven until it ends, Ctrl-C or
+    ``max_frames`` camera frames, always real-time and pipelined.
 
     ``relative`` (overridden by ``transfer``, a full `TransferConfig`) transfers the driver's
     change from its neutral, estimated from its first seconds; ``smoothing`` is the One-Euro
@@ -153,8 +155,15 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
     driven_params: list[HeadParams] = []
     found_mask: list[bool] = []
     stats = DriveStats(0, 0, 0.0, 0.0)
-    source = VideoSource(driver_video, realtime=realtime, max_frames=max_frames)
-    total = min(source.n_frames or 0, max_frames or 10**9)
+    camera_source = not isinstance(driver_video, (str, os.PathLike))
+    if camera_source:          # a live source (`WebcamSource`): always real time, so pipelined
+        source, realtime, pipelined = driver_video, True, True
+        source.fps = source.fps or 30.0
+        name = f"camera {getattr(source, 'index', '')}".strip()
+    else:
+        source = VideoSource(driver_video, realtime=realtime, max_frames=max_frames)
+        name = str(Path(driver_video))
+    total = min(getattr(source, "n_frames", None) or 0, max_frames or 10**9)
     tr = RealtimeTracker(model, tracker)
 
     def pose(params: HeadParams):
@@ -216,7 +225,7 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
         live = LiveDriver(source, tr, pipe, pose=pose).start()     # posing on the worker too
         last_index, last_frame, seen = -1, None, -1
         try:
-            while True:
+            while max_frames is None or last_index + 1 < max_frames:
                 f = live.latest(seen)
                 if f is None:
                     if not live.running:
@@ -241,6 +250,8 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
                 times["encode"].append(1000 * (time.perf_counter() - t4))
                 if progress:
                     progress(index + 1, max(total, index + 1))
+        except KeyboardInterrupt:      # Ctrl-C ends a live recording; the MP4 is closed properly
+            stats.notes.append("stopped by Ctrl-C")
         finally:
             live.stop()
 
@@ -253,18 +264,18 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
         tr.close()
         source.close()
     stats.seconds = time.perf_counter() - start
-    stats.dropped = source.dropped
+    stats.dropped = getattr(source, "dropped", 0)
     stats.stages = {k: _summary(v) for k, v in times.items() if v}
     stats.latency = _summary(latency)
     if driven_params:
         stats.driver, stats.driven = _stack(driver_params), _stack(driven_params)
         stats.found_mask = np.array(found_mask)
     if stats.found == 0:
-        msg = f"{Path(driver_video)}: no face found in any frame; the avatar stayed neutral"
+        msg = f"{name}: no face found in any frame; the avatar stayed neutral"
         warnings.warn(msg)
         stats.notes.append(msg)
     elif stats.found < stats.frames:
-        stats.notes.append(f"{Path(driver_video)}: no face in {stats.frames - stats.found} of {stats.frames} frames "
+        stats.notes.append(f"{name}: no face in {stats.frames - stats.found} of {stats.frames} frames "
                            f"(held, then eased to neutral)")
     return stats
 

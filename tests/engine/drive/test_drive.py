@@ -217,3 +217,22 @@ def test_realtime_drive_tracks_on_a_worker_and_keeps_the_videos_timing(model, an
     if stats.frames >= 8:                     # a loaded machine may drop most frames of a 16-frame clip
         jaw = stats.driven.jaw[:, 0].numpy()
         assert jaw.max() > 0.05
+
+
+def test_live_drive_from_a_camera_records_until_the_camera_stops(model, animated, talking_clip, tmp_path):
+    """`drive --webcam`: a camera (here OpenCV reading the clip as if it were a device) drives the
+    avatar live into an MP4; the camera ending (unplugged) ends the recording cleanly."""
+    import cv2
+
+    from engine.drive.sources import WebcamSource
+    from engine.io.media import VideoReader
+
+    path, _ = talking_clip
+    cam = WebcamSource(0, opener=lambda i: cv2.VideoCapture(str(path)), max_failures=1)
+    out = tmp_path / "live.mp4"
+    stats = drive_video(animated.avatar, model, cam, out, transfer=TransferConfig(relative=False), size=64,
+                        tracker=UNBOUNDED)
+    assert 1 <= stats.frames <= 16 and stats.found >= 1
+    assert "stopped delivering frames" in cam.end_reason
+    with VideoReader(out) as video:
+        assert sum(1 for _ in video) >= stats.frames and video.fps == pytest.approx(cam.fps)   # wall-clock timing
