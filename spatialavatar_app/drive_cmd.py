@@ -25,6 +25,9 @@ class Drive:
     """Drive live from this camera (OpenCV index), recording to --out until Ctrl-C or --max-frames."""
     mirror: bool = False
     """--webcam: flip the camera image left-right (a selfie view)."""
+    virtual_camera: bool = False
+    """Also send the driven avatar to a virtual webcam for video calls (pyvirtualcam, optional:
+    pip install -e '.[virtualcam]'; on Linux it needs the v4l2loopback module, elsewhere OBS)."""
     out: Path = Path("out/driven.mp4")
     """The MP4 to write."""
     absolute: bool = False
@@ -72,12 +75,25 @@ class Drive:
         cfg = TransferConfig(relative=not self.absolute, head_pose=not self.no_head_pose, gaze=not self.no_gaze,
                              gain_jaw=self.gain_jaw, gain_brows=self.gain_brows, gain_eyes=self.gain_eyes)
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        stats = drive_video(animated.avatar, model, driver, self.out, transfer=cfg, smoothing=self.smoothing,
-                            size=self.size, side_by_side_driver=self.side_by_side, realtime=self.realtime,
-                            renderer=self.renderer, max_frames=self.max_frames,
-                            progress=lambda i, n: print(f"\r{i}/{n} frames", end="", file=sys.stderr))
+        vcam = None
+        if self.virtual_camera:
+            from engine.drive.virtualcam import VirtualCamera
+
+            vcam = VirtualCamera(fps=getattr(driver, "fps", None) or 30.0)   # VirtualCameraError: one line
+        try:
+            stats = drive_video(animated.avatar, model, driver, self.out, transfer=cfg, smoothing=self.smoothing,
+                                size=self.size, side_by_side_driver=self.side_by_side, realtime=self.realtime,
+                                renderer=self.renderer, max_frames=self.max_frames,
+                                progress=lambda i, n: print(f"\r{i}/{n} frames", end="", file=sys.stderr),
+                                on_frame=vcam.send if vcam is not None else None)
+        finally:
+            sent = (vcam.frames, vcam.name) if vcam is not None else None
+            if vcam is not None:
+                vcam.close()
         print(file=sys.stderr)
         print(stats.table())
         for n in stats.notes:
             print(f"note: {n}")
+        if sent:
+            print(f"sent {sent[0]} frames to the virtual camera {sent[1]}")
         print(f"wrote {self.out} ({'relative' if cfg.relative else 'absolute'} transfer)")

@@ -121,7 +121,7 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
                 realtime: bool = False, renderer: str | None = None, tracker: RealtimeConfig = RealtimeConfig(),
                 max_frames: int | None = None, background: tuple[float, float, float] = (1.0, 1.0, 1.0),
                 threads: int | None = 1, progress: Callable[[int, int], None] | None = None,
-                pipelined: bool | None = None) -> DriveStats:
+                pipelined: bool | None = None, on_frame: Callable[[np.ndarray], None] | None = None) -> DriveStats:
     """Cross-reenactment: drive ``avatar`` with the face in ``driver_video``; write ``out_mp4``.
     ``driver_video`` may also be a live source (`WebcamSource`): driven until it ends, Ctrl-C or
     ``max_frames`` camera frames, always real-time and pipelined.
@@ -139,7 +139,8 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
     other). ``pipelined`` (default: with ``realtime``) runs capture, tracking and transfer on a
     worker thread (`LiveDriver`, as the app does) while this thread renders and encodes the
     newest result, so the two halves overlap on two cores; the output still keeps the video's
-    timing. Returns the per-stage timings; raises `MediaError` for an unreadable video."""
+    timing. ``on_frame`` receives every rendered output frame as well (e.g. a `VirtualCamera`'s
+    ``send``). Returns the per-stage timings; raises `MediaError` for an unreadable video."""
     from engine.camera import orbit_camera
     from engine.io.media import write_video
     from engine.render import select
@@ -210,6 +211,8 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
             for _ in range(max(0, source.index - last_index - 1) if last_frame is not None else 0):
                 yield last_frame
             last_index, last_frame = source.index, out
+            if on_frame is not None:
+                on_frame(out)
             t4 = time.perf_counter()
             yield out
             tick = time.perf_counter()
@@ -245,6 +248,8 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
                 for _ in range(max(0, index - last_index - 1) if last_frame is not None else 0):
                     yield last_frame
                 last_index, last_frame = index, out
+                if on_frame is not None:
+                    on_frame(out)
                 t4 = time.perf_counter()
                 yield out
                 times["encode"].append(1000 * (time.perf_counter() - t4))

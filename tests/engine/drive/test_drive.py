@@ -236,3 +236,41 @@ def test_live_drive_from_a_camera_records_until_the_camera_stops(model, animated
     assert "stopped delivering frames" in cam.end_reason
     with VideoReader(out) as video:
         assert sum(1 for _ in video) >= stats.frames and video.fps == pytest.approx(cam.fps)   # wall-clock timing
+
+
+def test_driven_frames_reach_a_virtual_camera_and_a_missing_one_is_explained(model, animated, talking_clip,
+                                                                           tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from engine.drive.virtualcam import VirtualCamera, VirtualCameraError
+
+    sent: list = []
+
+    class FakeCamera:          # pyvirtualcam.Camera's documented interface
+        def __init__(self, width, height, fps, device=None):
+            self.width, self.height, self.fps, self.device = width, height, fps, "/dev/video9"
+
+        def send(self, frame):
+            assert frame.shape == (self.height, self.width, 3) and frame.dtype == np.uint8
+            sent.append(frame)
+
+        def close(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "pyvirtualcam", types.SimpleNamespace(Camera=FakeCamera))
+    vcam = VirtualCamera(fps=30)
+    path, _ = talking_clip
+    stats = drive_video(animated.avatar, model, path, tmp_path / "o.mp4", relative=False, size=64, smoothing=0.0,
+                        tracker=UNBOUNDED, on_frame=vcam.send)
+    assert len(sent) == stats.frames == 16 and vcam.name == "/dev/video9"
+
+    def no_device(**kw):
+        raise RuntimeError("'v4l2loopback' backend: no device found")
+
+    monkeypatch.setitem(sys.modules, "pyvirtualcam", types.SimpleNamespace(Camera=no_device))
+    with pytest.raises(VirtualCameraError, match="no device to send to.*modprobe v4l2loopback"):
+        VirtualCamera(fps=30).send(np.zeros((8, 8, 3), np.uint8))
+    monkeypatch.setitem(sys.modules, "pyvirtualcam", None)            # not installed
+    with pytest.raises(VirtualCameraError, match="pyvirtualcam is not installed; pip install pyvirtualcam"):
+        VirtualCamera(fps=30)
