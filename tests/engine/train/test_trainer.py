@@ -155,3 +155,25 @@ def test_phase2_continues_from_phase1_and_is_anchored_to_it(model, tmp_path):
     log = [json.loads(x) for x in (tmp_path / "p2" / "log.jsonl").read_text().splitlines()]
     sp = [r["l2sp"] for r in log if "loss" in r]
     assert sp[0] == 0.0 and sp[-1] > 0.0                     # starts at the anchor, then moves away
+
+
+def test_torchrun_trains_with_two_ranks_from_the_command_line(model, tmp_path):
+    """`torchrun --nproc_per_node=2 main.py train phase1 --config …` on the CPU (Gloo): both ranks
+    train, rank 0 alone logs and writes the checkpoint."""
+    import dataclasses
+
+    data = tmp_path / "data"
+    fake_clip(model, "a", seed=6).save(data / "a.clip.npz")
+    cfg = {"steps": 2, "warmup": 1, "log_every": 1, "checkpoint_every": 100,
+           "network": dataclasses.asdict(TINY)}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    root = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+                           str(root / "main.py"), "train", "phase1", "--config", str(tmp_path / "cfg.json"),
+                           "--data", str(data), "--out", str(tmp_path / "run")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2]          # one writer: rank 0
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["step"] == 2
