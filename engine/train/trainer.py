@@ -257,57 +257,64 @@ def train(cfg: TrainConfig, model: HeadModel, log: Callable[[str], None] = print
     cache = SourceCache(net, model)
     val_cache = SourceCache(net, model)
     logf = open(out / "log.jsonl", "a") if ctx.main else None
-    t0, done_here = time.perf_counter(), 0
+    t0, done_here, done = time.perf_counter(), 0, start
     if ctx.main and held and start == 0:
         history.append({"step": 0, "val_psnr": validate(net, model, held[0], cfg.validation_targets, renderer,
                                                          val_cache, 0)})
         logf.write(json.dumps(history[-1]) + "\n")
         same = " (= the projective stage)" if cfg.network.projective_base and cfg.phase == 1 else ""
         log(f"step 0: held-out PSNR {history[-1]['val_psnr']:.2f} dB on {held[0].name}{same}")
-    for step in range(start, cfg.steps):
-        if stop is not None and stop.is_set():
-            break
-        rng = np.random.default_rng([cfg.seed, ctx.rank, step])
-        pair = sampler.sample(rng)
-        clip = clips[pair.clip]
-        pool = np.flatnonzero(clip.usable)
-        targets = [pair.target] + [int(x) for x in rng.choice(pool, min(cfg.targets_per_sample - 1, len(pool)),
-                                                               replace=False)]
-        net.train()
-        loss, parts = sample_loss(net, model, clips, pair, targets, cfg, cache, renderer, rng, lpips)
-        if anchor is not None and cfg.l2sp:
-            sp = L.l2_sp(dict(net.named_parameters()), anchor)
-            loss = loss + cfg.l2sp * sp
-            parts["l2sp"] = float(sp.detach())
-        lr = learning_rate(cfg, step)
-        for g in opt.param_groups:
-            g["lr"] = lr * g.get("lr_scale", 1.0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        average_gradients(params, ctx)
-        gnorm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
-        opt.step()
-        done, done_here = step + 1, done_here + 1
-        if not ctx.main:
-            continue
-        rate = done_here / (time.perf_counter() - t0)
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            rec = {"step": done, "loss": float(loss.detach()), **parts, "grad_norm": gnorm, "lr": lr,
-                   "k": len(pair.sources), "steps_per_s": rate}
-            logf.write(json.dumps(rec) + "\n")
-            logf.flush()
-            log(f"step {done}/{cfg.steps}  loss {rec['loss']:.4f}  l1 {parts.get('l1', 0):.4f}  {rate:.2f} it/s  "
-                f"eta {(cfg.steps - done) / max(rate, 1e-9) / 60:.0f} min")
-        if held and (done % cfg.validate_every == 0 or done == cfg.steps):
-            net.eval()
-            history.append({"step": done, "val_psnr": validate(net, model, held[0], cfg.validation_targets, renderer,
-                                                                val_cache, 0)})
-            logf.write(json.dumps(history[-1]) + "\n")
-            log(f"step {done}: held-out PSNR {history[-1]['val_psnr']:.2f} dB on {held[0].name}")
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            _checkpoint(net, opt, done, cfg, history, out)
+    interrupted = False
+    try:
+        for step in range(start, cfg.steps):
+            if stop is not None and stop.is_set():
+                break
+            rng = np.random.default_rng([cfg.seed, ctx.rank, step])
+            pair = sampler.sample(rng)
+            clip = clips[pair.clip]
+            pool = np.flatnonzero(clip.usable)
+            targets = [pair.target] + [int(x) for x in rng.choice(pool, min(cfg.targets_per_sample - 1, len(pool)),
+                                                                   replace=False)]
+            net.train()
+            loss, parts = sample_loss(net, model, clips, pair, targets, cfg, cache, renderer, rng, lpips)
+            if anchor is not None and cfg.l2sp:
+                sp = L.l2_sp(dict(net.named_parameters()), anchor)
+                loss = loss + cfg.l2sp * sp
+                parts["l2sp"] = float(sp.detach())
+            lr = learning_rate(cfg, step)
+            for g in opt.param_groups:
+                g["lr"] = lr * g.get("lr_scale", 1.0)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            average_gradients(params, ctx)
+            gnorm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+            opt.step()
+            done, done_here = step + 1, done_here + 1
+            if not ctx.main:
+                continue
+            rate = done_here / (time.perf_counter() - t0)
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                rec = {"step": done, "loss": float(loss.detach()), **parts, "grad_norm": gnorm, "lr": lr,
+                       "k": len(pair.sources), "steps_per_s": rate}
+                logf.write(json.dumps(rec) + "\n")
+                logf.flush()
+                log(f"step {done}/{cfg.steps}  loss {rec['loss']:.4f}  l1 {parts.get('l1', 0):.4f}  {rate:.2f} it/s  "
+                    f"eta {(cfg.steps - done) / max(rate, 1e-9) / 60:.0f} min")
+            if held and (done % cfg.validate_every == 0 or done == cfg.steps):
+                net.eval()
+                history.append({"step": done, "val_psnr": validate(net, model, held[0], cfg.validation_targets, renderer,
+                                                                    val_cache, 0)})
+                logf.write(json.dumps(history[-1]) + "\n")
+                log(f"step {done}: held-out PSNR {history[-1]['val_psnr']:.2f} dB on {held[0].name}")
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                _checkpoint(net, opt, done, cfg, history, out)
+    except KeyboardInterrupt:       # Ctrl-C: keep the steps done (resume continues from them)
+        interrupted = True
     if ctx.main:
-        _checkpoint(net, opt, done if cfg.steps > start else start, cfg, history, out)
+        if done % cfg.checkpoint_every and done != cfg.steps:     # stopped early: keep what was done
+            _checkpoint(net, opt, done, cfg, history, out)
+        if interrupted:
+            log(f"interrupted at step {done}; {last} resumes from there")
         logf.close()
     if ctx.world > 1:
         dist.destroy_process_group()
