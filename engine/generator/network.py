@@ -393,24 +393,36 @@ class FeedForwardNetwork(nn.Module):
         return hit
 
     # -- per frame
-    def attributes(self, enc: Encoded, gamma: Tensor, cond: Tensor | None,
-                   outputs: dict | None = None) -> dict[str, Tensor]:
-        """Per-slot attributes for a target view (``gamma`` [27] or [N, 27]) and expression
-        (``cond`` [E+12]; None skips the residual head). ``outputs``, when given, receives the
-        raw head outputs and residuals (for the Jacobian and shrinkage losses)."""
+    def head_outputs(self, enc: Encoded, gamma: Tensor) -> dict[str, Tensor]:
+        """The five heads' raw outputs for a view (``gamma`` [27] or [N, 27])."""
         n = len(enc.features)
         g = gamma.expand(n, HARMONIC_DIM) if gamma.dim() == 1 else gamma
         x = torch.cat([enc.features, g], 1)
-        raw = {k: head(x) for k, head in self.heads.items()}
-        res = self.residual(enc.features, cond.expand(n, -1)) if cond is not None else None
-        if outputs is not None:
-            outputs["heads"], outputs["residual"] = raw, res
+        return {k: head(x) for k, head in self.heads.items()}
+
+    def residual_outputs(self, enc: Encoded, cond: Tensor) -> dict[str, Tensor]:
+        """The residual head's outputs for an expression (``cond`` [E+12])."""
+        return self.residual(enc.features, cond.expand(len(enc.features), -1))
+
+    def combine(self, enc: Encoded, raw: dict[str, Tensor], res: dict[str, Tensor] | None) -> dict[str, Tensor]:
+        """Per-slot attributes: the base plus head outputs plus residuals."""
         step = self.cfg.position_step
         out = {}
         for k in HEAD_CHANNELS:
             delta = raw[k] + (res[k] if res is not None and k in res else 0)
             out[k] = enc.base[k] + (step * delta if k in ("local_position", "log_scale") else delta)
         return out
+
+    def attributes(self, enc: Encoded, gamma: Tensor, cond: Tensor | None,
+                   outputs: dict | None = None) -> dict[str, Tensor]:
+        """Per-slot attributes for a target view (``gamma`` [27] or [N, 27]) and expression
+        (``cond`` [E+12]; None skips the residual head). ``outputs``, when given, receives the
+        raw head outputs and residuals (for the Jacobian and shrinkage losses)."""
+        raw = self.head_outputs(enc, gamma)
+        res = self.residual_outputs(enc, cond) if cond is not None else None
+        if outputs is not None:
+            outputs["heads"], outputs["residual"] = raw, res
+        return self.combine(enc, raw, res)
 
     # -- convenience
     def avatar(self, model: HeadModel, sources: Sequence[Source], shape: Tensor) -> "NetworkAvatar":
@@ -430,12 +442,28 @@ class NetworkAvatar(AnimatedAvatar):
         uvg = UVGaussians(**{k: net.slots.scatter(v) for k, v in attrs.items()}, valid=net.slots.valid)
         super().__init__(Avatar(uvg, model.name, shape, {"generator": "network", "config": dataclasses.asdict(net.cfg)}),
                          model)
+        self._view: tuple = (None, None)     # (view key, head outputs) of the last view
+        self._cond: tuple = (None, None)     # (expression key, residuals) of the last expression
+
+    VIEW_STEP = 0.01
+    """View directions closer than this (about 0.6°) share the view heads' outputs."""
 
     def gaussians(self, params: HeadParams, camera: Camera | None = None) -> Gaussians:
+        """Posed Gaussians. The view heads run again only when the view direction moves (by more
+        than VIEW_STEP) and the residual head only when the expression changes, so a slider
+        drag costs the residual head and an orbit the view heads, not both."""
         p = params.frame(0)
         verts = self.model.vertices(p)[0]
+        d = view_direction(p, verts, camera)
+        view_key = tuple((d / self.VIEW_STEP).round().int().tolist())
+        cond = p.condition()[0]
+        cond_key = cond.numpy().tobytes()
         with torch.no_grad():
-            attrs = self.net.attributes(self.enc, harmonic(view_direction(p, verts, camera)), p.condition()[0])
+            if self._view[0] != view_key:
+                self._view = (view_key, self.net.head_outputs(self.enc, harmonic(d)))
+            if self._cond[0] != cond_key:
+                self._cond = (cond_key, self.net.residual_outputs(self.enc, cond))
+            attrs = self.net.combine(self.enc, self._view[1], self._cond[1])
         return place(slot_frames(self.slots, verts, self.model.faces), **attrs)
 
 

@@ -178,3 +178,24 @@ def test_a_dinov3_backbone_is_frozen_and_its_checkpoint_stands_alone(model, tmp_
     weights.unlink()
     again = load_generator(tmp_path / "net.pt", model)
     assert torch.allclose(encode(again, model, srcs).features, before.features, atol=1e-5)
+
+
+def test_network_avatar_reposes_with_cached_heads_like_the_uncached_network(model, net):
+    """Cached view heads are reused within NetworkAvatar.VIEW_STEP (~0.6°) of the view direction
+    (an expression moves the head's centre a little), so agreement is to that tolerance."""
+    from engine.binding import place, slot_frames
+    from engine.camera import orbit_camera
+
+    src = source(model, 7)
+    avatar = net.avatar(model, [src], torch.zeros(model.n_shape))
+    cams = [orbit_camera(size=64), orbit_camera(30.0, size=64)]
+    p0 = src.params
+    p1 = HeadParams(p0.shape, p0.expr + 0.5, p0.rotation, p0.neck, p0.jaw + 0.1, p0.eyes, p0.translation)
+    for p, cam in [(p0, cams[0]), (p1, cams[0]), (p1, cams[1]), (p0, cams[1])]:
+        got = avatar.gaussians(p, cam)
+        verts = model.vertices(p)[0]
+        with torch.no_grad():
+            attrs = net.attributes(avatar.enc, harmonic(view_direction(p, verts, cam)), p.condition()[0])
+        want = place(slot_frames(avatar.slots, verts, model.faces), **attrs)
+        assert torch.allclose(got.means, want.means, atol=1e-5) and torch.allclose(got.colors, want.colors, atol=2e-3)
+    assert not torch.allclose(avatar.gaussians(p0, cams[0]).colors, avatar.gaussians(p0, cams[1]).colors)
