@@ -66,7 +66,8 @@ def test_exports_are_written_and_readable(run):
     files = {p.name.split("-")[0] + p.suffix: p for p in (out / "exports").iterdir()}
     assert len(read_ply(files["avatar.ply"]).means) == 62_494
     assert load_avatar(files["avatar.savatar"]).gaussians.valid.sum() == 62_494
-    with VideoReader(files["recording.mp4"]) as v:
+    first = min((out / "exports").glob("recording-*.mp4"))    # the export's, not the later drive recording
+    with VideoReader(first) as v:
         assert sum(1 for _ in v) >= 30
     png = iio.imread(files["screenshot.png"])
     assert png.shape[2] == 4 and png[..., 3].min() == 0 and png[..., 3].max() == 255   # transparent background
