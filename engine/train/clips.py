@@ -83,8 +83,8 @@ def clip_from_tracked(tracked, images: Sequence[np.ndarray], longer_side: int = 
     sizes = [(int(h), int(w)) for h, w in tracked.image_size]
     scales = [min(1.0, longer_side / max(hw)) for hw in sizes]
     small = [im if max(im.shape[:2]) <= longer_side else _scaled(im, s) for im, s in zip(images, scales)]
-    mats = [_scaled(m, im.shape[0] / m.shape[0]) if m.shape[:2] != im.shape[:2] else m
-            for m, im in zip(tracked.mattes, small)]
+    mats = [cv2.resize(m, (im.shape[1], im.shape[0]), interpolation=cv2.INTER_AREA) if m.shape[:2] != im.shape[:2]
+            else m for m, im in zip(tracked.mattes, small)]
     h = max(im.shape[0] for im in small)
     w = max(im.shape[1] for im in small)
     imgs, mattes = np.zeros((n, h, w, 3), np.uint8), np.zeros((n, h, w), np.uint8)
@@ -94,7 +94,7 @@ def clip_from_tracked(tracked, images: Sequence[np.ndarray], longer_side: int = 
         ih, iw = im.shape[:2]
         oy, ox = (h - ih) // 2, (w - iw) // 2
         imgs[i, oy:oy + ih, ox:ox + iw] = im
-        mattes[i, oy:oy + ih, ox:ox + iw] = m[:ih, :iw]
+        mattes[i, oy:oy + ih, ox:ox + iw] = m
         sy, sx = ih / sizes[i][0], iw / sizes[i][1]
         K[i, 0] *= sx
         K[i, 1] *= sy
