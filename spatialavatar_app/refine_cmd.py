@@ -23,6 +23,9 @@ class Refine:
     """The refined avatar bundle to write."""
     avatar: Optional[Path] = None
     """Start from this avatar instead of the feed-forward one of the reference frame."""
+    network: Optional[Path] = None
+    """Start from the trained feed-forward network's avatar of the reference frame (OUT/network.pt
+    of `python main.py train`, e.g. models/network_cpu_small.pt) instead of the projective stage's."""
     preset: str = "default"
     """Hyperparameter preset: default (10K iterations at 256 px) or fast (1.5K at 192 px), or a .json file."""
     iterations: Optional[int] = None
@@ -63,7 +66,8 @@ class Refine:
         cfg = load_refine_config(self.preset, **over)
         model = load_head_model()
         start = load_avatar(self.avatar) if self.avatar else None
-        avatar, data = prepare(self.video, model, cfg.resolution, start, log=lambda s: print(s, file=sys.stderr))
+        avatar, data = prepare(self.video, model, cfg.resolution, start, log=lambda s: print(s, file=sys.stderr),
+                               network=self.network)
         ckpt = self.checkpoint or self.out.with_suffix(".ckpt")
         bar = tqdm(total=cfg.iterations, desc="refining", unit="it")
 

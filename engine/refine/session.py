@@ -12,12 +12,15 @@ from engine.types import Avatar
 
 def prepare(video: Path, model: HeadModel, resolution: int, avatar: Avatar | None = None,
             log: Callable[[str], None] = print,
-            progress: Callable[[int, int], None] | None = None, tracked=None) -> tuple[Avatar, VideoData]:
-    """(starting avatar, training data). Without ``avatar`` the start is the projective
-    avatar of the reference frame (least jaw opening among the training frames).
+            progress: Callable[[int, int], None] | None = None, tracked=None,
+            network: Path | None = None) -> tuple[Avatar, VideoData]:
+    """(starting avatar, training data). Without ``avatar`` the start is the feed-forward
+    avatar of the reference frame (least jaw opening among the training frames): the projective
+    stage's, or the trained network's when ``network`` (its checkpoint) is given.
     ``progress(frames done, frames)`` follows the tracking; ``tracked`` (a `track_video` result
     for ``video``) skips it."""
-    from engine.generator.projective import Source, projective_gaussians
+    from engine.generator.api import generate
+    from engine.generator.projective import Source
     from engine.io.media import VideoReader
     from engine.track.tracker import track_video
 
@@ -29,10 +32,11 @@ def prepare(video: Path, model: HeadModel, resolution: int, avatar: Avatar | Non
         ref = data.reference_frame()
         with VideoReader(video) as frames:
             rgb = next(f for i, f in enumerate(frames) if i == ref)
-        uvg, _ = projective_gaussians(model, [Source(rgb, tracked.mattes[ref], tracked.params.frame(ref), tracked.K[ref])],
-                                      tracked.params.shape[0])
-        avatar = Avatar(uvg, model.name, tracked.params.shape[0],
-                        {"generator": "projective", "sources": [f"{video}#frame{ref}"], "reference_frame": ref})
+        kind = "network" if network is not None else "projective"
+        start = generate(kind, model, [Source(rgb, tracked.mattes[ref], tracked.params.frame(ref), tracked.K[ref])],
+                         tracked.params.shape[0], network).avatar
+        avatar = Avatar(start.gaussians, model.name, tracked.params.shape[0],
+                        {"generator": kind, "sources": [f"{video}#frame{ref}"], "reference_frame": ref})
         log(f"reference frame {ref}; {len(data.train)} training and {len(data.test)} held-out frames")
     elif avatar.head_model != model.name:
         raise ValueError(f"the avatar was made for {avatar.head_model!r}, not {model.name!r}")
