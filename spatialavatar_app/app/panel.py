@@ -253,8 +253,8 @@ class Panel:
 
     def _file_dialog(self) -> None:
         dpg = self.dpg
-        # no wider than the panel's viewport (470 px): a wider dialog is cut off at its edge
-        with dpg.file_dialog(show=False, width=450, height=460, file_count=4, callback=self._picked,
+        # Dear PyGui opens it ~60 px from the left of the 470-px viewport: wider than 400 px it is cut off
+        with dpg.file_dialog(show=False, width=400, height=460, file_count=4, callback=self._picked,
                              cancel_callback=lambda: None) as self.ids.file_dialog:
             dpg.add_file_extension("Supported{.jpg,.jpeg,.png,.bmp,.webp,.mp4,.mov,.avi,.mkv,.webm,.savatar,.ply}")
             dpg.add_file_extension(".*")
