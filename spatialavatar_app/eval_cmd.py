@@ -110,7 +110,7 @@ class Eval:
         from engine.io import load_avatar
         from engine.metrics.image import ms_ssim_min_side
         from engine.metrics.matte import MATTE_DEFINITION
-        from engine.refine.data import MATTE_DILATE
+        from engine.metrics.matte import HEAD_MATTE_DILATE as MATTE_DILATE
         from engine.refine.session import prepare
 
         if len(self.videos) != 2:

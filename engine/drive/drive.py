@@ -194,8 +194,25 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
         if stats.frames == 1:
             stats.first_ms = 1000 * (time.perf_counter() - start)
 
+    last = {"index": -1, "frame": None}
+
+    def emit(index: int, rgb: np.ndarray, img: np.ndarray) -> Iterator[np.ndarray]:
+        """The output frame for driver frame ``index``, after repeats of the previous output for
+        the frames skipped since (so the MP4 keeps the driver's timing)."""
+        out = side_by_side(rgb, img) if side_by_side_driver else img
+        if last["frame"] is not None:
+            for _ in range(max(0, index - last["index"] - 1)):
+                yield last["frame"]
+        last["index"], last["frame"] = index, out
+        if on_frame is not None:
+            on_frame(out)
+        t4 = time.perf_counter()
+        yield out
+        times["encode"].append(1000 * (time.perf_counter() - t4))
+        if progress:
+            progress(index + 1, max(total, index + 1))
+
     def frames() -> Iterator[np.ndarray]:
-        last_index, last_frame = -1, None
         tick = time.perf_counter()
         for t, rgb in source:
             t_cap = time.perf_counter()
@@ -206,29 +223,17 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
             img, animate_ms, render_ms = render(p)
             record(tf, p, {"capture": 1000 * (t_cap - tick), "landmarks": tf.landmarks_ms, "solve": tf.solve_ms,
                            "transfer": 1000 * (t1 - t0), "animate": animate_ms, "render": render_ms}, t_cap)
-            out = side_by_side(rgb, img) if side_by_side_driver else img
-            # a real-time source may have skipped frames: repeat the last output in their place
-            for _ in range(max(0, source.index - last_index - 1) if last_frame is not None else 0):
-                yield last_frame
-            last_index, last_frame = source.index, out
-            if on_frame is not None:
-                on_frame(out)
-            t4 = time.perf_counter()
-            yield out
+            yield from emit(source.index, rgb, img)
             tick = time.perf_counter()
-            times["encode"].append(1000 * (tick - t4))
-            if progress:
-                progress(stats.frames, max(total, stats.frames))
 
     def live_frames() -> Iterator[np.ndarray]:
-        """The worker tracks; this thread renders the newest tracked frame and keeps the video's
-        timing by repeating the last output for the frames between (video index = t * fps)."""
+        """The worker tracks; this thread renders the newest tracked frame (video index = t * fps)."""
         from engine.drive.live import LiveDriver
 
         live = LiveDriver(source, tr, pipe, pose=pose).start()     # posing on the worker too
-        last_index, last_frame, seen = -1, None, -1
+        seen = -1
         try:
-            while max_frames is None or last_index + 1 < max_frames:
+            while max_frames is None or last["index"] + 1 < max_frames:
                 f = live.latest(seen)
                 if f is None:
                     if not live.running:
@@ -243,18 +248,7 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
                 record(f.tracked, f.params, {"capture": f.capture_ms, "landmarks": f.tracked.landmarks_ms,
                                              "solve": f.tracked.solve_ms, "transfer": f.transfer_ms,
                                              "animate": f.pose_ms, "render": render_ms}, f.captured_at)
-                out = side_by_side(f.rgb, img) if side_by_side_driver else img
-                index = round(f.t * source.fps)
-                for _ in range(max(0, index - last_index - 1) if last_frame is not None else 0):
-                    yield last_frame
-                last_index, last_frame = index, out
-                if on_frame is not None:
-                    on_frame(out)
-                t4 = time.perf_counter()
-                yield out
-                times["encode"].append(1000 * (time.perf_counter() - t4))
-                if progress:
-                    progress(index + 1, max(total, index + 1))
+                yield from emit(round(f.t * source.fps), f.rgb, img)
         except KeyboardInterrupt:      # Ctrl-C ends a live recording; the MP4 is closed properly
             stats.notes.append("stopped by Ctrl-C")
         finally:

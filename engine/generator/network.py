@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from engine.animate import AnimatedAvatar
 from engine.binding import UVSlots, place, slot_frames, surface_init
-from engine.generator.projective import ProjectiveConfig, Source, pool, project_slots, _sample
+from engine.generator.projective import ProjectiveConfig, Source, pool, project_slots, sample_warp
 from engine.headmodel.base import HeadModel
 from engine.rotations import axis_angle_to_rotmat
 from engine.types import Avatar, Camera, Gaussians, HeadParams, UVGaussians
@@ -245,8 +245,11 @@ class SourceInput:
 
     image: Tensor        # [3, S, S] in [0, 1]
     grid: Tensor         # [N, 2] grid_sample coordinates of each slot in ``image``
-    weight: Tensor       # [N] projective weight (0 = not seen)
-    warp: tuple          # projective (colour [N, 3], matte [N], weight [N])
+    warp: tuple          # projective (colour [N, 3], matte [N], weight [N]; 0 = not seen)
+
+    @property
+    def weight(self) -> Tensor:
+        return self.warp[2]
 
 
 @dataclass
@@ -271,9 +274,7 @@ def prepare_source(model: HeadModel, slots: UVSlots, src: Source, size: int,
     img = F.interpolate(img[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
     uv, weight = project_slots(model, slots, src, cfg)
     grid = torch.stack([(uv[:, 0] + ix) / side * 2 - 1, (uv[:, 1] + iy) / side * 2 - 1], -1)
-    color = _sample(src.rgb, uv) / 255.0
-    matte = _sample(src.matte, uv)[:, 0] / 255.0
-    return SourceInput(img, grid, weight, (color, matte, weight))
+    return SourceInput(img, grid, sample_warp(src, uv, weight))
 
 
 def view_direction(params: HeadParams, verts: Tensor, camera: Camera | None) -> Tensor:

@@ -124,10 +124,12 @@ def project_slots(model: HeadModel, slots: UVSlots, src: Source, cfg: Projective
 def warp_source(model: HeadModel, slots: UVSlots, src: Source, cfg: ProjectiveConfig
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(colour [N, 3] in [0, 1], matte [N], weight [N]) of one source for every slot."""
-    uv, weight = project_slots(model, slots, src, cfg)
-    color = _sample(src.rgb, uv) / 255.0
-    matte = _sample(src.matte, uv)[:, 0] / 255.0
-    return color, matte, weight
+    return sample_warp(src, *project_slots(model, slots, src, cfg))
+
+
+def sample_warp(src: Source, uv: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(colour [N, 3] in [0, 1], matte [N], ``weight``) of a source at its slots' pixel positions ``uv``."""
+    return _sample(src.rgb, uv) / 255.0, _sample(src.matte, uv)[:, 0] / 255.0, weight
 
 
 def expression_confidence(model: HeadModel, slots: UVSlots, params: HeadParams, cfg: ProjectiveConfig) -> torch.Tensor:

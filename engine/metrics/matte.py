@@ -35,3 +35,15 @@ def eval_matte(person: np.ndarray, silhouette: np.ndarray, dilate_px: int) -> np
     p = p / 255.0 if p.max() > 1.0 else p
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate_px + 1, 2 * dilate_px + 1))
     return ((p > 0.5) & (cv2.dilate(silhouette, k) > 0)).astype(np.float32)
+
+
+HEAD_MATTE_DILATE = 15
+"""Silhouette dilation of the training mattes, pixels at 512 px (scaled with the image)."""
+
+
+def head_matte(model: HeadModel, params: HeadParams, person: np.ndarray, focal: float, size: tuple[int, int]
+               ) -> np.ndarray:
+    """The head-and-neck matte of one frame at ``size`` (`eval_matte` of the person matte and the
+    mesh silhouette, dilated by HEAD_MATTE_DILATE px at 512 px, scaled to the frame's longer side)."""
+    dilate = max(1, round(HEAD_MATTE_DILATE * max(size) / 512))
+    return eval_matte(person, mesh_silhouette(model, params, focal, size), dilate)

@@ -10,13 +10,12 @@ import torch
 
 from engine.headmodel.base import HeadModel
 from engine.io.media import VideoReader
-from engine.metrics.matte import eval_matte, mesh_silhouette
+from engine.metrics.matte import head_matte
 from engine.types import Camera, HeadParams
 
 LONG_VIDEO = 1400         # frames from which the paper's fixed 350-frame test split is used
 LONG_HOLDOUT = 350
 SHORT_HOLDOUT = 0.25      # held-out fraction of shorter videos
-MATTE_DILATE = 15         # pixels at 512 px, scaled with the resolution
 MIN_TRAIN = 30
 
 
@@ -81,13 +80,11 @@ def load_video_data(path: Path, tracked, model: HeadModel, longer_side: int) -> 
     h, w = cams[0].height, cams[0].width
     images = np.zeros((n, h, w, 3), np.uint8)
     mattes = np.zeros((n, h, w), np.float32)
-    dilate = max(1, round(MATTE_DILATE * max(h, w) / 512))
     with VideoReader(path) as video:
         for i, rgb in enumerate(video):
             if i >= n:
                 break
             images[i] = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA) if rgb.shape[:2] != (h, w) else rgb
             person = cv2.resize(tracked.mattes[i], (w, h), interpolation=cv2.INTER_AREA)
-            sil = mesh_silhouette(model, tracked.params.frame(i), float(cams[i].K[0, 0]), (h, w))
-            mattes[i] = eval_matte(person, sil, dilate)
+            mattes[i] = head_matte(model, tracked.params.frame(i), person, float(cams[i].K[0, 0]), (h, w))
     return VideoData(Path(path).stem, images, mattes, tracked.params, cams, tracked.found, first_test)

@@ -19,7 +19,6 @@ from typing import Callable, Sequence
 
 import cv2
 import numpy as np
-import torch
 
 from engine.headmodel.base import HeadModel
 from engine.types import HeadParams
@@ -148,8 +147,3 @@ def load_clips(root: Path, names: Sequence[str] | None = None) -> list[Clip]:
     if not paths:
         raise ValueError(f"{root}: no {CLIP_SUFFIX} files (make them with `python main.py train prepare`)")
     return [Clip.load(p) for p in paths]
-
-
-def to_tensor_image(rgb: np.ndarray) -> torch.Tensor:
-    """uint8 [h, w, 3] -> float [3, h, w] in [0, 1]."""
-    return torch.from_numpy(rgb).permute(2, 0, 1).float() / 255

@@ -31,7 +31,7 @@ from engine.generator.network import (FeedForwardNetwork, SourceInput, harmonic,
 from engine.generator.projective import Source
 from engine.headmodel.base import HeadModel
 from engine.metrics import psnr
-from engine.metrics.matte import eval_matte, mesh_silhouette
+from engine.metrics.matte import head_matte
 from engine.refine.data import tracker_camera
 from engine.train import losses as L
 from engine.train.clips import Clip, load_clips
@@ -127,23 +127,26 @@ def frame_source(clip: Clip, i: int) -> Source:
     return Source(clip.images[i], clip.mattes[i], clip.params.frame(i), clip.K[i])
 
 
-def target_view(model: HeadModel, clip: Clip, t: int) -> tuple:
-    """(camera, image [H, W, 3] in [0, 1], eval matte [H, W, 1], face box) of frame t."""
+def target_camera(clip: Clip, t: int):
+    """The tracker's camera of frame t at the clip's stored size."""
     h, w = clip.images.shape[1:3]
-    cam = tracker_camera(clip.K[t], (h, w), 10**9)
-    sil = mesh_silhouette(model, clip.params.frame(t), float(cam.K[0, 0]), (h, w))
-    m = eval_matte(clip.mattes[t], sil, max(1, round(15 * max(h, w) / 512)))
+    return tracker_camera(clip.K[t], (h, w), 10**9)
+
+
+def target_view(model: HeadModel, clip: Clip, t: int) -> tuple:
+    """(camera, image [H, W, 3] in [0, 1], head matte [H, W, 1], face box) of frame t."""
+    cam = target_camera(clip, t)
+    m = head_matte(model, clip.params.frame(t), clip.mattes[t], float(cam.K[0, 0]), (cam.height, cam.width))
     return cam, torch.from_numpy(clip.images[t]).float() / 255, torch.from_numpy(m)[..., None], clip.boxes[t]
 
 
-def render_target(net: FeedForwardNetwork, model: HeadModel, enc, clip: Clip, t: int, renderer,
+def render_target(net: FeedForwardNetwork, model: HeadModel, enc, clip: Clip, t: int, cam, renderer,
                   outputs: dict | None = None, gamma_grad: bool = False):
-    """(frame, gamma) of the network's Gaussians for target t."""
+    """(frame, gamma) of the network's Gaussians for target t seen by ``cam``."""
     p = clip.params.frame(t)
     with torch.no_grad():
         verts = model.vertices(p)[0]
         frames = slot_frames(net.slots, verts, model.faces)
-    cam = target_view(model, clip, t)[0] if outputs is None else outputs.pop("camera")
     gamma = harmonic(view_direction(p, verts, cam)).expand(len(net.slots), -1).clone().requires_grad_(gamma_grad)
     attrs = net.attributes(enc, gamma, p.condition()[0], outputs)
     return renderer.render(place(frames, **attrs), cam), gamma
@@ -167,8 +170,8 @@ def sample_loss(net: FeedForwardNetwork, model: HeadModel, clips: list[Clip], pa
 
     for t in targets:
         cam, img, m, box = target_view(model, clip, t)
-        out = {"camera": cam}
-        frame, gamma = render_target(net, model, enc, clip, t, renderer, out, gamma_grad=w.jacobian > 0)
+        out: dict = {}
+        frame, gamma = render_target(net, model, enc, clip, t, cam, renderer, out, gamma_grad=w.jacobian > 0)
         bg = torch.from_numpy(rng.random(3).astype(np.float32))
         pred = frame.rgb + (1 - frame.alpha[..., None]) * bg
         target = img * m + bg * (1 - m)
@@ -200,14 +203,14 @@ def validation_pairs(clip: Clip, count: int) -> tuple[list[int], list[int]]:
 
 @torch.no_grad()
 def validate(net: FeedForwardNetwork, model: HeadModel, clip: Clip, count: int, renderer,
-             cache: SourceCache, clips_key: int) -> float:
-    """Mean held-out PSNR (inside the eval matte, on black) of the network on ``clip``."""
+             cache: SourceCache) -> float:
+    """Mean held-out PSNR (inside the head matte, on black) of the network on ``clip``."""
     sources, targets = validation_pairs(clip, count)
-    enc = net.encode(model, [cache.get([clip], clips_key, i) for i in sources], clip.params.shape[sources[0]])
+    enc = net.encode(model, [cache.get([clip], 0, i) for i in sources], clip.params.shape[sources[0]])
     values = []
     for t in targets:
-        frame, _ = render_target(net, model, enc, clip, t, renderer)
-        _, img, m, _ = target_view(model, clip, t)
+        cam, img, m, _ = target_view(model, clip, t)
+        frame, _ = render_target(net, model, enc, clip, t, cam, renderer)
         values.append(float(psnr(frame.rgb.clamp(0, 1) * m, img * m)))
     return float(np.mean(values))
 
@@ -260,7 +263,7 @@ def train(cfg: TrainConfig, model: HeadModel, log: Callable[[str], None] = print
     t0, done_here, done = time.perf_counter(), 0, start
     if ctx.main and held and start == 0:
         history.append({"step": 0, "val_psnr": validate(net, model, held[0], cfg.validation_targets, renderer,
-                                                         val_cache, 0)})
+                                                         val_cache)})
         logf.write(json.dumps(history[-1]) + "\n")
         same = " (= the projective stage)" if cfg.network.projective_base and cfg.phase == 1 else ""
         log(f"step 0: held-out PSNR {history[-1]['val_psnr']:.2f} dB on {held[0].name}{same}")
@@ -303,7 +306,7 @@ def train(cfg: TrainConfig, model: HeadModel, log: Callable[[str], None] = print
             if held and (done % cfg.validate_every == 0 or done == cfg.steps):
                 net.eval()
                 history.append({"step": done, "val_psnr": validate(net, model, held[0], cfg.validation_targets, renderer,
-                                                                    val_cache, 0)})
+                                                                    val_cache)})
                 logf.write(json.dumps(history[-1]) + "\n")
                 log(f"step {done}: held-out PSNR {history[-1]['val_psnr']:.2f} dB on {held[0].name}")
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
