@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.binding import UVSlots, place, slot_frames
+from engine.binding import Activated, UVSlots, place_activated, slot_frames
 from engine.headmodel.base import HeadModel
 from engine.types import Avatar, Camera, Gaussians, HeadParams
 
@@ -23,8 +23,8 @@ class AnimatedAvatar:
         self.slots: UVSlots = model.uv_slots(avatar.gaussians.resolution)
         if not torch.equal(self.slots.valid, avatar.gaussians.valid.cpu()):
             raise ValueError("the avatar's valid-texel mask does not match its head model's UV layout")
-        # Per-slot attributes, gathered from the UV maps once rather than on every pose.
-        self._attrs = {k: self.slots.gather(v).contiguous() for k, v in avatar.gaussians.maps().items()}
+        # Per-slot attributes, gathered from the UV maps and activated once rather than on every pose.
+        self._attrs = Activated.of(**{k: self.slots.gather(v).contiguous() for k, v in avatar.gaussians.maps().items()})
 
     def neutral(self) -> HeadParams:
         """The avatar's own shape, neutral expression and pose."""
@@ -35,7 +35,7 @@ class AnimatedAvatar:
         """World-space Gaussians of frame 0 of ``params``. ``camera`` is for avatars whose
         Gaussians depend on the view (a network avatar's view-conditioned heads); ignored here."""
         verts = self.model.vertices(params.frame(0))[0]
-        return place(slot_frames(self.slots, verts, self.model.faces), **self._attrs)
+        return place_activated(slot_frames(self.slots, verts, self.model.faces), self._attrs)
 
 
 class StaticScene:

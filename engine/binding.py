@@ -124,17 +124,38 @@ def slot_frames(slots: UVSlots, verts: Tensor, faces: Tensor) -> SlotFrames:
     return SlotFrames(fr.rotation[f], rotmat_to_quat(fr.rotation)[f], fr.centroid[f], fr.scale[f])
 
 
+@dataclass(frozen=True)
+class Activated:
+    """Per-slot attributes after their activations (what `place` applies to pre-activation
+    ones): unit quaternion [N, 4], scale relative to the triangle [N, 3], opacity [N], colour [N, 3].
+    Posing a fixed avatar then skips the activations on every frame."""
+
+    local_position: Tensor
+    unit_quat: Tensor
+    rel_scale: Tensor
+    opacity: Tensor
+    color: Tensor
+
+    @staticmethod
+    def of(local_position: Tensor, rotation: Tensor, log_scale: Tensor, color: Tensor, opacity: Tensor) -> "Activated":
+        return Activated(local_position, torch.nn.functional.normalize(rotation, dim=-1), torch.exp(log_scale),
+                         torch.sigmoid(opacity[:, 0]), color.clamp(0, 1))
+
+
 def place(frames: SlotFrames, local_position: Tensor, rotation: Tensor, log_scale: Tensor, color: Tensor,
           opacity: Tensor) -> Gaussians:
     """World-space Gaussians of per-slot pre-activation attributes ([N, 3], [N, 4], [N, 3], [N, 3], [N, 1])
     on their frames: x = R·x_local·s + c, q = q_f ⊗ normalize(q_local), scale = exp(log_s)·s."""
+    return place_activated(frames, Activated.of(local_position, rotation, log_scale, color, opacity))
+
+
+def place_activated(frames: SlotFrames, a: Activated) -> Gaussians:
+    """`place` for attributes already activated."""
     s = frames.scale[:, None]
     # Written out rather than einsum/bmm: 62K 3x3 products were 3x slower as batched matmuls.
-    R = frames.rotation
-    means = (R[:, :, 0] * local_position[:, :1] + R[:, :, 1] * local_position[:, 1:2]
-             + R[:, :, 2] * local_position[:, 2:]) * s + frames.centroid
-    quats = quat_multiply(frames.quat, torch.nn.functional.normalize(rotation, dim=-1))
-    return Gaussians(means, quats, torch.exp(log_scale) * s, torch.sigmoid(opacity[:, 0]), color.clamp(0, 1))
+    R, x = frames.rotation, a.local_position
+    means = (R[:, :, 0] * x[:, :1] + R[:, :, 1] * x[:, 1:2] + R[:, :, 2] * x[:, 2:]) * s + frames.centroid
+    return Gaussians(means, quat_multiply(frames.quat, a.unit_quat), a.rel_scale * s, a.opacity, a.color)
 
 
 def bind(uvg: UVGaussians, slots: UVSlots, verts: Tensor, faces: Tensor) -> Gaussians:

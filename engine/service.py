@@ -20,7 +20,7 @@ import torch
 from engine.animate import AnimatedAvatar, StaticScene
 from engine.camera import orbit_camera
 from engine.headmodel.base import HeadModel
-from engine.types import Avatar, Camera, Frame, HeadParams
+from engine.types import Avatar, Camera, Frame, Gaussians, HeadParams
 
 Progress = Callable[[str, float], None]   # (stage, fraction done in [0, 1])
 MAX_SOURCES = 4
@@ -198,10 +198,20 @@ class AvatarService:
         return animated.avatar
 
     def render(self) -> Frame:
+        return self.rasterize(*self.pose())
+
+    def pose(self) -> tuple[Gaussians, Camera]:
+        """The current avatar posed as the state is now, and the camera to render it with (the
+        first half of `render`; the app runs the halves of consecutive frames on two threads)."""
         with self._lock:
             animated, params, camera = self._animated, self._params, self._camera
         with torch.no_grad():
-            return self._renderer.render(animated.gaussians(params, camera), camera)
+            return animated.gaussians(params, camera), camera
+
+    def rasterize(self, gaussians: Gaussians, camera: Camera) -> Frame:
+        """The second half of `render`."""
+        with torch.no_grad():
+            return self._renderer.render(gaussians, camera)
 
     def open_ply(self, path: Path) -> None:
         """Show a 3DGS ``.ply`` as a static scene (it has no binding: the pose does not apply)."""

@@ -316,9 +316,11 @@ class Demo:
 class Bench:
     """Benchmarks. `bench render`: every renderer x 256²/512² x forward / forward+backward on the
     default avatar and a hard synthetic 58K scene, with the speed-up over the reference.
-    `bench refine --video V`: refiner iterations per second at 256² and 512² on a video."""
+    `bench refine --video V`: refiner iterations per second at 256² and 512² on a video.
+    `bench ui`: the app's UI and avatar frame rates while a slider is dragged, at each size, in
+    the real app on the default avatar (needs an X display; Xvfb will do)."""
 
-    what: Annotated[Literal["render", "refine"], tyro.conf.Positional] = "render"
+    what: Annotated[Literal["render", "refine", "ui"], tyro.conf.Positional] = "render"
     """What to benchmark."""
     backends: tuple[str, ...] = ("native", "gl", "reference")
     """render: renderers to time (names as for engine.render.select; unavailable ones are reported and skipped)."""
@@ -332,10 +334,14 @@ class Bench:
     """render: timed runs for the slow reference renderer (0 skips it)."""
     video: Optional[Path] = None
     """refine: the talking-head video to refine on."""
+    seconds: float = 5.0
+    """ui: seconds of slider dragging per size."""
 
     def run(self) -> None:
         from engine.bench import OtherCpuUse, bench_refine, bench_render, format_table, machine_load
 
+        if self.what == "ui":
+            return self._ui()
         if self.what == "refine" and self.video is None:
             raise SystemExit("bench refine needs --video VIDEO")
         print(f"before: {machine_load()}")
@@ -359,6 +365,23 @@ class Bench:
                   f"{self.reference_runs} runs after 1 warm-up, the others {self.runs} after 3.")
         else:
             print("from the feed-forward start (Gaussians grow during a run, so late iterations are slower)")
+
+    def _ui(self) -> None:
+        from engine.bench import OtherCpuUse, machine_load
+        from spatialavatar_app.app.bench_ui import bench_ui
+
+        print(f"before: {machine_load()}")
+        with OtherCpuUse() as others:
+            rows = bench_ui(self.sizes, self.seconds)
+        print(f"{'size':>5s} {'UI FPS':>7s} {'avatar FPS':>10s} {'render ms':>9s}")
+        for r in rows:
+            print(f"{r.size:>5d} {r.ui_fps:>7.1f} {r.avatar_fps:>10.1f} {r.render_ms:>9.1f}")
+        print(f"after: {machine_load()}")
+        if others.cores is not None:
+            print(f"other processes used {others.cores:.2f} cores on average during the run (noise)")
+        print("jawOpen swept once a second; UI loop paced as the app paces it (60 FPS cap, 30 while a render is "
+              "pending); avatar FPS = new pictures on stage per second; render = pose + rasterise + RGBA on the "
+              "render thread; 720x720 stage")
 
 
 COMMANDS = {"app": App, "build": Build, "render": Render, "export": Export, "track": Track, "refine": Refine, "drive": Drive, "headmodel": HeadModelCmd, "demo": Demo, "bench": Bench, "eval": Eval, "train": Train}

@@ -57,6 +57,7 @@ class App:
         self.stage_size = stage_size
         self.stats = Stats(since=time.perf_counter())
         self.last_frame = None              # the Frame on stage
+        self.frames_shown = 0               # avatar frames put on stage since the start
         self.recorder = None
         self.events: list[str] = []         # every status line, for tests and the log
         self._drops: list[list[str]] = []
@@ -120,41 +121,58 @@ class App:
             self._stage_px = self.stage.size
             self._push_view()
         self._poll_drive()
-        new = self.renders.take()
-        if new is not None and self._live_shown:
-            answered = [seq for seq in self._live_shown if seq <= new.seq]
-            live_frame = self._live_shown[max(answered)] if answered else None
-            if live_frame is not None and self.live is not None:
-                self.live.displayed(live_frame, new.seconds * 1000)
-            self._live_shown = {k: v for k, v in self._live_shown.items() if k > new.seq}
-        if new is not None:
-            self.stage.show(new.rgba)
-            self.last_frame = new.frame
-            self.stats.shown += 1
-            if self._waiting_for and new.seq >= self._waiting_for[0]:
-                _, t0, what = self._waiting_for
-                self._waiting_for = None
-                self.status(f"{what}: on screen {now - t0:.2f} s after the request")
+        self._present(now)
         self.stage.draw()
         if self.recorder is not None:
-            self.recorder.tick(now, self._stage_image(new.frame) if new is not None else None)
+            self.recorder.tick(now, None)
         self._glx.restore()
         self._update_stats(now)
         self.dpg.render_dearpygui_frame()
         self.stats.ui_frames += 1
 
+    def _present(self, now: float) -> bool:
+        """Put the newest rendered frame, if any, on stage (uploaded; drawn by `stage.draw`)."""
+        new = self.renders.take()
+        if new is None:
+            return False
+        if self._live_shown:
+            answered = [seq for seq in self._live_shown if seq <= new.seq]
+            live_frame = self._live_shown[max(answered)] if answered else None
+            if live_frame is not None and self.live is not None:
+                self.live.displayed(live_frame, new.seconds * 1000)
+            self._live_shown = {k: v for k, v in self._live_shown.items() if k > new.seq}
+        self.stage.show(new.rgba)
+        self.last_frame = new.frame
+        self.stats.shown += 1
+        self.frames_shown += 1
+        if self._waiting_for and new.seq >= self._waiting_for[0]:
+            _, t0, what = self._waiting_for
+            self._waiting_for = None
+            self.status(f"{what}: on screen {now - t0:.2f} s after the request")
+        if self.recorder is not None:
+            self.recorder.tick(now, self._stage_image(new.frame))
+        return True
+
     def running(self) -> bool:
         return self._running and self.dpg.is_dearpygui_running() and not self.stage.should_close()
+
+    def paced_step(self) -> None:
+        """`step`, then wait so the loop runs at most at MAX_UI_FPS (BUSY_UI_FPS while a render
+        is pending). A frame finished during the wait goes on stage at once, without a panel
+        frame: the avatar's frame rate is then the renderer's, not a beat of the UI loop's."""
+        t0 = time.perf_counter()
+        self.step()
+        cap = MAX_UI_FPS if self.renders.idle else BUSY_UI_FPS
+        deadline = t0 + 1 / cap
+        while (rest := deadline - time.perf_counter()) > 0:   # leaves the cores to the renderer and the jobs
+            if self.renders.wait_fresh(rest) and self._present(time.perf_counter()):
+                self.stage.draw()
+                self._glx.restore()
 
     def run(self) -> None:
         try:
             while self.running():
-                t0 = time.perf_counter()
-                self.step()
-                cap = MAX_UI_FPS if self.renders.idle else BUSY_UI_FPS
-                rest = 1 / cap - (time.perf_counter() - t0)
-                if rest > 0:
-                    time.sleep(rest)       # leaves the cores to the renderer and the jobs
+                self.paced_step()
         finally:
             self.close()
 

@@ -100,22 +100,12 @@ def main(out: Path, measure: bool) -> None:
     shot("smile")
 
     if measure:
-        app.stats.since, app.stats.ui_frames, app.stats.shown = time.perf_counter(), 0, 0
+        from spatialavatar_app.app.bench_ui import measure_drag
+
         for size in (256, 512):
-            app.set_resolution(size)
-            settle()
-            shown, frames, t0 = 0, 0, time.perf_counter()
-            while time.perf_counter() - t0 < 5:
-                app.set_weight("jawOpen", 0.5 + 0.5 * math.sin(6 * (time.perf_counter() - t0)))
-                before = app.stats.shown
-                app.step()
-                frames += 1
-                shown += app.stats.shown > before or 0
-            dt = time.perf_counter() - t0
-            res[f"drag_{size}"] = {"ui_fps": frames / dt, "avatar_fps": shown / dt,
-                                   "render_ms": 1000 * (app.renders.mean_seconds() or 0)}
+            r = measure_drag(app, size)
+            res[f"drag_{size}"] = {"ui_fps": r.ui_fps, "avatar_fps": r.avatar_fps, "render_ms": r.render_ms}
         app.set_resolution(256)
-        app.set_weight("jawOpen", 0.0)
         settle()
 
     # The panel's "Open..." dialog does what a drop does (its pick callback gets the selection).

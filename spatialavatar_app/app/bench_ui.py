@@ -1,0 +1,58 @@
+"""`python main.py bench ui`: the app's frame rate while a slider is dragged, measured in the
+real app (both windows, the render thread, the UI loop paced as `App.run` paces it)."""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DragTiming:
+    size: int            # render height, pixels
+    seconds: float
+    ui_fps: float        # UI loop frames per second
+    avatar_fps: float    # new avatar pictures put on stage per second
+    render_ms: float     # mean wall-clock time of a render on the render thread (pose + rasterise + RGBA)
+
+
+def measure_drag(app, size: int, seconds: float = 5.0, paced: bool = True) -> DragTiming:
+    """Drag the jawOpen slider back and forth (a full sweep each second) for ``seconds`` at
+    render height ``size`` and count the UI frames and the new avatar pictures shown."""
+    app.set_resolution(size)
+    t0 = time.perf_counter()
+    while not (app.renders.idle and app.renders.take_peek() is None):      # settle
+        if time.perf_counter() - t0 > 60:
+            raise TimeoutError("the first render did not arrive within 60 s")
+        app.step()
+    step = app.paced_step if paced else app.step
+    frames, shown0 = 0, app.frames_shown
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        app.set_weight("jawOpen", 0.5 - 0.5 * math.cos(2 * math.pi * (time.perf_counter() - t0)))
+        step()
+        frames += 1
+    dt = time.perf_counter() - t0
+    shown = app.frames_shown - shown0
+    app.set_weight("jawOpen", 0.0)
+    return DragTiming(size, dt, frames / dt, shown / dt, 1000 * (app.renders.mean_seconds() or 0.0))
+
+
+def bench_ui(sizes=(256, 512), seconds: float = 5.0, stage_size: tuple[int, int] = (720, 720)) -> list[DragTiming]:
+    """Open the app on the default avatar (as `python main.py` does) and time a slider drag at
+    each render size."""
+    if not os.environ.get("DISPLAY"):
+        raise SystemExit("bench ui opens the app's windows and needs an X display (DISPLAY is not set); "
+                         "on a headless machine run it under Xvfb, e.g. `Xvfb :99 & DISPLAY=:99 python main.py bench ui`")
+    from engine.headmodel.openhead import load_head_model
+    from engine.service import AvatarService, default_avatar
+    from spatialavatar_app.app.app import App, app_renderer
+
+    model = load_head_model()
+    app = App(AvatarService(model, default_avatar(model), renderer=app_renderer()), stage_size=stage_size)
+    app.open()
+    try:
+        return [measure_drag(app, s, seconds) for s in sizes]
+    finally:
+        app.close()
