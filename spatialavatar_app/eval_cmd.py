@@ -20,7 +20,8 @@ class Eval:
     AED/APD/AKD vs. the driver). `eval refine AVATAR VIDEO`: the refined
     avatar and the feed-forward start on the video's held-out frames (MSE, PSNR, SSIM, MS-SSIM,
     and LPIPS when --lpips-weights gives its weight files, which are not shipped; otherwise
-    LPIPS is reported as unavailable)."""
+    LPIPS is reported as unavailable); --align-test adds both avatars scored after aligning each
+    held-out frame's tracking to it (test-time protocol of IMavatar/PointAvatar)."""
 
     what: Annotated[Literal["ff", "refine"], tyro.conf.Positional]
     """ff: the feed-forward stage on videos; refine: a refined avatar on its video's held-out frames."""
@@ -43,6 +44,10 @@ class Eval:
     alex.pth (lpips/weights/v0.1/alex.pth of github.com/richzhang/PerceptualSimilarity)."""
     json: Optional[Path] = None
     """Also write the table's rows to this JSON file (null where a metric is unavailable)."""
+    align_test: bool = False
+    """refine: also score both avatars after aligning each held-out frame's tracked pose, jaw,
+    eyes and expression to the frame with that avatar frozen (IMavatar/PointAvatar's test-time
+    protocol; ~2 s per frame per avatar on a CPU). The tracked-as-is rows stay in the table."""
 
     def run(self) -> None:
         return self._refine() if self.what == "refine" else self._feedforward()
@@ -92,6 +97,21 @@ class Eval:
             write_json(self.json, rows, cross, matte)
             print(f"wrote {self.json}")
 
+    def _aligned(self, avatar, model, data, name: str, video_out, lpips):
+        """``avatar`` scored on the held-out frames after aligning their tracking to it."""
+        import dataclasses
+
+        from tqdm import tqdm
+
+        from engine.eval.refined import evaluate
+        from engine.refine.align import align_frames
+
+        with tqdm(total=len(data.test), desc=f"aligning ({name})", unit="frame") as bar:
+            params = align_frames(avatar, model, data, data.test, progress=lambda d, n: bar.update(1))
+        if video_out is not None:
+            video_out = video_out.with_name(f"{video_out.stem}_aligned{video_out.suffix}")
+        return evaluate(avatar, model, dataclasses.replace(data, params=params), name, video_out, lpips=lpips)
+
     def _lpips(self):
         from engine.metrics.lpips import load_lpips
 
@@ -122,6 +142,9 @@ class Eval:
         start, data = prepare(video, model, EVAL_SIDE)
         rows = [evaluate(start, model, data, "feed-forward start", lpips=lpips),
                 evaluate(refined, model, data, f"refined ({avatar_path.name})", self.side_by_side, lpips=lpips)]
+        if self.align_test:
+            rows += [self._aligned(start, model, data, "feed-forward start, aligned", None, lpips),
+                     self._aligned(refined, model, data, "refined, aligned", self.side_by_side, lpips)]
         print(f"held-out frames {data.first_test}..{len(data.found) - 1} of {video.name} ({rows[0].frames} with a face), "
               f"{data.images.shape[2]}x{data.images.shape[1]} px")
         print(f"{'avatar':<34} {'MSE x1e-3':>10} {'PSNR':>7} {'SSIM':>7} {'MS-SSIM':>8} {'LPIPS':>12}")
@@ -131,12 +154,18 @@ class Eval:
             print(f"{r.name[:34]:<34} {r.mse * 1e3:>10.3f} {r.psnr:>7.2f} {r.ssim:>7.4f} {msssim:>8} {lp:>12}")
         matte = MATTE_DEFINITION.format(dilate=MATTE_DILATE)
         print(matte)
+        if self.align_test:
+            print("aligned: each held-out frame's tracked rotation, translation, neck, jaw, eyes and expression "
+                  "optimised against the frame with the avatar frozen (engine.refine.align); other rows use the "
+                  "tracked parameters as they are")
         if rows[0].ms_ssim is None:
             print(f"MS-SSIM n/a: it needs frames of at least {ms_ssim_min_side()} px on the smaller side")
         if lpips is None:
             print("LPIPS unavailable: pass --lpips-weights alexnet-owt-7be5be79.pth alex.pth to compute it")
         if self.side_by_side:
             print(f"wrote {self.side_by_side}")
+            if self.align_test:
+                print(f"wrote {self.side_by_side.with_name(self.side_by_side.stem + '_aligned' + self.side_by_side.suffix)}")
         if self.json:
             write_json(self.json, rows, video.name, matte)
             print(f"wrote {self.json}")
