@@ -108,9 +108,13 @@ class Eval:
 
         with tqdm(total=len(data.test), desc=f"aligning ({name})", unit="frame") as bar:
             params = align_frames(avatar, model, data, data.test, progress=lambda d, n: bar.update(1))
-        if video_out is not None:
-            video_out = video_out.with_name(f"{video_out.stem}_aligned{video_out.suffix}")
         return evaluate(avatar, model, dataclasses.replace(data, params=params), name, video_out, lpips=lpips)
+
+    @property
+    def _aligned_video(self) -> Path | None:
+        """Where --side-by-side's aligned MP4 goes (beside the tracked-as-is one)."""
+        s = self.side_by_side
+        return None if s is None else s.with_name(f"{s.stem}_aligned{s.suffix}")
 
     def _lpips(self):
         from engine.metrics.lpips import load_lpips
@@ -144,7 +148,7 @@ class Eval:
                 evaluate(refined, model, data, f"refined ({avatar_path.name})", self.side_by_side, lpips=lpips)]
         if self.align_test:
             rows += [self._aligned(start, model, data, "feed-forward start, aligned", None, lpips),
-                     self._aligned(refined, model, data, "refined, aligned", self.side_by_side, lpips)]
+                     self._aligned(refined, model, data, "refined, aligned", self._aligned_video, lpips)]
         print(f"held-out frames {data.first_test}..{len(data.found) - 1} of {video.name} ({rows[0].frames} with a face), "
               f"{data.images.shape[2]}x{data.images.shape[1]} px")
         print(f"{'avatar':<34} {'MSE x1e-3':>10} {'PSNR':>7} {'SSIM':>7} {'MS-SSIM':>8} {'LPIPS':>12}")
@@ -165,7 +169,7 @@ class Eval:
         if self.side_by_side:
             print(f"wrote {self.side_by_side}")
             if self.align_test:
-                print(f"wrote {self.side_by_side.with_name(self.side_by_side.stem + '_aligned' + self.side_by_side.suffix)}")
+                print(f"wrote {self._aligned_video}")
         if self.json:
             write_json(self.json, rows, video.name, matte)
             print(f"wrote {self.json}")
