@@ -229,3 +229,16 @@ def test_texel_footprint_isolated_texel_falls_back_to_one_millimetre() -> None:
     slots = rasterize_uv(uvs, np.array([[0, 1, 2]]), 4)
     assert slots.texel.tolist() == [5]
     assert_close(texel_footprint(slots, torch.zeros(1, 3)), torch.tensor([0.001]))
+
+
+def test_place_passes_gradients_to_frames_that_need_them() -> None:
+    from engine.binding import SlotFrames, place
+
+    n = 50
+    qf = torch.nn.functional.normalize(torch.randn(n, 4), dim=-1)
+    c = torch.randn(n, 3, requires_grad=True)
+    frames = SlotFrames(quat_to_rotmat(qf), qf, c, torch.rand(n) + 0.1)
+    out = place(frames, torch.randn(n, 3), torch.randn(n, 4), torch.randn(n, 3), torch.rand(n, 3), torch.randn(n, 1))
+    up = torch.randn(n, 3)
+    (g,) = torch.autograd.grad(out.means, c, up)
+    assert_close(g, up)                                 # x = R·x_local·s + c
