@@ -14,10 +14,10 @@ class DragTiming:
     seconds: float
     ui_fps: float        # UI loop frames per second
     avatar_fps: float    # new avatar pictures put on stage per second
-    render_ms: float     # mean wall-clock time of a render on the render thread (pose + rasterise + RGBA)
+    render_ms: float     # mean time from the start of posing a frame to its RGBA picture (the stages overlap)
 
 
-def measure_drag(app, size: int, seconds: float = 5.0, paced: bool = True) -> DragTiming:
+def measure_drag(app, size: int, seconds: float = 5.0) -> DragTiming:
     """Drag the jawOpen slider back and forth (a full sweep each second) for ``seconds`` at
     render height ``size`` and count the UI frames and the new avatar pictures shown."""
     app.set_resolution(size)
@@ -26,12 +26,11 @@ def measure_drag(app, size: int, seconds: float = 5.0, paced: bool = True) -> Dr
         if time.perf_counter() - t0 > 60:
             raise TimeoutError("the first render did not arrive within 60 s")
         app.step()
-    step = app.paced_step if paced else app.step
     frames, shown0 = 0, app.frames_shown
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         app.set_weight("jawOpen", 0.5 - 0.5 * math.cos(2 * math.pi * (time.perf_counter() - t0)))
-        step()
+        app.paced_step()
         frames += 1
     dt = time.perf_counter() - t0
     shown = app.frames_shown - shown0
