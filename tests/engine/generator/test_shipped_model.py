@@ -20,7 +20,7 @@ def test_the_shipped_network_loads_and_differs_from_the_projective_stage(openhea
     model = HeadModel(openhead)
     net = load_generator(MODEL, model)
     assert net.cfg == TrainConfig.cpu_small().network
-    assert float(net.heads["color"][-1].weight.abs().sum()) > 0          # trained: no longer zero-initialised
+    assert float(net.heads["color"][-1].weight.detach().abs().sum()) > 0          # trained: no longer zero-initialised
     rng = np.random.default_rng(0)
     p = model.neutral()
     from engine.types import HeadParams
