@@ -296,7 +296,7 @@ def default_avatar(model: HeadModel) -> Avatar:
     path = _default_avatar_path(model)
     if path.exists():
         try:
-            return load_avatar(path)
+            return _with_source_thumbnail(load_avatar(path))
         except AvatarFileError:
             pass                                        # a damaged cache is rebuilt
     import tempfile
@@ -315,7 +315,18 @@ def default_avatar(model: HeadModel) -> Avatar:
     avatar = replace(avatar, metadata={**avatar.metadata, "sources": ["skimage.data.astronaut() (NASA, public domain)"]})
     path.parent.mkdir(parents=True, exist_ok=True)
     save_avatar(avatar, path)
-    return avatar
+    return _with_source_thumbnail(avatar)
+
+
+def _with_source_thumbnail(avatar: Avatar) -> Avatar:
+    """The default avatar with its source portrait (the astronaut) as its thumbnail, which the
+    panel shows; bundles cached before it had one get it here."""
+    if avatar.thumbnail is not None:
+        return avatar
+    import cv2
+    from skimage import data
+
+    return replace(avatar, thumbnail=cv2.resize(data.astronaut(), (128, 128), interpolation=cv2.INTER_AREA))
 
 
 def _default_avatar_path(model: HeadModel) -> Path:

@@ -112,3 +112,16 @@ def test_an_opened_ply_is_a_static_scene(model, tmp_path):
         svc.save(tmp_path / "a.savatar")
     svc.set_avatar(plain_avatar(model))                                                   # and back
     assert svc.avatar is not None
+
+
+def test_the_default_avatar_shows_its_source_portrait(openhead):
+    """The panel's thumbnails come from ``Avatar.thumbnail``; the default avatar's is the astronaut."""
+    import cv2
+
+    from engine.service import default_avatar
+
+    avatar = default_avatar(HeadModel(openhead))
+    thumb = np.asarray(avatar.thumbnail)
+    assert thumb.shape == (128, 128, 3) and thumb.dtype == np.uint8
+    small = cv2.resize(data.astronaut(), (128, 128), interpolation=cv2.INTER_AREA)
+    assert np.abs(thumb.astype(int) - small.astype(int)).mean() < 1
