@@ -121,10 +121,9 @@ class App:
             self._stage_px = self.stage.size
             self._push_view()
         self._poll_drive()
-        self._present(now)
+        if not self._present(now) and self.recorder is not None:
+            self.recorder.tick(now, None)          # keeps the recording's clock with the last picture
         self.stage.draw()
-        if self.recorder is not None:
-            self.recorder.tick(now, None)
         self._glx.restore()
         self._update_stats(now)
         self.dpg.render_dearpygui_frame()
@@ -152,6 +151,14 @@ class App:
         if self.recorder is not None:
             self.recorder.tick(now, self._stage_image(new.frame))
         return True
+
+    def settle(self, timeout: float = 60.0) -> None:
+        """Step until every requested render is on stage (for tests and benchmarks)."""
+        t0 = time.perf_counter()
+        while not (self.renders.idle and self.renders.take_peek() is None):
+            if time.perf_counter() - t0 > timeout:
+                raise TimeoutError(f"the requested render did not reach the stage within {timeout:.0f} s")
+            self.step()
 
     def running(self) -> bool:
         return self._running and self.dpg.is_dearpygui_running() and not self.stage.should_close()

@@ -21,11 +21,7 @@ def measure_drag(app, size: int, seconds: float = 5.0) -> DragTiming:
     """Drag the jawOpen slider back and forth (a full sweep each second) for ``seconds`` at
     render height ``size`` and count the UI frames and the new avatar pictures shown."""
     app.set_resolution(size)
-    t0 = time.perf_counter()
-    while not (app.renders.idle and app.renders.take_peek() is None):      # settle
-        if time.perf_counter() - t0 > 60:
-            raise TimeoutError("the first render did not arrive within 60 s")
-        app.step()
+    app.settle()
     frames, shown0 = 0, app.frames_shown
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds:

@@ -47,7 +47,7 @@ def main(out: Path, measure: bool) -> None:
 
     def settle() -> None:
         """Until every requested render is on stage."""
-        pump(lambda: app.renders.idle and app.renders.take_peek() is None, 60, "render")
+        app.settle()
         for _ in range(3):
             app.step()
 
