@@ -226,9 +226,10 @@ class AvatarService:
                      checkpoint: Path | None = None, **overrides) -> "RefineResult":
         """Track ``video``, refine (paper §2.5) from the feed-forward avatar of its reference frame
         (or the current avatar), score both on the held-out frames at the training resolution and
-        make the refined avatar current. ``progress(stage, fraction, step)``: stage "tracking" or
-        "refining"; ``step`` is the refiner's `Progress` (loss, ETA, preview) while refining."""
+        make the refined avatar current. ``progress(stage, fraction, step)``: stage "tracking",
+        "tracking (photometric)" (with a preset that asks for it) or "refining"; ``step`` is the refiner's `Progress` (loss, ETA, preview) while refining."""
         from engine.eval.refined import evaluate
+        from engine.refine.align import AlignCancelled, track_photometric
         from engine.refine.config import load_refine_config
         from engine.refine.refiner import RefineCancelled, refine
         from engine.refine.session import prepare
@@ -245,6 +246,12 @@ class AvatarService:
             report("tracking", done / max(total, 1), None)
 
         avatar, data = prepare(Path(video), self.model, cfg.resolution, start, log=lambda s: None, progress=tracked)
+        if cfg.photometric_tracking:
+            try:
+                data = track_photometric(avatar, self.model, data, cfg.track_config(),
+                                         lambda d, n: report("tracking (photometric)", d / max(n, 1), None), cancel)
+            except AlignCancelled:
+                raise Cancelled() from None
         try:
             refined = refine(avatar, self.model, data, cfg, lambda p: report("refining", p.iteration / p.total, p),
                              cancel, checkpoint)

@@ -49,6 +49,13 @@ class Eval:
     eyes and expression to the frame with that avatar frozen (IMavatar/PointAvatar's test-time
     protocol; ~2 s per frame per avatar on a CPU). The tracked-as-is rows stay in the table."""
 
+    tracking: Optional[Path] = None
+    """refine: the tracking to score with. Default: the one `refine` wrote beside the avatar
+    (<avatar stem>.tracking.npz) when it exists; otherwise the video is tracked again (landmarks,
+    then the photometric stage with the feed-forward start)."""
+    landmark_tracking: bool = False
+    """refine: score with the landmark tracker's parameters as they are (no photometric stage)."""
+
     def run(self) -> None:
         return self._refine() if self.what == "refine" else self._feedforward()
 
@@ -116,6 +123,32 @@ class Eval:
         s = self.side_by_side
         return None if s is None else s.with_name(f"{s.stem}_aligned{s.suffix}")
 
+    def _tracking(self, avatar_path: Path, start, model, data):
+        """(data tracked as the options say, a line saying how)."""
+        from tqdm import tqdm
+
+        from engine.io import AvatarFileError
+        from engine.io.params import load_params
+        from engine.refine.align import track_photometric
+        from engine.refine.config import RefineConfig
+        from spatialavatar_app.refine_cmd import tracking_path
+
+        if self.landmark_tracking:
+            return data, "the landmark tracker's, as they are"
+        path = self.tracking or tracking_path(avatar_path)
+        if self.tracking is not None or path.exists():
+            try:
+                params = load_params(path)[0]
+            except AvatarFileError as e:
+                raise SystemExit(str(e)) from e
+            if len(params.expr) != len(data.found):
+                raise SystemExit(f"{path} tracks {len(params.expr)} frames; the video has {len(data.found)}")
+            return data.with_params(params, model), f"{path} (written by refine)"
+        with tqdm(total=int(data.found.sum()), desc="photometric tracking", unit="frame") as bar:
+            data = track_photometric(start, model, data, RefineConfig().track_config(),
+                                     lambda d, n: bar.update(d - bar.n))
+        return data, "landmarks, then photometric alignment to the feed-forward start (as refine does)"
+
     def _lpips(self):
         from engine.metrics.lpips import load_lpips
 
@@ -144,11 +177,13 @@ class Eval:
         model = load_head_model()
         refined = load_avatar(avatar_path)
         start, data = prepare(video, model, EVAL_SIDE)
+        data, tracking = self._tracking(avatar_path, start, model, data)
         rows = [evaluate(start, model, data, "feed-forward start", lpips=lpips),
                 evaluate(refined, model, data, f"refined ({avatar_path.name})", self.side_by_side, lpips=lpips)]
         if self.align_test:
             rows += [self._aligned(start, model, data, "feed-forward start, aligned", None, lpips),
                      self._aligned(refined, model, data, "refined, aligned", self._aligned_video, lpips)]
+        print(f"tracking: {tracking}")
         print(f"held-out frames {data.first_test}..{len(data.found) - 1} of {video.name} ({rows[0].frames} with a face), "
               f"{data.images.shape[2]}x{data.images.shape[1]} px")
         print(f"{'avatar':<34} {'MSE x1e-3':>10} {'PSNR':>7} {'SSIM':>7} {'MS-SSIM':>8} {'LPIPS':>12}")

@@ -89,3 +89,40 @@ def test_drive_needs_one_driver_and_names_a_missing_camera():
         main(["drive"])
     with pytest.raises(SystemExit, match="camera 7: no camera at this index"):
         main(["drive", "--webcam", "7"])
+
+
+def test_eval_refine_scores_with_the_tracking_refine_wrote(tmp_path, openhead):
+    """`eval refine` takes the tracking `refine` wrote beside the avatar (or --tracking), refuses
+    one of another length, and --landmark-tracking keeps the landmark tracker's parameters."""
+    import dataclasses
+
+    import torch
+
+    from engine.headmodel.base import HeadModel
+    from engine.io.params import save_params
+    from engine.refine.data import VideoData
+    from engine.types import HeadParams
+    from spatialavatar_app.eval_cmd import Eval
+    from spatialavatar_app.refine_cmd import tracking_path
+
+    model = HeadModel(openhead)
+    n = 3
+    p = model.neutral()
+    landmarks = HeadParams(*(getattr(p, k).repeat(n, 1) for k in ("shape", "expr", "rotation", "neck", "jaw",
+                                                                   "eyes", "translation")))
+    data = VideoData("v", np.zeros((n, 8, 8, 3), np.uint8), np.ones((n, 8, 8), np.float32), landmarks, [None] * n,
+                     np.ones(n, bool), first_test=2)
+    avatar = tmp_path / "me.savatar"
+    assert tracking_path(avatar) == tmp_path / "me.tracking.npz"
+    photometric = dataclasses.replace(landmarks, jaw=torch.full((n, 3), 0.1))
+    save_params(photometric, tracking_path(avatar))
+    ev = Eval("refine", [avatar, tmp_path / "v.mp4"])
+    used, how = ev._tracking(avatar, None, model, data)
+    assert torch.equal(used.params.jaw, photometric.jaw) and "me.tracking.npz" in how
+    used, how = Eval("refine", [avatar, tmp_path / "v.mp4"], landmark_tracking=True)._tracking(avatar, None, model, data)
+    assert used is data and "landmark" in how
+    save_params(dataclasses.replace(photometric, **{k: getattr(photometric, k)[:2] for k in
+                                                    ("shape", "expr", "rotation", "neck", "jaw", "eyes",
+                                                     "translation")}), tmp_path / "short.npz")
+    with pytest.raises(SystemExit, match="short.npz tracks 2 frames; the video has 3"):
+        Eval("refine", [avatar, tmp_path / "v.mp4"], tracking=tmp_path / "short.npz")._tracking(avatar, None, model, data)

@@ -5,10 +5,17 @@ parameters are moved so that the avatar's render matches the frame inside its ev
 (L1 on black, as `engine.eval.refined` scores it), with a weak pull of the expression towards
 the tracked one. The avatar and the identity shape do not change.
 
-`python main.py eval refine --align-test` uses it on the held-out frames: the test-time
-protocol of IMavatar and PointAvatar, where each test frame's expression and pose are optimised
-against the frame with the trained avatar frozen. It measures how much of the held-out error is
-tracking rather than the avatar; the table keeps the tracked-as-is rows next to it.
+Two uses:
+
+- `track_photometric`: the tracker's photometric stage before refining. Every frame of the
+  video (training and held-out alike) is aligned to the *feed-forward start* avatar, which is
+  built from one training frame, and the refiner trains, and `eval refine` scores, on those
+  parameters: one tracking for the whole video, made without the avatar under evaluation, like
+  the photometric trackers behind the paper's data (metrical tracker, VHAP, EMICA-style).
+- `python main.py eval refine --align-test` on the held-out frames: the test-time protocol of
+  IMavatar and PointAvatar, where each test frame's expression and pose are optimised against
+  the frame with the *trained* avatar frozen. It measures how much of the held-out error is
+  tracking rather than the avatar; the table keeps the tracked rows next to it.
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import cv2
+import numpy as np
 import torch
 
 from engine.binding import Activated, place_activated, slot_frames
@@ -56,9 +64,11 @@ class AlignCancelled(Exception):
 
 def align_frames(avatar: Avatar, model: HeadModel, data: VideoData, frames: Sequence[int],
                  cfg: AlignConfig = AlignConfig(), progress: Callable[[int, int], None] | None = None,
-                 cancel: threading.Event | None = None) -> HeadParams:
+                 cancel: threading.Event | None = None, warm_start: bool = False) -> HeadParams:
     """``data.params`` with the FIELDS of ``frames`` aligned to their images; other frames as tracked.
-    ``progress(frames done, frames)`` after each frame."""
+    ``progress(frames done, frames)`` after each frame. ``warm_start``: a frame that follows the
+    previous one in the video starts from the tracked values plus that frame's correction (the
+    landmark tracker's errors change slowly), so fewer steps reach the same fit."""
     from engine.render.select import select
 
     renderer = select("cpu", need_grad=True)
@@ -67,6 +77,7 @@ def align_frames(avatar: Avatar, model: HeadModel, data: VideoData, frames: Sequ
         attrs = Activated.of(**{k: slots.gather(v) for k, v in avatar.gaussians.maps().items()})
     shape = avatar.shape[None].to(data.params.shape)
     out = {k: getattr(data.params, k).detach().clone() for k in FIELDS}
+    carry, last = None, None
     for done, t in enumerate(frames):
         if cancel is not None and cancel.is_set():
             raise AlignCancelled()
@@ -74,7 +85,10 @@ def align_frames(avatar: Avatar, model: HeadModel, data: VideoData, frames: Sequ
         cam, image, matte = _at_resolution(data, int(t), cfg.resolution)
         m = torch.from_numpy(matte)[..., None]
         target = torch.from_numpy(image).float() / 255 * m
-        var = {k: getattr(tracked, k).detach().clone().requires_grad_(True) for k in FIELDS}
+        var = {k: getattr(tracked, k).detach().clone() for k in FIELDS}
+        if warm_start and carry is not None and int(t) == last + 1:
+            var = {k: var[k] + carry[k] for k in FIELDS}
+        var = {k: v.requires_grad_(True) for k, v in var.items()}
         opt = torch.optim.Adam([{"params": [var[k]], "lr": cfg.lr(k)} for k in FIELDS])
         for _ in range(cfg.iterations):
             verts = model.vertices(dataclasses.replace(tracked, **var))[0]
@@ -85,9 +99,21 @@ def align_frames(avatar: Avatar, model: HeadModel, data: VideoData, frames: Sequ
             opt.step()
         for k in FIELDS:
             out[k][int(t)] = var[k].detach()[0]
+        carry, last = {k: var[k].detach() - getattr(tracked, k) for k in FIELDS}, int(t)
         if progress is not None:
             progress(done + 1, len(frames))
     return dataclasses.replace(data.params, **out)
+
+
+def track_photometric(start: Avatar, model: HeadModel, data: VideoData, cfg: AlignConfig,
+                      progress: Callable[[int, int], None] | None = None,
+                      cancel: threading.Event | None = None) -> VideoData:
+    """``data`` with every tracked frame aligned to the feed-forward ``start`` avatar (warm-started
+    along the video) and the head-and-neck mattes recut around the aligned mesh. Frames without a
+    face keep the landmark tracker's smoothed values."""
+    frames = np.flatnonzero(data.found)
+    params = align_frames(start, model, data, frames, cfg, progress, cancel, warm_start=True)
+    return data.with_params(params, model)
 
 
 def _at_resolution(data: VideoData, t: int, longer_side: int):

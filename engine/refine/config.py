@@ -45,12 +45,26 @@ class RefineConfig:
     """Hard clamp of log-scale relative to the triangle scale (None disables it: ablation)."""
     random_background: bool = True
     """Composite render and target on the same random colour each step (False: white)."""
+    photometric_tracking: bool = True
+    """Before refining, align every frame's tracked pose, jaw, eyes and expression to the
+    feed-forward start avatar (`engine.refine.align.track_photometric`); the refiner trains, and
+    `eval refine` scores, on that tracking. False: the landmark tracker's parameters as they are."""
+    track_iterations: int = 12
+    """Adam steps per frame of the photometric tracking (warm-started from the previous frame)."""
+    track_resolution: int = 128
+    """Longer side of the photometric tracking's renders, pixels."""
     checkpoint_every: int = 1000
     """Write a resumable checkpoint every this many iterations (0: never)."""
     preview_every: int = 250
     """Report a preview frame to the progress callback every this many iterations."""
     seed: int = 0
     """Random seed of frame order and backgrounds."""
+
+    def track_config(self):
+        """The photometric tracking's `AlignConfig`."""
+        from engine.refine.align import AlignConfig
+
+        return AlignConfig(iterations=self.track_iterations, resolution=self.track_resolution)
 
 
 def load_refine_config(name_or_path: str | Path = "default", **overrides) -> RefineConfig:

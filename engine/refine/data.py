@@ -1,6 +1,7 @@
 """Training data of the refiner: a tracked video, downscaled, split, with head-and-neck mattes."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,9 @@ def tracker_camera(K: np.ndarray, size: tuple[int, int], longer_side: int) -> Ca
 
 @dataclass
 class VideoData:
-    """Frames [N, h, w, 3] uint8 and eval mattes [N, h, w] float32 at the working resolution."""
+    """Frames [N, h, w, 3] uint8 and eval mattes [N, h, w] float32 at the working resolution;
+    ``person``: the person mattes [N, h, w] uint8 the eval mattes were cut from (None: the
+    mattes are fixed, as in synthetic tests)."""
 
     name: str
     images: np.ndarray
@@ -46,6 +49,16 @@ class VideoData:
     cameras: list[Camera]
     found: np.ndarray
     first_test: int
+    person: np.ndarray | None = None
+
+    def with_params(self, params: HeadParams, model: HeadModel) -> "VideoData":
+        """The same frames tracked by ``params``; the head-and-neck mattes follow the new mesh."""
+        if self.person is None:
+            return dataclasses.replace(self, params=params)
+        h, w = self.images.shape[1:3]
+        mattes = np.stack([head_matte(model, params.frame(i), self.person[i], float(self.cameras[i].K[0, 0]), (h, w))
+                           for i in range(len(self.found))])
+        return dataclasses.replace(self, params=params, mattes=mattes)
 
     @property
     def train(self) -> np.ndarray:
@@ -80,11 +93,12 @@ def load_video_data(path: Path, tracked, model: HeadModel, longer_side: int) -> 
     h, w = cams[0].height, cams[0].width
     images = np.zeros((n, h, w, 3), np.uint8)
     mattes = np.zeros((n, h, w), np.float32)
+    person = np.zeros((n, h, w), np.uint8)
     with VideoReader(path) as video:
         for i, rgb in enumerate(video):
             if i >= n:
                 break
             images[i] = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA) if rgb.shape[:2] != (h, w) else rgb
-            person = cv2.resize(tracked.mattes[i], (w, h), interpolation=cv2.INTER_AREA)
-            mattes[i] = head_matte(model, tracked.params.frame(i), person, float(cams[i].K[0, 0]), (h, w))
-    return VideoData(Path(path).stem, images, mattes, tracked.params, cams, tracked.found, first_test)
+            person[i] = cv2.resize(tracked.mattes[i], (w, h), interpolation=cv2.INTER_AREA)
+            mattes[i] = head_matte(model, tracked.params.frame(i), person[i], float(cams[i].K[0, 0]), (h, w))
+    return VideoData(Path(path).stem, images, mattes, tracked.params, cams, tracked.found, first_test, person)
