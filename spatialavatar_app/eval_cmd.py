@@ -127,23 +127,18 @@ class Eval:
         """(data tracked as the options say, a line saying how)."""
         from tqdm import tqdm
 
-        from engine.io import AvatarFileError
-        from engine.io.params import load_params
         from engine.refine.align import track_photometric
         from engine.refine.config import RefineConfig
-        from spatialavatar_app.refine_cmd import tracking_path
+        from engine.refine.session import load_tracking, tracking_path
 
         if self.landmark_tracking:
             return data, "the landmark tracker's, as they are"
         path = self.tracking or tracking_path(avatar_path)
         if self.tracking is not None or path.exists():
             try:
-                params = load_params(path)[0]
-            except AvatarFileError as e:
+                return load_tracking(path, data, model), f"{path}"
+            except ValueError as e:
                 raise SystemExit(str(e)) from e
-            if len(params.expr) != len(data.found):
-                raise SystemExit(f"{path} tracks {len(params.expr)} frames; the video has {len(data.found)}")
-            return data.with_params(params, model), f"{path} (written by refine)"
         with tqdm(total=int(data.found.sum()), desc="photometric tracking", unit="frame") as bar:
             data = track_photometric(start, model, data, RefineConfig().track_config(),
                                      lambda d, n: bar.update(d - bar.n))

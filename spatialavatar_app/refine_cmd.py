@@ -48,14 +48,17 @@ class Refine:
     """Ablation: white background instead of a shared random one."""
     landmark_tracking: bool = False
     """Train on the landmark tracker's parameters as they are (no photometric tracking stage)."""
+    tracking: Optional[Path] = None
+    """Train on this tracking (a .tracking.npz an earlier refine wrote) instead of tracking the
+    video photometrically. Without it, a tracking beside --avatar (<avatar stem>.tracking.npz) is
+    reused, so continuing a refined avatar (e.g. --preset polish) keeps the tracking it was
+    refined with; with --resume, the one beside --out."""
 
     def run(self) -> None:
         from tqdm import tqdm
 
         from engine.headmodel.openhead import load_head_model
         from engine.io import load_avatar, save_avatar
-        from engine.io.params import load_params, save_params
-        from engine.refine.align import AlignCancelled, track_photometric
         from engine.refine.config import load_refine_config
         from engine.refine.refiner import RefineCancelled, refine
         from engine.refine.session import prepare
@@ -78,22 +81,8 @@ class Refine:
                                network=self.network)
         ckpt = self.checkpoint or self.out.with_suffix(".ckpt")
         stop = threading.Event()
-        if cfg.photometric_tracking:
-            tracking = tracking_path(self.out)
-            if self.resume and tracking.exists():
-                data = data.with_params(load_params(tracking)[0], model)
-                print(f"photometric tracking from {tracking}", file=sys.stderr)
-            else:
-                with tqdm(total=int(data.found.sum()), desc="photometric tracking", unit="frame") as tbar:
-                    try:
-                        data = track_photometric(avatar, model, data, cfg.track_config(),
-                                                 lambda d, n: tbar.update(d - tbar.n), stop)
-                    except KeyboardInterrupt:
-                        raise SystemExit("stopped during the photometric tracking; nothing was written") from None
-                    except AlignCancelled:
-                        raise SystemExit("cancelled during the photometric tracking") from None
-                save_params(data.params, tracking)
-                print(f"wrote {tracking}", file=sys.stderr)
+        if cfg.photometric_tracking or self.tracking is not None:
+            data = self._tracked(cfg, model, avatar, data, stop)
         bar = tqdm(total=cfg.iterations, desc="refining", unit="it")
 
         def progress(p) -> None:
@@ -114,7 +103,38 @@ class Refine:
         print(f"wrote {self.out} ({cfg.iterations} iterations on {len(data.train)} frames of {data.name}; "
               f"{len(data.test)} held out, {int((~data.found).sum())} without a face skipped)")
 
+    def _tracked(self, cfg, model, avatar, data, stop: threading.Event):
+        """``data`` on the photometric tracking: reused from a file when there is one (see
+        --tracking), otherwise aligned to ``avatar`` now; written beside --out either way."""
+        from tqdm import tqdm
 
-def tracking_path(avatar: Path) -> Path:
-    """Where `refine` writes the tracking it trained on, beside the avatar bundle."""
-    return avatar.with_name(f"{avatar.stem}.tracking.npz")
+        from engine.io.params import save_params
+        from engine.refine.align import AlignCancelled, track_photometric
+        from engine.refine.session import load_tracking, tracking_path
+
+        out = tracking_path(self.out)
+        reuse = self.tracking
+        if reuse is None and self.avatar is not None and tracking_path(self.avatar).exists():
+            reuse = tracking_path(self.avatar)
+        if reuse is None and self.resume and out.exists():
+            reuse = out
+        if reuse is not None:
+            try:
+                data = load_tracking(reuse, data, model)
+            except ValueError as e:
+                raise SystemExit(str(e)) from e
+            print(f"tracking from {reuse}", file=sys.stderr)
+        else:
+            with tqdm(total=int(data.found.sum()), desc="photometric tracking", unit="frame") as bar:
+                try:
+                    data = track_photometric(avatar, model, data, cfg.track_config(),
+                                             lambda d, n: bar.update(d - bar.n), stop)
+                except KeyboardInterrupt:
+                    raise SystemExit("stopped during the photometric tracking; nothing was written") from None
+                except AlignCancelled:
+                    raise SystemExit("cancelled during the photometric tracking") from None
+        if reuse is None or reuse.resolve() != out.resolve():
+            save_params(data.params, out)
+            print(f"wrote {out}", file=sys.stderr)
+        return data
+

@@ -91,6 +91,20 @@ def test_drive_needs_one_driver_and_names_a_missing_camera():
         main(["drive", "--webcam", "7"])
 
 
+FIELDS = ("shape", "expr", "rotation", "neck", "jaw", "eyes", "translation")
+
+
+def three_frames(model):
+    """A 3-frame video's data (2 training, 1 held out), all tracked at the neutral pose."""
+    from engine.refine.data import VideoData
+    from engine.types import HeadParams
+
+    p = model.neutral()
+    return VideoData("v", np.zeros((3, 8, 8, 3), np.uint8), np.ones((3, 8, 8), np.float32),
+                     HeadParams(*(getattr(p, k).repeat(3, 1) for k in FIELDS)), [None] * 3, np.ones(3, bool),
+                     first_test=2)
+
+
 def test_eval_refine_scores_with_the_tracking_refine_wrote(tmp_path, openhead):
     """`eval refine` takes the tracking `refine` wrote beside the avatar (or --tracking), refuses
     one of another length, and --landmark-tracking keeps the landmark tracker's parameters."""
@@ -100,29 +114,50 @@ def test_eval_refine_scores_with_the_tracking_refine_wrote(tmp_path, openhead):
 
     from engine.headmodel.base import HeadModel
     from engine.io.params import save_params
-    from engine.refine.data import VideoData
-    from engine.types import HeadParams
+    from engine.refine.session import tracking_path
     from spatialavatar_app.eval_cmd import Eval
-    from spatialavatar_app.refine_cmd import tracking_path
 
     model = HeadModel(openhead)
-    n = 3
-    p = model.neutral()
-    landmarks = HeadParams(*(getattr(p, k).repeat(n, 1) for k in ("shape", "expr", "rotation", "neck", "jaw",
-                                                                   "eyes", "translation")))
-    data = VideoData("v", np.zeros((n, 8, 8, 3), np.uint8), np.ones((n, 8, 8), np.float32), landmarks, [None] * n,
-                     np.ones(n, bool), first_test=2)
+    data = three_frames(model)
     avatar = tmp_path / "me.savatar"
     assert tracking_path(avatar) == tmp_path / "me.tracking.npz"
-    photometric = dataclasses.replace(landmarks, jaw=torch.full((n, 3), 0.1))
+    photometric = dataclasses.replace(data.params, jaw=torch.full((3, 3), 0.1))
     save_params(photometric, tracking_path(avatar))
     ev = Eval("refine", [avatar, tmp_path / "v.mp4"])
     used, how = ev._tracking(avatar, None, model, data)
-    assert torch.equal(used.params.jaw, photometric.jaw) and "me.tracking.npz" in how
+    assert torch.equal(used.params.jaw, photometric.jaw) and how.endswith("me.tracking.npz")
     used, how = Eval("refine", [avatar, tmp_path / "v.mp4"], landmark_tracking=True)._tracking(avatar, None, model, data)
     assert used is data and "landmark" in how
-    save_params(dataclasses.replace(photometric, **{k: getattr(photometric, k)[:2] for k in
-                                                    ("shape", "expr", "rotation", "neck", "jaw", "eyes",
-                                                     "translation")}), tmp_path / "short.npz")
+    save_params(dataclasses.replace(photometric, **{k: getattr(photometric, k)[:2] for k in FIELDS}),
+                tmp_path / "short.npz")
     with pytest.raises(SystemExit, match="short.npz tracks 2 frames; the video has 3"):
         Eval("refine", [avatar, tmp_path / "v.mp4"], tracking=tmp_path / "short.npz")._tracking(avatar, None, model, data)
+
+
+def test_refine_reuses_the_tracking_beside_its_start_and_writes_it_beside_its_output(tmp_path, openhead):
+    """Continuing a refined avatar (--avatar A, e.g. --preset polish) trains on A's tracking, not on
+    a new alignment to A, and leaves a copy beside --out for `eval refine`."""
+    import dataclasses
+    import threading
+
+    import torch
+
+    from engine.headmodel.base import HeadModel
+    from engine.io.params import load_params, save_params
+    from engine.refine.config import load_refine_config
+    from engine.refine.session import tracking_path
+    from spatialavatar_app.refine_cmd import Refine
+
+    model = HeadModel(openhead)
+    data = three_frames(model)
+    start = tmp_path / "refined.savatar"
+    earlier = dataclasses.replace(data.params, jaw=torch.full((3, 3), 0.2))
+    save_params(earlier, tracking_path(start))
+    cmd = Refine(tmp_path / "v.mp4", out=tmp_path / "polished.savatar", avatar=start, preset="polish")
+    used = cmd._tracked(load_refine_config("polish"), model, None, data, threading.Event())
+    assert torch.equal(used.params.jaw, earlier.jaw)
+    assert torch.equal(load_params(tmp_path / "polished.tracking.npz")[0].jaw, earlier.jaw)
+    save_params(dataclasses.replace(earlier, **{k: getattr(earlier, k)[:1] for k in FIELDS}), tmp_path / "one.npz")
+    with pytest.raises(SystemExit, match="one.npz tracks 1 frames; the video has 3"):
+        Refine(tmp_path / "v.mp4", out=tmp_path / "x.savatar", tracking=tmp_path / "one.npz")._tracked(
+            load_refine_config("default"), model, None, data, threading.Event())

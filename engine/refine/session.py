@@ -41,3 +41,23 @@ def prepare(video: Path, model: HeadModel, resolution: int, avatar: Avatar | Non
     elif avatar.head_model != model.name:
         raise ValueError(f"the avatar was made for {avatar.head_model!r}, not {model.name!r}")
     return avatar, data
+
+
+def tracking_path(avatar: Path) -> Path:
+    """Where `python main.py refine` writes the tracking it trained on: beside the avatar bundle."""
+    return avatar.with_name(f"{avatar.stem}.tracking.npz")
+
+
+def load_tracking(path: Path, data: VideoData, model: HeadModel) -> VideoData:
+    """``data`` on the tracking in ``path`` (an .npz of `engine.io.params`, one row per frame of
+    the video); ValueError naming the file when it does not fit the video."""
+    from engine.io import AvatarFileError
+    from engine.io.params import load_params
+
+    try:
+        params = load_params(path)[0]
+    except AvatarFileError as e:
+        raise ValueError(str(e)) from e
+    if len(params.expr) != len(data.found):
+        raise ValueError(f"{path} tracks {len(params.expr)} frames; the video has {len(data.found)}")
+    return data.with_params(params, model)
