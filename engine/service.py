@@ -227,7 +227,8 @@ class AvatarService:
         """Track ``video``, refine (paper §2.5) from the feed-forward avatar of its reference frame
         (or the current avatar), score both on the held-out frames at the training resolution and
         make the refined avatar current. ``progress(stage, fraction, step)``: stage "tracking",
-        "tracking (photometric)" (with a preset that asks for it) or "refining"; ``step`` is the refiner's `Progress` (loss, ETA, preview) while refining."""
+        "tracking (photometric)" (with a preset that asks for it) or "refining"; ``step`` is the
+        refiner's `Progress` (loss, ETA, preview) while refining."""
         from engine.eval.refined import evaluate
         from engine.refine.align import AlignCancelled, track_photometric
         from engine.refine.config import load_refine_config
