@@ -20,7 +20,8 @@ class Eval:
     AED/APD/AKD vs. the driver). `eval refine AVATAR VIDEO`: the refined
     avatar and the feed-forward start on the video's held-out frames (MSE, PSNR, SSIM, MS-SSIM,
     and LPIPS when --lpips-weights gives its weight files, which are not shipped; otherwise
-    LPIPS is reported as unavailable); --align-test adds both avatars scored after aligning each
+    LPIPS is reported as unavailable), with the tracking `refine` trained on (the .tracking.npz
+    beside the avatar); --align-test adds both avatars scored after aligning each
     held-out frame's tracking to it (test-time protocol of IMavatar/PointAvatar)."""
 
     what: Annotated[Literal["ff", "refine"], tyro.conf.Positional]
