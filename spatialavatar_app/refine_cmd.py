@@ -29,7 +29,9 @@ class Refine:
     """Start from the trained feed-forward network's avatar of the reference frame (OUT/network.pt
     of `python main.py train`, e.g. models/network_cpu_small.pt) instead of the projective stage's."""
     preset: str = "default"
-    """Hyperparameter preset: default (10K iterations at 256 px) or fast (1.5K at 192 px), or a .json file."""
+    """Hyperparameter preset: default (10K iterations at 256 px, photometric tracking first), fast
+    (1.5K at 192 px, landmark tracking), polish (3K at up to 512 px, to continue a refined --avatar),
+    or a .json file."""
     iterations: Optional[int] = None
     """Override the preset's iteration count."""
     resolution: Optional[int] = None
