@@ -167,6 +167,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     model = load_head_model()
     start, data = prepare(args.video, model, base.resolution, log=lambda s: print(s, file=sys.stderr))
+    if base.photometric_tracking:       # as `refine` trains: one photometric tracking for every configuration
+        from engine.refine.align import track_photometric
+
+        data = track_photometric(start, model, data, base.track_config())
     avatars = {"start (feed-forward)": start, **refined_avatars(start, model, data, base, args.out)}
 
     frames = data.test[:: args.frame_step]
