@@ -30,9 +30,9 @@ class Refine:
     """Start from the trained feed-forward network's avatar of the reference frame (OUT/network.pt
     of `python main.py train`, e.g. models/network_cpu_small.pt) instead of the projective stage's."""
     preset: str = "default"
-    """Hyperparameter preset: default (10K iterations at 256 px, photometric tracking first), fast
-    (1.5K at 192 px, landmark tracking), polish (3K at up to 512 px, to continue a refined --avatar),
-    or a .json file."""
+    """Hyperparameter preset: default (photometric tracking, 10K iterations at 256 px, re-tracking
+    to the refined avatar), fast (1.5K at 192 px, landmark tracking), polish (3K at up to 512 px,
+    to continue a refined --avatar, then re-tracking), or a .json file."""
     iterations: Optional[int] = None
     """Override the preset's iteration count."""
     resolution: Optional[int] = None
