@@ -227,11 +227,8 @@ class AvatarService:
         """Track ``video``, refine (paper §2.5) from the feed-forward avatar of its reference frame
         (or the current avatar), score both on the held-out frames at the training resolution and
         make the refined avatar current. ``progress(stage, fraction, step)``: stage "tracking",
-        "tracking (photometric)" (with a preset that asks for it), "refining", "re-tracking" (with
-        a preset that asks for it: the held-out frames are then scored on the tracking aligned to
-        the refined avatar) and "scoring"; ``step`` is the refiner's `Progress` (loss, ETA,
-        preview) while refining. A cancel before the refiner ends is a `Cancelled`; one during the
-        re-tracking keeps the refined avatar and scores it on the tracking it was trained on."""
+        "tracking (photometric)" (with a preset that asks for it) or "refining"; ``step`` is the
+        refiner's `Progress` (loss, ETA, preview) while refining."""
         from engine.eval.refined import evaluate
         from engine.refine.align import AlignCancelled, track_photometric
         from engine.refine.config import load_refine_config
@@ -261,12 +258,6 @@ class AvatarService:
                              cancel, checkpoint)
         except RefineCancelled:
             raise Cancelled() from None
-        if cfg.retrack:
-            try:
-                data = track_photometric(refined, self.model, data, cfg.retrack_config(),
-                                         lambda d, n: report("re-tracking", d / max(n, 1), None), cancel)
-            except AlignCancelled:
-                pass
         report("scoring", 1.0, None)
         before, after = evaluate(avatar, self.model, data, "start"), evaluate(refined, self.model, data, "refined")
         self.set_avatar(refined)

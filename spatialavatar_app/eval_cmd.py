@@ -20,10 +20,9 @@ class Eval:
     AED/APD/AKD vs. the driver). `eval refine AVATAR VIDEO`: the refined
     avatar and the feed-forward start on the video's held-out frames (MSE, PSNR, SSIM, MS-SSIM,
     and LPIPS when --lpips-weights gives its weight files, which are not shipped; otherwise
-    LPIPS is reported as unavailable), with the tracking `refine` wrote beside the avatar (its
-    .tracking.npz: with the default preset, every frame aligned to the refined avatar);
-    --align-test adds both avatars scored after aligning each held-out frame's tracking to it
-    (test-time protocol of IMavatar/PointAvatar)."""
+    LPIPS is reported as unavailable), with the tracking `refine` trained on (the .tracking.npz
+    beside the avatar); --align-test adds both avatars scored after aligning each
+    held-out frame's tracking to it (test-time protocol of IMavatar/PointAvatar)."""
 
     what: Annotated[Literal["ff", "refine"], tyro.conf.Positional]
     """ff: the feed-forward stage on videos; refine: a refined avatar on its video's held-out frames."""
@@ -53,8 +52,8 @@ class Eval:
 
     tracking: Optional[Path] = None
     """refine: the tracking to score with. Default: the one `refine` wrote beside the avatar
-    (<avatar stem>.tracking.npz) when it exists; otherwise the video is tracked again as refine
-    does (landmarks, photometric alignment to the feed-forward start, then to the refined avatar)."""
+    (<avatar stem>.tracking.npz) when it exists; otherwise the video is tracked again (landmarks,
+    then the photometric stage with the feed-forward start)."""
     landmark_tracking: bool = False
     """refine: score with the landmark tracker's parameters as they are (no photometric stage)."""
 
@@ -125,33 +124,26 @@ class Eval:
         s = self.side_by_side
         return None if s is None else s.with_name(f"{s.stem}_aligned{s.suffix}")
 
-    def _tracking(self, avatar_path: Path, start, refined, model, data):
+    def _tracking(self, avatar_path: Path, start, model, data):
         """(data tracked as the options say, a line saying how)."""
         from tqdm import tqdm
 
         from engine.refine.align import track_photometric
         from engine.refine.config import RefineConfig
-        from engine.refine.session import load_tracking, tracking_origin, tracking_path
+        from engine.refine.session import load_tracking, tracking_path
 
         if self.landmark_tracking:
             return data, "the landmark tracker's, as they are"
         path = self.tracking or tracking_path(avatar_path)
         if self.tracking is not None or path.exists():
             try:
-                data = load_tracking(path, data, model)
+                return load_tracking(path, data, model), f"{path}"
             except ValueError as e:
                 raise SystemExit(str(e)) from e
-            how = tracking_origin(path)
-            return data, f"{path}" + (f" ({how})" if how else "")
-        cfg = RefineConfig()
         with tqdm(total=int(data.found.sum()), desc="photometric tracking", unit="frame") as bar:
-            data = track_photometric(start, model, data, cfg.track_config(), lambda d, n: bar.update(d - bar.n))
-        if not cfg.retrack:
-            return data, "landmarks, then photometric alignment to the feed-forward start (as refine does)"
-        with tqdm(total=int(data.found.sum()), desc="re-tracking", unit="frame") as bar:
-            data = track_photometric(refined, model, data, cfg.retrack_config(), lambda d, n: bar.update(d - bar.n))
-        return data, ("landmarks, then photometric alignment to the feed-forward start and then to the refined "
-                      "avatar (as refine does)")
+            data = track_photometric(start, model, data, RefineConfig().track_config(),
+                                     lambda d, n: bar.update(d - bar.n))
+        return data, "landmarks, then photometric alignment to the feed-forward start (as refine does)"
 
     def _lpips(self):
         from engine.metrics.lpips import load_lpips
@@ -181,7 +173,7 @@ class Eval:
         model = load_head_model()
         refined = load_avatar(avatar_path)
         start, data = prepare(video, model, EVAL_SIDE)
-        data, tracking = self._tracking(avatar_path, start, refined, model, data)
+        data, tracking = self._tracking(avatar_path, start, model, data)
         rows = [evaluate(start, model, data, "feed-forward start", lpips=lpips),
                 evaluate(refined, model, data, f"refined ({avatar_path.name})", self.side_by_side, lpips=lpips)]
         if self.align_test:

@@ -16,8 +16,7 @@ class Refine:
     feed-forward avatar of its reference frame (or --avatar), optimise for --iterations steps on
     the training frames (the last quarter, or 350 frames of long videos, is held out), save.
     With the default preset every frame's tracking is first aligned photometrically to the start
-    avatar and, after refining, aligned again to the refined avatar; that last tracking is written
-    beside the avatar (<out>.tracking.npz) for `eval refine` and for continuing (--preset polish).
+    avatar; that tracking is written beside the avatar (<out>.tracking.npz) for `eval refine`.
     Ctrl-C stops cleanly; the last checkpoint stays loadable and --resume continues it."""
 
     video: tyro.conf.Positional[Path]
@@ -30,9 +29,9 @@ class Refine:
     """Start from the trained feed-forward network's avatar of the reference frame (OUT/network.pt
     of `python main.py train`, e.g. models/network_cpu_small.pt) instead of the projective stage's."""
     preset: str = "default"
-    """Hyperparameter preset: default (photometric tracking, 10K iterations at 256 px, re-tracking
-    to the refined avatar), fast (1.5K at 192 px, landmark tracking), polish (3K at up to 512 px,
-    to continue a refined --avatar, then re-tracking), or a .json file."""
+    """Hyperparameter preset: default (10K iterations at 256 px, photometric tracking first), fast
+    (1.5K at 192 px, landmark tracking), polish (3K at up to 512 px, to continue a refined --avatar),
+    or a .json file."""
     iterations: Optional[int] = None
     """Override the preset's iteration count."""
     resolution: Optional[int] = None
@@ -105,28 +104,6 @@ class Refine:
         save_avatar(refined, self.out)
         print(f"wrote {self.out} ({cfg.iterations} iterations on {len(data.train)} frames of {data.name}; "
               f"{len(data.test)} held out, {int((~data.found).sum())} without a face skipped)")
-        if cfg.retrack:
-            self._retrack(cfg, model, refined, data, stop)
-
-    def _retrack(self, cfg, model, refined, data, stop: threading.Event) -> None:
-        """Align every frame's tracking to the refined avatar and write it beside --out
-        (`RefineConfig.retrack`); stopped, the tracking the avatar was trained on stays there."""
-        from tqdm import tqdm
-
-        from engine.io.params import save_params
-        from engine.refine.align import AlignCancelled, track_photometric
-        from engine.refine.session import tracking_path
-
-        out = tracking_path(self.out)
-        with tqdm(total=int(data.found.sum()), desc="re-tracking", unit="frame") as bar:
-            try:
-                data = track_photometric(refined, model, data, cfg.retrack_config(),
-                                         lambda d, n: bar.update(d - bar.n), stop)
-            except (KeyboardInterrupt, AlignCancelled):
-                raise SystemExit(f"stopped during the re-tracking; {self.out} is saved, and {out} is the "
-                                 "tracking it was trained on") from None
-        save_params(data.params, out, made_with=f"photometric alignment to the refined avatar {self.out.name}")
-        print(f"wrote {out} (every frame aligned to the refined avatar)", file=sys.stderr)
 
     def _tracked(self, cfg, model, avatar, data, stop: threading.Event):
         """``data`` on the photometric tracking: reused from a file when there is one (see
@@ -135,7 +112,7 @@ class Refine:
 
         from engine.io.params import save_params
         from engine.refine.align import AlignCancelled, track_photometric
-        from engine.refine.session import load_tracking, tracking_origin, tracking_path
+        from engine.refine.session import load_tracking, tracking_path
 
         out = tracking_path(self.out)
         reuse = self.tracking
@@ -159,8 +136,7 @@ class Refine:
                 except AlignCancelled:
                     raise SystemExit("cancelled during the photometric tracking") from None
         if reuse is None or reuse.resolve() != out.resolve():
-            how = "photometric alignment to the start avatar" if reuse is None else tracking_origin(reuse)
-            save_params(data.params, out, made_with=how)
+            save_params(data.params, out)
             print(f"wrote {out}", file=sys.stderr)
         return data
 

@@ -122,19 +122,16 @@ def test_eval_refine_scores_with_the_tracking_refine_wrote(tmp_path, openhead):
     avatar = tmp_path / "me.savatar"
     assert tracking_path(avatar) == tmp_path / "me.tracking.npz"
     photometric = dataclasses.replace(data.params, jaw=torch.full((3, 3), 0.1))
-    save_params(photometric, tracking_path(avatar), made_with="photometric alignment to the refined avatar me.savatar")
+    save_params(photometric, tracking_path(avatar))
     ev = Eval("refine", [avatar, tmp_path / "v.mp4"])
-    used, how = ev._tracking(avatar, None, None, model, data)
-    assert torch.equal(used.params.jaw, photometric.jaw)
-    assert how == f"{tracking_path(avatar)} (photometric alignment to the refined avatar me.savatar)"
-    used, how = Eval("refine", [avatar, tmp_path / "v.mp4"], landmark_tracking=True)._tracking(avatar, None, None,
-                                                                                               model, data)
+    used, how = ev._tracking(avatar, None, model, data)
+    assert torch.equal(used.params.jaw, photometric.jaw) and how.endswith("me.tracking.npz")
+    used, how = Eval("refine", [avatar, tmp_path / "v.mp4"], landmark_tracking=True)._tracking(avatar, None, model, data)
     assert used is data and "landmark" in how
     save_params(dataclasses.replace(photometric, **{k: getattr(photometric, k)[:2] for k in FIELDS}),
                 tmp_path / "short.npz")
     with pytest.raises(SystemExit, match="short.npz tracks 2 frames; the video has 3"):
-        Eval("refine", [avatar, tmp_path / "v.mp4"], tracking=tmp_path / "short.npz")._tracking(avatar, None, None,
-                                                                                              model, data)
+        Eval("refine", [avatar, tmp_path / "v.mp4"], tracking=tmp_path / "short.npz")._tracking(avatar, None, model, data)
 
 
 def test_refine_reuses_the_tracking_beside_its_start_and_writes_it_beside_its_output(tmp_path, openhead):
@@ -155,57 +152,12 @@ def test_refine_reuses_the_tracking_beside_its_start_and_writes_it_beside_its_ou
     data = three_frames(model)
     start = tmp_path / "refined.savatar"
     earlier = dataclasses.replace(data.params, jaw=torch.full((3, 3), 0.2))
-    save_params(earlier, tracking_path(start), made_with="photometric alignment to the refined avatar refined.savatar")
+    save_params(earlier, tracking_path(start))
     cmd = Refine(tmp_path / "v.mp4", out=tmp_path / "polished.savatar", avatar=start, preset="polish")
     used = cmd._tracked(load_refine_config("polish"), model, None, data, threading.Event())
     assert torch.equal(used.params.jaw, earlier.jaw)
-    params, extras = load_params(tmp_path / "polished.tracking.npz")
-    assert torch.equal(params.jaw, earlier.jaw)
-    assert str(extras["made_with"]) == "photometric alignment to the refined avatar refined.savatar"
+    assert torch.equal(load_params(tmp_path / "polished.tracking.npz")[0].jaw, earlier.jaw)
     save_params(dataclasses.replace(earlier, **{k: getattr(earlier, k)[:1] for k in FIELDS}), tmp_path / "one.npz")
     with pytest.raises(SystemExit, match="one.npz tracks 1 frames; the video has 3"):
         Refine(tmp_path / "v.mp4", out=tmp_path / "x.savatar", tracking=tmp_path / "one.npz")._tracked(
             load_refine_config("default"), model, None, data, threading.Event())
-
-
-def test_refine_retracks_to_the_refined_avatar_and_keeps_the_trained_tracking_when_stopped(tmp_path, openhead,
-                                                                                          monkeypatch):
-    """After refining, every frame's tracking is aligned to the refined avatar (at the preset's
-    re-tracking resolution) and written beside --out with how it was made; a Ctrl-C during it
-    leaves the tracking the avatar was trained on there and says so."""
-    import dataclasses
-    import threading
-
-    import torch
-
-    import engine.refine.align as align
-    from engine.headmodel.base import HeadModel
-    from engine.io.params import load_params, save_params
-    from engine.refine.config import load_refine_config
-    from engine.refine.session import tracking_path
-    from spatialavatar_app.refine_cmd import Refine
-
-    model = HeadModel(openhead)
-    data = three_frames(model)
-    cfg = load_refine_config("default")
-    refined, calls = object(), []
-
-    def fake_track(avatar, model_, d, acfg, progress, cancel):
-        calls.append((avatar, acfg.resolution))
-        return dataclasses.replace(d, params=dataclasses.replace(d.params, jaw=torch.full((3, 3), 0.3)))
-    monkeypatch.setattr(align, "track_photometric", fake_track)
-    out = tmp_path / "me.savatar"
-    Refine(tmp_path / "v.mp4", out=out)._retrack(cfg, model, refined, data, threading.Event())
-    assert calls == [(refined, cfg.retrack_resolution)]
-    params, extras = load_params(tracking_path(out))
-    assert torch.equal(params.jaw, torch.full((3, 3), 0.3))
-    assert str(extras["made_with"]) == "photometric alignment to the refined avatar me.savatar"
-
-    save_params(data.params, tracking_path(out))
-
-    def interrupted(*a):
-        raise KeyboardInterrupt
-    monkeypatch.setattr(align, "track_photometric", interrupted)
-    with pytest.raises(SystemExit, match="stopped during the re-tracking; .*me.savatar is saved"):
-        Refine(tmp_path / "v.mp4", out=out)._retrack(cfg, model, refined, data, threading.Event())
-    assert torch.equal(load_params(tracking_path(out))[0].jaw, data.params.jaw)

@@ -53,15 +53,6 @@ class RefineConfig:
     """Adam steps per frame of the photometric tracking (warm-started from the previous frame)."""
     track_resolution: int = 128
     """Longer side of the photometric tracking's renders, pixels."""
-    retrack: bool = True
-    """After refining, align every frame's tracking again, now to the refined avatar (same stage,
-    `retrack_resolution`), and keep that tracking with it: `eval refine` scores, and a
-    continuation (``--preset polish``) trains, on it. The avatar itself does not change; a frame's
-    pose and expression are fitted to its image with the avatar frozen, the Gaussians never see a
-    held-out frame. False: the tracking the refiner trained on stays the avatar's."""
-    retrack_resolution: int = 256
-    """Longer side of the re-tracking's renders, pixels (finer than the first pass: the refined
-    avatar has the detail to align to)."""
     checkpoint_every: int = 1000
     """Write a resumable checkpoint every this many iterations (0: never)."""
     preview_every: int = 250
@@ -74,12 +65,6 @@ class RefineConfig:
         from engine.refine.align import AlignConfig
 
         return AlignConfig(iterations=self.track_iterations, resolution=self.track_resolution)
-
-    def retrack_config(self):
-        """The re-tracking's `AlignConfig` (after refining, against the refined avatar)."""
-        from engine.refine.align import AlignConfig
-
-        return AlignConfig(iterations=self.track_iterations, resolution=self.retrack_resolution)
 
 
 def load_refine_config(name_or_path: str | Path = "default", **overrides) -> RefineConfig:

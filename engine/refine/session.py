@@ -61,11 +61,3 @@ def load_tracking(path: Path, data: VideoData, model: HeadModel) -> VideoData:
     if len(params.expr) != len(data.found):
         raise ValueError(f"{path} tracks {len(params.expr)} frames; the video has {len(data.found)}")
     return data.with_params(params, model)
-
-
-def tracking_origin(path: Path) -> str:
-    """How the tracking in ``path`` was made, as `refine` recorded it ("" when it did not)."""
-    from engine.io.params import load_params
-
-    made_with = load_params(path)[1].get("made_with")
-    return "" if made_with is None else str(made_with)
