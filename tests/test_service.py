@@ -127,38 +127,14 @@ def test_the_default_avatar_shows_its_source_portrait(openhead):
     assert np.abs(thumb.astype(int) - small.astype(int)).mean() < 1
 
 
-def test_refine_video_tracks_photometrically_then_refines(model, monkeypatch):
+def test_refine_video_tracks_photometrically_then_refines(model, offset_clip, monkeypatch):
     """The full preset's path through the service: the photometric tracking stage reports its
     progress before the refiner runs, and the refined avatar becomes current; a cancel during
     the tracking is a Cancelled and changes nothing."""
-    import dataclasses
-
-    import torch
-
     import engine.refine.session as session
-    from engine.animate import AnimatedAvatar
-    from engine.refine.data import VideoData, tracker_camera
-    from engine.render import select
-    from engine.track.fit import intrinsics
-    from engine.types import HeadParams
 
-    size, n = 48, 4
-    plain = plain_avatar(model)
-    cam = tracker_camera(intrinsics(np.array([200.0]), np.array([[size, size]]))[0], (size, size), size)
-    ps, imgs, mattes = [], [], []
-    for i in range(n):
-        p = dataclasses.replace(model.neutral(), rotation=torch.tensor([[0.0, 0.1 * i, 0.0]]),
-                                translation=torch.tensor([[0.0, 0.0, -0.75]]))
-        with torch.no_grad():
-            f = select("cpu").render(AnimatedAvatar(plain, model).gaussians(p), cam)
-        imgs.append(f.to_uint8())
-        mattes.append(f.alpha.numpy())
-        ps.append(p)
-    off = HeadParams(*(torch.cat([getattr(p, k) for p in ps]) for k in
-                       ("shape", "expr", "rotation", "neck", "jaw", "eyes", "translation")))
-    off = dataclasses.replace(off, translation=off.translation + torch.tensor([0.004, 0.0, 0.0]))
-    data = VideoData("clip", np.stack(imgs), np.stack(mattes).astype(np.float32), off, [cam] * n, np.ones(n, bool),
-                     first_test=3)
+    plain, data = offset_clip
+    size = data.images.shape[1]
     monkeypatch.setattr(session, "prepare", lambda *a, **k: (plain, data))
     svc = AvatarService(model, avatar=plain_avatar(model), size=64)
     stop = threading.Event()

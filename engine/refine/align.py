@@ -60,7 +60,7 @@ class AlignConfig:
 
 TEST_TIME = AlignConfig(iterations=12)
 """`eval refine --align-test`'s alignment (warm-started along the held-out frames). With the
-refined avatar it lifted held-out PSNR by 0.7–1.5 dB over the tracking the refiner trained on
+refined avatar it lifted held-out PSNR by 0.8–1.5 dB over the tracking the refiner trained on
 (docs/refine.md)."""
 
 
