@@ -61,18 +61,16 @@ def offset_clip(openhead):
     size, n = 48, 4
     plain = plain_avatar(model)
     cam = tracker_camera(intrinsics(np.array([200.0]), np.array([[size, size]]))[0], (size, size), size)
-    ps, imgs, mattes = [], [], []
-    for i in range(n):
-        p = dataclasses.replace(model.neutral(), rotation=torch.tensor([[0.0, 0.1 * i, 0.0]]),
-                                translation=torch.tensor([[0.0, 0.0, -0.75]]))
-        with torch.no_grad():
-            f = select("cpu").render(AnimatedAvatar(plain, model).gaussians(p), cam)
-        imgs.append(f.to_uint8())
-        mattes.append(f.alpha.numpy())
-        ps.append(p)
-    off = HeadParams(*(torch.cat([getattr(p, k) for p in ps]) for k in
-                       ("shape", "expr", "rotation", "neck", "jaw", "eyes", "translation")))
-    off = dataclasses.replace(off, translation=off.translation + torch.tensor([0.004, 0.0, 0.0]))
+    neutral = model.neutral()
+    true = dataclasses.replace(HeadParams(**{f.name: getattr(neutral, f.name).repeat(n, 1)
+                                             for f in dataclasses.fields(neutral)}),
+                               rotation=torch.tensor([[0.0, 0.1 * i, 0.0] for i in range(n)]),
+                               translation=torch.tensor([[0.0, 0.0, -0.75]]).repeat(n, 1))
+    animated, renderer = AnimatedAvatar(plain, model), select("cpu")
+    with torch.no_grad():
+        frames = [renderer.render(animated.gaussians(true.frame(i)), cam) for i in range(n)]
+    imgs, mattes = [f.to_uint8() for f in frames], [f.alpha.numpy() for f in frames]
+    off = dataclasses.replace(true, translation=true.translation + torch.tensor([0.004, 0.0, 0.0]))
     data = VideoData("clip", np.stack(imgs), np.stack(mattes).astype(np.float32), off, [cam] * n, np.ones(n, bool),
                      first_test=3)
     return plain, data
