@@ -227,13 +227,15 @@ class AvatarService:
         """Track ``video``, refine (paper §2.5) from the feed-forward avatar of its reference frame
         (or the current avatar), score both on the held-out frames at the training resolution and
         make the refined avatar current. ``progress(stage, fraction, step)``: stage "tracking",
-        "tracking (photometric)" (with a preset that asks for it) or "refining"; ``step`` is the
-        refiner's `Progress` (loss, ETA, preview) while refining."""
+        the photometric tracking's `engine.refine.tracking.STAGES` (with a preset that asks for
+        them), "refining" or "scoring"; ``step`` is the refiner's `Progress` (loss, ETA, preview)
+        while refining."""
         from engine.eval.refined import evaluate
-        from engine.refine.align import AlignCancelled, track_photometric
+        from engine.refine.align import AlignCancelled
         from engine.refine.config import load_refine_config
         from engine.refine.refiner import RefineCancelled, refine
         from engine.refine.session import prepare
+        from engine.refine.tracking import track_for_refine
 
         cfg = load_refine_config(preset, **overrides)
         report = progress or (lambda stage, f, step: None)
@@ -249,8 +251,7 @@ class AvatarService:
         avatar, data = prepare(Path(video), self.model, cfg.resolution, start, log=lambda s: None, progress=tracked)
         if cfg.photometric_tracking:
             try:
-                data = track_photometric(avatar, self.model, data, cfg.track_config(),
-                                         lambda d, n: report("tracking (photometric)", d / max(n, 1), None), cancel)
+                data = track_for_refine(avatar, self.model, data, cfg, lambda s, f: report(s, f, None), cancel)
             except AlignCancelled:
                 raise Cancelled() from None
         try:

@@ -168,9 +168,9 @@ def main() -> None:
     model = load_head_model()
     start, data = prepare(args.video, model, base.resolution, log=lambda s: print(s, file=sys.stderr))
     if base.photometric_tracking:       # as `refine` trains: one photometric tracking for every configuration
-        from engine.refine.align import track_photometric
+        from engine.refine.tracking import track_for_refine
 
-        data = track_photometric(start, model, data, base.track_config())
+        data = track_for_refine(start, model, data, base)
     avatars = {"start (feed-forward)": start, **refined_avatars(start, model, data, base, args.out)}
 
     frames = data.test[:: args.frame_step]

@@ -53,8 +53,8 @@ class Eval:
 
     tracking: Optional[Path] = None
     """refine: the tracking to score with. Default: the one `refine` wrote beside the avatar
-    (<avatar stem>.tracking.npz) when it exists; otherwise the video is tracked again (landmarks,
-    then the photometric stage with the feed-forward start)."""
+    (<avatar stem>.tracking.npz) when it exists; otherwise the video is tracked again as refine's
+    default preset tracks it (landmarks, then the photometric stages: several minutes)."""
     landmark_tracking: bool = False
     """refine: score with the landmark tracker's parameters as they are (no photometric stage)."""
 
@@ -128,11 +128,10 @@ class Eval:
 
     def _tracking(self, avatar_path: Path, start, model, data):
         """(data tracked as the options say, a line saying how)."""
-        from tqdm import tqdm
-
-        from engine.refine.align import track_photometric
-        from engine.refine.config import RefineConfig
+        from engine.refine.config import load_refine_config
         from engine.refine.session import load_tracking, tracking_path
+        from engine.refine.tracking import track_for_refine
+        from spatialavatar_app.refine_cmd import StageBars
 
         if self.landmark_tracking:
             return data, "the landmark tracker's, as they are"
@@ -142,10 +141,9 @@ class Eval:
                 return load_tracking(path, data, model), f"{path}"
             except ValueError as e:
                 raise SystemExit(str(e)) from e
-        with tqdm(total=int(data.found.sum()), desc="photometric tracking", unit="frame") as bar:
-            data = track_photometric(start, model, data, RefineConfig().track_config(),
-                                     lambda d, n: bar.update(d - bar.n))
-        return data, "landmarks, then photometric alignment to the feed-forward start (as refine does)"
+        with StageBars() as bars:
+            data = track_for_refine(start, model, data, load_refine_config("default"), bars)
+        return data, "landmarks, then photometric tracking as refine's default preset makes it"
 
     def _lpips(self):
         from engine.metrics.lpips import load_lpips

@@ -15,8 +15,9 @@ class Refine:
     """Refine an avatar on a video of the person (paper §2.5): track the video, start from the
     feed-forward avatar of its reference frame (or --avatar), optimise for --iterations steps on
     the training frames (the last quarter, or 350 frames of long videos, is held out), save.
-    With the default preset every frame's tracking is first aligned photometrically to the start
-    avatar; that tracking is written beside the avatar (<out>.tracking.npz) for `eval refine`.
+    With the default preset every frame's tracking is first aligned photometrically: to the start
+    avatar, then to a tracker avatar (the start refined briefly); that tracking is written beside
+    the avatar (<out>.tracking.npz) for `eval refine`.
     Ctrl-C stops cleanly; the last checkpoint stays loadable and --resume continues it."""
 
     video: tyro.conf.Positional[Path]
@@ -107,12 +108,12 @@ class Refine:
 
     def _tracked(self, cfg, model, avatar, data, stop: threading.Event):
         """``data`` on the photometric tracking: reused from a file when there is one (see
-        --tracking), otherwise aligned to ``avatar`` now; written beside --out either way."""
-        from tqdm import tqdm
-
+        --tracking), otherwise made now from ``avatar`` (`engine.refine.tracking`); written beside
+        --out either way."""
         from engine.io.params import save_params
-        from engine.refine.align import AlignCancelled, track_photometric
+        from engine.refine.align import AlignCancelled
         from engine.refine.session import load_tracking, tracking_path
+        from engine.refine.tracking import track_for_refine
 
         out = tracking_path(self.out)
         reuse = self.tracking
@@ -127,10 +128,9 @@ class Refine:
                 raise SystemExit(str(e)) from e
             print(f"tracking from {reuse}", file=sys.stderr)
         else:
-            with tqdm(total=int(data.found.sum()), desc="photometric tracking", unit="frame") as bar:
+            with StageBars() as bars:
                 try:
-                    data = track_photometric(avatar, model, data, cfg.track_config(),
-                                             lambda d, n: bar.update(d - bar.n), stop)
+                    data = track_for_refine(avatar, model, data, cfg, bars, stop)
                 except KeyboardInterrupt:
                     raise SystemExit("stopped during the photometric tracking; nothing was written") from None
                 except AlignCancelled:
@@ -140,3 +140,30 @@ class Refine:
             print(f"wrote {out}", file=sys.stderr)
         return data
 
+
+
+class StageBars:
+    """A progress bar per stage of a ``progress(stage, fraction)`` callback, one after the other."""
+
+    def __init__(self) -> None:
+        self.stage, self.bar = None, None
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        from tqdm import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage, self.bar = stage, tqdm(total=100, desc=stage, bar_format="{desc}: {percentage:3.0f}%|{bar}| "
+                                                                                 "{elapsed}<{remaining}")
+        self.bar.n = round(100 * fraction)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __enter__(self) -> "StageBars":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -128,10 +128,12 @@ def test_the_default_avatar_shows_its_source_portrait(openhead):
 
 
 def test_refine_video_tracks_photometrically_then_refines(model, offset_clip, monkeypatch):
-    """The full preset's path through the service: the photometric tracking stage reports its
-    progress before the refiner runs, and the refined avatar becomes current; a cancel during
-    the tracking is a Cancelled and changes nothing."""
+    """The full preset's path through the service: the photometric tracking's stages (to the
+    start, the tracker avatar, to it) report their progress in order before the refiner runs,
+    and the refined avatar becomes current; a cancel during the tracking is a Cancelled and
+    changes nothing."""
     import engine.refine.session as session
+    from engine.refine.tracking import STAGES
 
     plain, data = offset_clip
     size = data.images.shape[1]
@@ -148,7 +150,10 @@ def test_refine_video_tracks_photometrically_then_refines(model, offset_clip, mo
     assert svc.avatar.metadata.get("refined") is None
     stages = []
     result = svc.refine_video("clip.mp4", "default", progress=lambda s, f, step: stages.append(s), iterations=3,
-                              track_iterations=4, track_resolution=size, checkpoint_every=0)
-    assert "tracking (photometric)" in stages and stages.index("tracking (photometric)") < stages.index("refining")
+                              track_iterations=4, track_resolution=size, tracker_iterations=2,
+                              tracker_resolution=size, checkpoint_every=0)
+    order = [*STAGES, "refining", "scoring"]
+    assert [s for s in order if s in stages] == order
+    assert [s for s in stages if s in order] == sorted((s for s in stages if s in order), key=order.index)
     assert result.avatar.metadata["refined"]["iterations"] == 3 and svc.avatar is result.avatar
     assert result.frames == 1 and np.isfinite(result.psnr_refined)

@@ -7,11 +7,12 @@ the tracked one. The avatar and the identity shape do not change.
 
 Two uses:
 
-- `track_photometric`: the tracker's photometric stage before refining. Every frame of the
-  video (training and held-out alike) is aligned to the *feed-forward start* avatar, which is
-  built from one training frame, and the refiner trains, and `eval refine` scores, on those
-  parameters: one tracking for the whole video, made without the avatar under evaluation, like
-  the photometric trackers behind the paper's data (metrical tracker, VHAP, EMICA-style).
+- `track_photometric`: the tracker's photometric stages before refining
+  (`engine.refine.tracking`). Every frame of the video (training and held-out alike) is aligned
+  to the *feed-forward start* avatar, then to a *tracker avatar* refined briefly from it, and the
+  refiner trains, and `eval refine` scores, on those parameters: one tracking for the whole
+  video, made without the avatar under evaluation, like the photometric trackers behind the
+  paper's data (metrical tracker, VHAP, EMICA-style).
 - `python main.py eval refine --align-test` on the held-out frames: the test-time protocol of
   IMavatar and PointAvatar, where each test frame's expression and pose are optimised against
   the frame with the *trained* avatar frozen. It measures how much of the held-out error is
@@ -114,9 +115,9 @@ def align_frames(avatar: Avatar, model: HeadModel, data: VideoData, frames: Sequ
 def track_photometric(start: Avatar, model: HeadModel, data: VideoData, cfg: AlignConfig,
                       progress: Callable[[int, int], None] | None = None,
                       cancel: threading.Event | None = None) -> VideoData:
-    """``data`` with every tracked frame aligned to the feed-forward ``start`` avatar (warm-started
-    along the video) and the head-and-neck mattes recut around the aligned mesh. Frames without a
-    face keep the landmark tracker's smoothed values."""
+    """``data`` with every tracked frame aligned to the ``start`` avatar (warm-started along the
+    video) and the head-and-neck mattes recut around the aligned mesh. Frames without a face keep
+    the landmark tracker's smoothed values."""
     frames = np.flatnonzero(data.found)
     params = align_frames(start, model, data, frames, cfg, progress, cancel, warm_start=True)
     return data.with_params(params, model)

@@ -46,13 +46,20 @@ class RefineConfig:
     random_background: bool = True
     """Composite render and target on the same random colour each step (False: white)."""
     photometric_tracking: bool = True
-    """Before refining, align every frame's tracked pose, jaw, eyes and expression to the
-    feed-forward start avatar (`engine.refine.align.track_photometric`); the refiner trains, and
-    `eval refine` scores, on that tracking. False: the landmark tracker's parameters as they are."""
+    """Before refining, align every frame's tracked pose, jaw, eyes and expression photometrically
+    (`engine.refine.tracking`: to the feed-forward start, then to the tracker avatar); the refiner
+    trains, and `eval refine` scores, on that tracking. False: the landmark tracker's parameters
+    as they are."""
     track_iterations: int = 12
     """Adam steps per frame of the photometric tracking (warm-started from the previous frame)."""
     track_resolution: int = 128
     """Longer side of the photometric tracking's renders, pixels."""
+    tracker_iterations: int = 1500
+    """With photometric tracking: steps of the *tracker avatar*, the start refined briefly on the
+    training frames, to which every frame is then aligned again (`engine.refine.tracking`);
+    0: align to the start only."""
+    tracker_resolution: int = 256
+    """Longer side of the renders of the alignment to the tracker avatar, pixels."""
     checkpoint_every: int = 1000
     """Write a resumable checkpoint every this many iterations (0: never)."""
     preview_every: int = 250
@@ -60,11 +67,11 @@ class RefineConfig:
     seed: int = 0
     """Random seed of frame order and backgrounds."""
 
-    def track_config(self):
-        """The photometric tracking's `AlignConfig`."""
+    def track_config(self, resolution: int | None = None):
+        """The photometric tracking's `AlignConfig` (at ``resolution``, default track_resolution)."""
         from engine.refine.align import AlignConfig
 
-        return AlignConfig(iterations=self.track_iterations, resolution=self.track_resolution)
+        return AlignConfig(iterations=self.track_iterations, resolution=resolution or self.track_resolution)
 
 
 def load_refine_config(name_or_path: str | Path = "default", **overrides) -> RefineConfig:
