@@ -240,11 +240,21 @@ class RefineTiming:
         return 10_000 / self.its_per_second / 60
 
 
+@dataclass(frozen=True)
+class AlignTiming:
+    resolution: int         # longer side of the alignment's renders
+    frames: int
+    seconds_per_frame: float
+
+
 def bench_refine(video, sizes: Sequence[int] = (256, 512), iterations: int = 300, warmup: int = 20,
-                 log: Callable[[str], None] = print) -> list[RefineTiming]:
+                 log: Callable[[str], None] = print,
+                 align_frames: int = 10) -> tuple[list[RefineTiming], list[AlignTiming]]:
     """Refiner iterations per second on ``video`` at each training resolution: the default
     preset's step (L1 + SSIM + aspect penalty, scales unfrozen, clamp on), from the feed-forward
-    start. Tracking runs once; it is not timed."""
+    start; and seconds per frame of the photometric tracking at the default preset's two
+    resolutions (`engine.refine.tracking`), on ``align_frames`` consecutive training frames.
+    The landmark tracking runs once; it is not timed."""
     import dataclasses as dc
 
     from engine.headmodel.openhead import load_head_model
@@ -271,4 +281,20 @@ def bench_refine(video, sizes: Sequence[int] = (256, 512), iterations: int = 300
         rate = iterations / (time.perf_counter() - t0)
         rows.append(RefineTiming(size, iterations, rate))
         log(f"  {size}²: {rate:.1f} it/s")
-    return rows
+    return rows, bench_alignment(avatar, model, data, align_frames)
+
+
+def bench_alignment(avatar, model, data, frames: int = 10) -> list[AlignTiming]:
+    """Seconds per frame of the photometric tracking (warm-started, as `track_photometric` runs)
+    at the default preset's track_resolution and tracker_resolution."""
+    from engine.refine.align import align_frames
+    from engine.refine.config import load_refine_config
+
+    cfg = load_refine_config("default")
+    picked = data.train[:frames]
+    out = []
+    for res in (cfg.track_resolution, cfg.tracker_resolution):
+        t0 = time.perf_counter()
+        align_frames(avatar, model, data, picked, cfg.track_config(res), warm_start=True)
+        out.append(AlignTiming(res, len(picked), (time.perf_counter() - t0) / len(picked)))
+    return out

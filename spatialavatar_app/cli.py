@@ -316,7 +316,8 @@ class Demo:
 class Bench:
     """Benchmarks. `bench render`: every renderer x 256²/512² x forward / forward+backward on the
     default avatar and a hard synthetic 58K scene, with the speed-up over the reference.
-    `bench refine --video V`: refiner iterations per second at 256² and 512² on a video.
+    `bench refine --video V`: refiner iterations per second at 256² and 512² on a video, and
+    seconds per frame of its photometric tracking.
     `bench ui`: the app's UI and avatar frame rates while a slider is dragged, at each size, in
     the real app on the default avatar (needs an X display; Xvfb will do)."""
 
@@ -347,7 +348,7 @@ class Bench:
         print(f"before: {machine_load()}")
         with OtherCpuUse() as others:
             if self.what == "refine":
-                rows = bench_refine(self.video, self.sizes, iterations=15 * self.runs)
+                rows, aligns = bench_refine(self.video, self.sizes, iterations=15 * self.runs)
             else:
                 rows = bench_render(self.backends, self.sizes, self.scenes, self.runs, self.reference_runs)
         if self.what == "refine":
@@ -355,6 +356,11 @@ class Bench:
             for r in rows:
                 print(f"{r.size:>5d} {r.iterations:>10d} {r.its_per_second:>7.1f} {1000 / r.its_per_second:>7.1f} "
                       f"{r.minutes_per_10k:>11.1f}")
+            print(f"\nphotometric tracking as refine's default preset runs it (stage 3)\n"
+                  f"{'size':>5s} {'frames':>10s} {'s/frame':>7s} {'min per 1000 frames':>19s}")
+            for a in aligns:
+                print(f"{a.resolution:>5d} {a.frames:>10d} {a.seconds_per_frame:>7.2f} "
+                      f"{a.seconds_per_frame * 1000 / 60:>19.1f}")
         else:
             print(format_table(rows))
         print(f"after: {machine_load()}")
