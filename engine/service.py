@@ -36,6 +36,7 @@ class RefineResult:
     frames: int             # held-out frames with a face
     width: int              # the resolution they were scored at
     height: int
+    tracking: HeadParams    # every frame's tracking the refiner trained on (pass it back to polish)
 
 
 RefineProgress = Callable[[str, float, object], None]   # (stage, fraction, refiner Progress or None)
@@ -223,13 +224,16 @@ class AvatarService:
 
     def refine_video(self, video: Path, preset: str = "default", from_current: bool = False,
                      progress: "RefineProgress | None" = None, cancel: threading.Event | None = None,
-                     checkpoint: Path | None = None, **overrides) -> "RefineResult":
+                     checkpoint: Path | None = None, tracking: HeadParams | None = None,
+                     **overrides) -> "RefineResult":
         """Track ``video``, refine (paper §2.5) from the feed-forward avatar of its reference frame
         (or the current avatar), score both on the held-out frames at the training resolution and
         make the refined avatar current. ``progress(stage, fraction, step)``: stage "tracking",
         the photometric tracking's `engine.refine.tracking.STAGES` (with a preset that asks for
         them), "refining" or "scoring"; ``step`` is the refiner's `Progress` (loss, ETA, preview)
-        while refining."""
+        while refining. ``tracking``: train on these parameters (a `RefineResult.tracking` of
+        the same video) instead of tracking photometrically, as the polish preset must to
+        continue the avatar it refined."""
         from engine.eval.refined import evaluate
         from engine.refine.align import AlignCancelled
         from engine.refine.config import load_refine_config
@@ -249,7 +253,11 @@ class AvatarService:
             report("tracking", done / max(total, 1), None)
 
         avatar, data = prepare(Path(video), self.model, cfg.resolution, start, log=lambda s: None, progress=tracked)
-        if cfg.photometric_tracking:
+        if tracking is not None:
+            if len(tracking.expr) != len(data.found):
+                raise ValueError(f"the tracking has {len(tracking.expr)} frames; {Path(video).name} has {len(data.found)}")
+            data = data.with_params(tracking, self.model)
+        elif cfg.photometric_tracking:
             try:
                 data = track_for_refine(avatar, self.model, data, cfg, lambda s, f: report(s, f, None), cancel)
             except AlignCancelled:
@@ -262,7 +270,8 @@ class AvatarService:
         report("scoring", 1.0, None)
         before, after = evaluate(avatar, self.model, data, "start"), evaluate(refined, self.model, data, "refined")
         self.set_avatar(refined)
-        return RefineResult(refined, before.psnr, after.psnr, after.frames, data.images.shape[2], data.images.shape[1])
+        return RefineResult(refined, before.psnr, after.psnr, after.frames, data.images.shape[2], data.images.shape[1],
+                            data.params)
 
     def export_ply(self, path: Path) -> None:
         from engine.io import export_ply

@@ -1,17 +1,20 @@
 """AvatarService: building from portraits, posing, rendering, files, threads."""
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import torch
 from skimage import data
 
 from engine.expressions import apply_expressions
 from engine.generator.plain import plain_avatar
 from engine.headmodel.base import HeadModel
 from engine.service import AvatarService, Cancelled, build_avatar
+from engine.types import HeadParams
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +134,7 @@ def test_refine_video_tracks_photometrically_then_refines(model, offset_clip, mo
     """The full preset's path through the service: the photometric tracking's stages (to the
     start, the tracker avatar, to it) report their progress in order before the refiner runs,
     and the refined avatar becomes current; a cancel during the tracking is a Cancelled and
-    changes nothing."""
+    changes nothing. Polish trains on the tracking it is given (one of the video's length)."""
     import engine.refine.session as session
     from engine.refine.tracking import STAGES
 
@@ -157,3 +160,13 @@ def test_refine_video_tracks_photometrically_then_refines(model, offset_clip, mo
     assert [s for s in stages if s in order] == sorted((s for s in stages if s in order), key=order.index)
     assert result.avatar.metadata["refined"]["iterations"] == 3 and svc.avatar is result.avatar
     assert result.frames == 1 and np.isfinite(result.psnr_refined)
+    assert not torch.equal(result.tracking.translation, data.params.translation)    # aligned
+
+    stages = []     # polish: the tracking it is given, no tracking stage
+    polished = svc.refine_video("clip.mp4", "polish", True, lambda s, f, step: stages.append(s),
+                                tracking=result.tracking, iterations=2, checkpoint_every=0)
+    assert not set(STAGES) & set(stages) and polished.avatar.metadata["refined"]["iterations"] == 2
+    assert torch.equal(polished.tracking.translation, result.tracking.translation)
+    short = HeadParams(*(getattr(result.tracking, f.name)[:3] for f in dataclasses.fields(HeadParams)))
+    with pytest.raises(ValueError, match="the tracking has 3 frames; clip.mp4 has 4"):
+        svc.refine_video("clip.mp4", "polish", True, tracking=short, iterations=1)

@@ -64,6 +64,7 @@ class App:
         self._waiting_for: tuple[int, float, str] | None = None   # (render request, t0, what) to time
         self._stage_px = (0, 0)
         self._video_thumb = None            # first frame of the loaded video
+        self._refined_on = None             # (video, its tracking) of the last refine, for polish
         self.live = None                    # engine.drive.live.LiveDriver while driving
         self._live_seq = -1                 # index of the last live frame posed
         self._live_shown: dict[int, object] = {}   # render request -> live frame, for the latency
@@ -372,12 +373,24 @@ class App:
 
     # ---- refine
     def start_refine(self, preset: str = "fast", from_current: bool = False, iterations: int | None = None) -> None:
+        """Refine on the loaded video. ``preset`` "polish" continues the avatar the last refine
+        made on this video, on the tracking it trained on (``from_current`` is implied)."""
         if self.state.video is None:
             self.status("load a video first (Open video... or drop one on the stage)", error=True)
             return
         video = self.state.video
         out_dir = self.state.export_dir
         overrides = {} if iterations is None else {"iterations": iterations}
+        tracking = None
+        if preset == "polish":
+            if self._refined_on is None or self._refined_on[0] != video:
+                self.status(f"polish continues an avatar refined on {video.name}: refine it with the full "
+                            "schedule first", error=True)
+                return
+            tracking, from_current = self._refined_on[1], True
+
+        from engine.io.params import save_params
+        from engine.refine.session import tracking_path
 
         def work(r):
             def progress(stage, fraction, step):
@@ -387,10 +400,11 @@ class App:
                     r.progress(fraction, f"refining {step.iteration}/{step.total}", step)
             out_dir.mkdir(parents=True, exist_ok=True)
             result = self.service.refine_video(video, preset, from_current, progress, r.cancel,
-                                               out_dir / f"{video.stem}.refine.ckpt", **overrides)
-            path = out_dir / f"{video.stem}.refined.savatar"
+                                               out_dir / f"{video.stem}.refine.ckpt", tracking, **overrides)
+            path = out_dir / f"{video.stem}.{'polished' if preset == 'polish' else 'refined'}.savatar"
             self.service.save(path)
-            return result, path
+            save_params(result.tracking, tracking_path(path))     # for `eval refine` and `refine --preset polish`
+            return result, path, video
 
         self._start_job("refine", work, f"refining on {video.name} ({preset}) ...")
 
@@ -603,7 +617,8 @@ class App:
                 self.status(n, error=True)
             self._time_next_frame("avatar built", t0)
         elif ev.job == "refine":
-            result, path = ev.value
+            result, path, video = ev.value
+            self._refined_on = (video, result.tracking)
             self._avatar_changed([self._video_thumb])
             self._push_pose()
             text = (f"held-out PSNR {result.psnr_start:.2f} -> {result.psnr_refined:.2f} dB "

@@ -23,7 +23,8 @@ POSE_SLIDERS = (  # (label, Pose field, index, range in degrees)
     ("neck yaw", "neck", 0, 50), ("neck pitch", "neck", 1, 35), ("neck roll", "neck", 2, 30),
     ("jaw open", "jaw", 0, 25), ("jaw sideways", "jaw", 1, 10),
     ("gaze yaw", "gaze", 0, 30), ("gaze pitch", "gaze", 1, 25))
-REFINE_SCHEDULES = {"fast (1.5K it, 192 px)": "fast", "full (10K it, 256 px)": "default"}
+REFINE_SCHEDULES = {"fast (1.5K it, 192 px)": "fast", "full (10K it, 256 px)": "default",
+                    "polish (3K it, 512 px, after full)": "polish"}
 
 
 def group_expressions(names: list[str]) -> list[tuple[str, list[str]]]:

@@ -165,6 +165,7 @@ def main(out: Path, measure: bool) -> None:
     app._drops.append([str(clip)])
     app.step()
     res["video"] = str(app.state.video)
+    app.start_refine("polish")                   # nothing refined on this clip yet: a message
     app.start_refine("fast", iterations=50)
     t0 = time.perf_counter()
     wait_for("refined: held-out PSNR", 600)
@@ -172,6 +173,10 @@ def main(out: Path, measure: bool) -> None:
     settle()
     res["refined"] = (app.service.avatar.metadata.get("refined") or {}).get("iterations")
     shot("refined")
+    mark = len(app.events)
+    app.start_refine("polish", iterations=20)    # continues it on the tracking it trained on
+    pump(lambda: any(e.startswith("refined: held-out PSNR") for e in app.events[mark:]), 600, "polish")
+    res["polished"] = (app.service.avatar.metadata.get("refined") or {}).get("config", {}).get("resolution")
 
     # Live driving, with the loaded clip standing in for a webcam.
     app.start_drive("loaded video")

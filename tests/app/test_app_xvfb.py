@@ -80,7 +80,8 @@ def test_bad_drops_and_a_missing_camera_are_messages(run):
                           "error: 5 portraits dropped; an avatar is built from 1 to 4 portraits of one person"]
     assert errors[2].startswith("error: build failed: no portrait with a usable face") and "coffee.png" in errors[2]
     assert res["avatar_after_failed_build"] == "portrait2.png"      # nothing the user made is lost
-    assert errors[3:] == ["error: webcam: camera 9: no camera at this index (or it is in use by another program)"]
+    assert errors[3:] == ["error: polish continues an avatar refined on clip.mp4: refine it with the full schedule first",
+                          "error: webcam: camera 9: no camera at this index (or it is in use by another program)"]
 
 
 def test_the_loaded_video_drives_the_avatar_live(run):
@@ -102,6 +103,17 @@ def test_a_short_refine_runs_from_the_panel(run):
     start, refined = (float(x) for x in line.split("PSNR ")[1].split(" dB")[0].split(" -> "))
     assert 10 < start < 60 and 10 < refined < 60
     assert (out / "exports" / "clip.refined.savatar").exists()
+    assert (out / "exports" / "clip.refined.tracking.npz").exists()
+
+
+def test_polish_continues_the_refined_avatar_on_its_tracking(run):
+    """Polish before any refine on the video is refused with a message (test above); after one it
+    runs with the polish preset (512 px, at most the clip's size) and is saved beside, with its
+    tracking."""
+    out, res = run
+    assert res["polished"] == 512
+    assert (out / "exports" / "clip.polished.savatar").exists()
+    assert (out / "exports" / "clip.polished.tracking.npz").exists()
 
 
 def _differs(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
