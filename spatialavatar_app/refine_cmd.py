@@ -141,7 +141,6 @@ class Refine:
         return data
 
 
-
 class StageBars:
     """A progress bar per stage of a ``progress(stage, fraction)`` callback, one after the other."""
 
