@@ -254,8 +254,6 @@ class AvatarService:
 
         avatar, data = prepare(Path(video), self.model, cfg.resolution, start, log=lambda s: None, progress=tracked)
         if tracking is not None:
-            if len(tracking.expr) != len(data.found):
-                raise ValueError(f"the tracking has {len(tracking.expr)} frames; {Path(video).name} has {len(data.found)}")
             data = data.with_params(tracking, self.model)
         elif cfg.photometric_tracking:
             try:

@@ -168,5 +168,5 @@ def test_refine_video_tracks_photometrically_then_refines(model, offset_clip, mo
     assert not set(STAGES) & set(stages) and polished.avatar.metadata["refined"]["iterations"] == 2
     assert torch.equal(polished.tracking.translation, result.tracking.translation)
     short = HeadParams(*(getattr(result.tracking, f.name)[:3] for f in dataclasses.fields(HeadParams)))
-    with pytest.raises(ValueError, match="the tracking has 3 frames; clip.mp4 has 4"):
+    with pytest.raises(ValueError, match="the tracking has 3 frames; the video has 4"):
         svc.refine_video("clip.mp4", "polish", True, tracking=short, iterations=1)

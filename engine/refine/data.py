@@ -52,7 +52,10 @@ class VideoData:
     person: np.ndarray | None = None
 
     def with_params(self, params: HeadParams, model: HeadModel) -> "VideoData":
-        """The same frames tracked by ``params``; the head-and-neck mattes follow the new mesh."""
+        """The same frames tracked by ``params``; the head-and-neck mattes follow the new mesh.
+        ValueError when ``params`` does not track every frame of the video."""
+        if len(params.expr) != len(self.found):
+            raise ValueError(f"the tracking has {len(params.expr)} frames; the video has {len(self.found)}")
         if self.person is None:
             return dataclasses.replace(self, params=params)
         h, w = self.images.shape[1:3]

@@ -58,6 +58,7 @@ def load_tracking(path: Path, data: VideoData, model: HeadModel) -> VideoData:
         params = load_params(path)[0]
     except AvatarFileError as e:
         raise ValueError(str(e)) from e
-    if len(params.expr) != len(data.found):
-        raise ValueError(f"{path} tracks {len(params.expr)} frames; the video has {len(data.found)}")
-    return data.with_params(params, model)
+    try:
+        return data.with_params(params, model)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
