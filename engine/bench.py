@@ -285,16 +285,16 @@ def bench_refine(video, sizes: Sequence[int] = (256, 512), iterations: int = 300
 
 
 def bench_alignment(avatar, model, data, frames: int = 10) -> list[AlignTiming]:
-    """Seconds per frame of the photometric tracking (warm-started, as `track_photometric` runs)
-    at the default preset's track_resolution and tracker_resolution."""
+    """Seconds per frame of the photometric tracking (warm-started, as `track_photometric` runs):
+    the default preset's alignment to the start and to the tracker avatar."""
     from engine.refine.align import align_frames
     from engine.refine.config import load_refine_config
 
     cfg = load_refine_config("default")
     picked = data.train[:frames]
     out = []
-    for res in (cfg.track_resolution, cfg.tracker_resolution):
+    for stage in (cfg.track_config(), cfg.track_config(tracker=True)):
         t0 = time.perf_counter()
-        align_frames(avatar, model, data, picked, cfg.track_config(res), warm_start=True)
-        out.append(AlignTiming(res, len(picked), (time.perf_counter() - t0) / len(picked)))
+        align_frames(avatar, model, data, picked, stage, warm_start=True)
+        out.append(AlignTiming(stage.resolution, len(picked), (time.perf_counter() - t0) / len(picked)))
     return out

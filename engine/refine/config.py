@@ -60,6 +60,8 @@ class RefineConfig:
     0: align to the start only."""
     tracker_resolution: int = 256
     """Longer side of the renders of the alignment to the tracker avatar, pixels."""
+    tracker_track_iterations: int = 12
+    """Adam steps per frame of the alignment to the tracker avatar."""
     checkpoint_every: int = 1000
     """Write a resumable checkpoint every this many iterations (0: never)."""
     preview_every: int = 250
@@ -67,11 +69,13 @@ class RefineConfig:
     seed: int = 0
     """Random seed of frame order and backgrounds."""
 
-    def track_config(self, resolution: int | None = None):
-        """The photometric tracking's `AlignConfig` (at ``resolution``, default track_resolution)."""
+    def track_config(self, tracker: bool = False):
+        """The `AlignConfig` of the alignment to the start, or with ``tracker`` to the tracker avatar."""
         from engine.refine.align import AlignConfig
 
-        return AlignConfig(iterations=self.track_iterations, resolution=resolution or self.track_resolution)
+        if tracker:
+            return AlignConfig(iterations=self.tracker_track_iterations, resolution=self.tracker_resolution)
+        return AlignConfig(iterations=self.track_iterations, resolution=self.track_resolution)
 
 
 def load_refine_config(name_or_path: str | Path = "default", **overrides) -> RefineConfig:

@@ -49,5 +49,5 @@ def track_for_refine(start: Avatar, model: HeadModel, data: VideoData, cfg: Refi
         tracker = refine(start, model, data, short, lambda p: report(STAGES[1], p.iteration / p.total), cancel)
     except RefineCancelled:
         raise AlignCancelled() from None
-    return track_photometric(tracker, model, data, cfg.track_config(cfg.tracker_resolution), follow(STAGES[2]),
+    return track_photometric(tracker, model, data, cfg.track_config(tracker=True), follow(STAGES[2]),
                              cancel)
