@@ -64,7 +64,7 @@ class App:
         self._waiting_for: tuple[int, float, str] | None = None   # (render request, t0, what) to time
         self._stage_px = (0, 0)
         self._video_thumb = None            # first frame of the loaded video
-        self._refined_on = None             # (video, its tracking) of the last refine, for polish
+        self._refined_on = None             # (video stem, tracking) the current avatar was refined on, for polish
         self.live = None                    # engine.drive.live.LiveDriver while driving
         self._live_seq = -1                 # index of the last live frame posed
         self._live_shown: dict[int, object] = {}   # render request -> live frame, for the latency
@@ -322,9 +322,29 @@ class App:
         path = action.paths[0]
         opener = self.service.load if action.kind == "avatar" else self.service.open_ply
         if self._guard(f"open {path.name}", lambda: opener(path) or True):
+            self._refined_on = self._tracking_beside(path) if action.kind == "avatar" else None
             self._avatar_changed()
             self._push_pose()
             self._time_next_frame(f"opened {path.name}")
+
+    def _tracking_beside(self, path: Path):
+        """(video stem, tracking) of a refined avatar bundle with the tracking it trained on beside
+        it (as refine writes them), so polish can continue it; None otherwise."""
+        from engine.io import AvatarFileError
+        from engine.io.params import load_params
+        from engine.refine.session import tracking_path
+
+        refined = (self.service.avatar.metadata or {}).get("refined") if self.service.avatar else None
+        beside = tracking_path(path)
+        if not refined or not beside.exists():
+            return None
+        try:
+            tracking = load_params(beside)[0]
+        except AvatarFileError as e:
+            self.status(f"{beside.name} is not a tracking file ({e}); polish needs a new refine", error=True)
+            return None
+        self.status(f"{path.name} was refined on {refined['video']}; with that video loaded, polish continues it")
+        return refined["video"], tracking
 
     def load_default(self) -> None:
         """The built-in default avatar, on the job thread (built on first use: seconds)."""
@@ -383,7 +403,7 @@ class App:
         overrides = {} if iterations is None else {"iterations": iterations}
         tracking = None
         if preset == "polish":
-            if self._refined_on is None or self._refined_on[0] != video:
+            if self._refined_on is None or self._refined_on[0] != video.stem:
                 self.status(f"polish continues an avatar refined on {video.name}: refine it with the full "
                             "schedule first", error=True)
                 return
@@ -604,6 +624,8 @@ class App:
             self.status(ev.text, error=ev.kind == "failed")
             return
         self.panel.update_progress(1.0, f"{ev.job} done")
+        if ev.job in ("default avatar", "build"):
+            self._refined_on = None
         if ev.job == "default avatar":
             self._avatar_changed()
             self._push_pose()
@@ -618,7 +640,7 @@ class App:
             self._time_next_frame("avatar built", t0)
         elif ev.job == "refine":
             result, path, video = ev.value
-            self._refined_on = (video, result.tracking)
+            self._refined_on = (video.stem, result.tracking)
             self._avatar_changed([self._video_thumb])
             self._push_pose()
             text = (f"held-out PSNR {result.psnr_start:.2f} -> {result.psnr_refined:.2f} dB "

@@ -173,6 +173,8 @@ def main(out: Path, measure: bool) -> None:
     settle()
     res["refined"] = (app.service.avatar.metadata.get("refined") or {}).get("iterations")
     shot("refined")
+    app._drops.append([str(out / "exports" / "clip.refined.savatar")])   # reopened from disk: polish still knows
+    app.step()                                                            # its tracking (the file beside it)
     mark = len(app.events)
     app.start_refine("polish", iterations=20)    # continues it on the tracking it trained on
     pump(lambda: any(e.startswith("refined: held-out PSNR") for e in app.events[mark:]), 600, "polish")

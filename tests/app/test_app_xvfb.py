@@ -107,10 +107,12 @@ def test_a_short_refine_runs_from_the_panel(run):
 
 
 def test_polish_continues_the_refined_avatar_on_its_tracking(run):
-    """Polish before any refine on the video is refused with a message (test above); after one it
+    """Polish before any refine on the video is refused with a message (test above); after one,
+    with the refined avatar reopened from disk (its tracking is read from the file beside it), it
     runs with the polish preset (512 px, at most the clip's size) and is saved beside, with its
     tracking."""
     out, res = run
+    assert "clip.refined.savatar was refined on clip; with that video loaded, polish continues it" in res["events"]
     assert res["polished"] == 512
     assert (out / "exports" / "clip.polished.savatar").exists()
     assert (out / "exports" / "clip.polished.tracking.npz").exists()
