@@ -239,7 +239,7 @@ class AvatarService:
         from engine.refine.config import load_refine_config
         from engine.refine.refiner import RefineCancelled, refine
         from engine.refine.session import prepare
-        from engine.refine.tracking import track_for_refine
+        from engine.refine.tracking import data_side, track_for_refine
 
         cfg = load_refine_config(preset, **overrides)
         report = progress or (lambda stage, f, step: None)
@@ -252,7 +252,8 @@ class AvatarService:
                 raise Cancelled()
             report("tracking", done / max(total, 1), None)
 
-        avatar, data = prepare(Path(video), self.model, cfg.resolution, start, log=lambda s: None, progress=tracked)
+        side = cfg.resolution if tracking is not None else data_side(cfg)
+        avatar, data = prepare(Path(video), self.model, side, start, log=lambda s: None, progress=tracked)
         if tracking is not None:
             data = data.with_params(tracking, self.model)
         elif cfg.photometric_tracking:
@@ -260,6 +261,7 @@ class AvatarService:
                 data = track_for_refine(avatar, self.model, data, cfg, lambda s, f: report(s, f, None), cancel)
             except AlignCancelled:
                 raise Cancelled() from None
+        data = data.resized(cfg.resolution, self.model)
         try:
             refined = refine(avatar, self.model, data, cfg, lambda p: report("refining", p.iteration / p.total, p),
                              cancel, checkpoint)

@@ -32,6 +32,7 @@ from engine.io.media import VideoReader  # noqa: E402
 from engine.refine.config import load_refine_config  # noqa: E402
 from engine.refine.refiner import refine  # noqa: E402
 from engine.refine.session import prepare  # noqa: E402
+from engine.refine.tracking import data_side, track_for_refine  # noqa: E402
 from engine.render.select import select  # noqa: E402
 
 OFF = {"lambda_aspect": 0.0, "log_scale_max": None, "scale_freeze": 0}   # as refine_cmd's --no-* switches
@@ -166,11 +167,10 @@ def main() -> None:
     base = load_refine_config(args.preset, **({} if args.iterations is None else {"iterations": args.iterations}))
     args.out.mkdir(parents=True, exist_ok=True)
     model = load_head_model()
-    start, data = prepare(args.video, model, base.resolution, log=lambda s: print(s, file=sys.stderr))
+    start, data = prepare(args.video, model, data_side(base), log=lambda s: print(s, file=sys.stderr))
     if base.photometric_tracking:       # as `refine` trains: one photometric tracking for every configuration
-        from engine.refine.tracking import track_for_refine
-
         data = track_for_refine(start, model, data, base)
+    data = data.resized(base.resolution, model)
     avatars = {"start (feed-forward)": start, **refined_avatars(start, model, data, base, args.out)}
 
     frames = data.test[:: args.frame_step]

@@ -65,6 +65,7 @@ class Refine:
         from engine.refine.config import load_refine_config
         from engine.refine.refiner import RefineCancelled, refine
         from engine.refine.session import prepare
+        from engine.refine.tracking import data_side
 
         over = {k: v for k, v in (("iterations", self.iterations), ("resolution", self.resolution)) if v is not None}
         if self.no_aspect:
@@ -80,7 +81,7 @@ class Refine:
         cfg = load_refine_config(self.preset, **over)
         model = load_head_model()
         start = load_avatar(self.avatar) if self.avatar else None
-        avatar, data = prepare(self.video, model, cfg.resolution, start, log=lambda s: print(s, file=sys.stderr),
+        avatar, data = prepare(self.video, model, data_side(cfg), start, log=lambda s: print(s, file=sys.stderr),
                                network=self.network)
         ckpt = self.checkpoint or self.out.with_suffix(".ckpt")
         stop = threading.Event()

@@ -63,6 +63,23 @@ class VideoData:
                            for i in range(len(self.found))])
         return dataclasses.replace(self, params=params, mattes=mattes)
 
+    def resized(self, longer_side: int, model: HeadModel) -> "VideoData":
+        """The frames with their longer side at most ``longer_side`` (area-averaged), the mattes
+        recut at that size; itself when it is no larger."""
+        h, w = self.images.shape[1:3]
+        s = longer_side / max(h, w)
+        if s >= 1:
+            return self
+        size = (round(w * s), round(h * s))
+
+        def shrink(stack: np.ndarray) -> np.ndarray:
+            return np.stack([cv2.resize(x, size, interpolation=cv2.INTER_AREA) for x in stack])
+
+        small = dataclasses.replace(self, images=shrink(self.images), cameras=[c.resized(*size) for c in self.cameras])
+        if self.person is None:
+            return dataclasses.replace(small, mattes=shrink(self.mattes))
+        return dataclasses.replace(small, person=shrink(self.person)).with_params(self.params, model)
+
     @property
     def train(self) -> np.ndarray:
         """Training frame indices: before the held-out split and with a tracked face."""

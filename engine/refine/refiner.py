@@ -58,11 +58,13 @@ def aspect_penalty(cov2d: torch.Tensor, visible: torch.Tensor, tau: float) -> to
 def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig = RefineConfig(),
            progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None,
            checkpoint: Path | None = None, resume: bool = False) -> Avatar:
-    """The refined avatar. ``checkpoint``: where to write resumable state every
-    ``cfg.checkpoint_every`` iterations; with ``resume`` it is read first if it exists."""
+    """The refined avatar. Frames larger than ``cfg.resolution`` are downscaled to it first.
+    ``checkpoint``: where to write resumable state every ``cfg.checkpoint_every`` iterations;
+    with ``resume`` it is read first if it exists."""
     from engine.render.select import select
 
     renderer = select("cpu", need_grad=True)
+    data = data.resized(cfg.resolution, model)
     slots = model.uv_slots(avatar.gaussians.resolution)
     # Optimised per slot ([N, C]) rather than as UV maps: the same values and the same Adam
     # steps (texels outside the chart get no gradient), without a gather and its scatter-backward

@@ -6,7 +6,8 @@ tracking the refiner trains on and `eval refine` scores with.
 2. A *tracker avatar*: the start, refined for ``cfg.tracker_iterations`` steps on the training
    frames with that tracking. It knows the subject's appearance better than the start, which
    is built from a single frame.
-3. Every frame is aligned again, to the tracker avatar, at ``cfg.tracker_resolution``.
+3. Every frame is aligned again, to the tracker avatar, at ``cfg.tracker_resolution`` (512:
+   the evaluation's resolution; at 256 px lp_d9 scored 0.3 dB lower, docs/refine.md).
 
 The avatar under evaluation is then refined afresh from the start on the result; it never takes
 part in the tracking. This is the role of the per-subject texture of the metrical tracker behind
@@ -29,11 +30,20 @@ STAGES = ("tracking (photometric)", "tracker avatar", "tracking (tracker avatar)
 """The stages ``progress`` names, in order (the last two only with ``cfg.tracker_iterations``)."""
 
 
+def data_side(cfg: RefineConfig) -> int:
+    """The longer side, pixels, of the frames `track_for_refine` needs: its largest renders, or
+    the training resolution (the refiner downscales larger frames itself)."""
+    if not cfg.photometric_tracking:
+        return cfg.resolution
+    return max(cfg.resolution, cfg.track_resolution, cfg.tracker_resolution if cfg.tracker_iterations > 0 else 0)
+
+
 def track_for_refine(start: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig,
                      progress: Callable[[str, float], None] | None = None,
                      cancel: threading.Event | None = None) -> VideoData:
-    """``data`` on the refiner's tracking (the module's stages 1–3); its mattes follow the aligned
-    mesh. ``progress(stage, fraction)`` names one of STAGES; a cancel raises `AlignCancelled`."""
+    """``data`` on the refiner's tracking (the module's stages 1–3), at its own resolution (load it
+    at `data_side`; each stage renders at most at its own); its mattes follow the aligned mesh.
+    ``progress(stage, fraction)`` names one of STAGES; a cancel raises `AlignCancelled`."""
     from engine.refine.refiner import RefineCancelled, refine
 
     report = progress or (lambda stage, fraction: None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -134,6 +135,25 @@ def test_split_and_presets():
     assert load_refine_config("default") == RefineConfig()
     with pytest.raises(ValueError, match="no refine preset 'slow'"):
         load_refine_config("slow")
+
+
+def test_resized_video_data_shrinks_frames_cameras_and_recuts_mattes(model, video):
+    """Half size: area-averaged frames, intrinsics halved, the head-and-neck mattes recut from the
+    shrunk person mattes around the same tracking; no larger: the same object. The refiner and
+    the tracker avatar take larger frames and train at their resolution through it."""
+    person = (video.mattes * 255).astype(np.uint8)
+    full = dataclasses.replace(video, person=person).with_params(video.params, model)
+    half = full.resized(SIZE // 2, model)
+
+    assert full.resized(SIZE, model) is full and full.resized(2 * SIZE, model) is full
+    assert half.images.shape == (len(video.found), SIZE // 2, SIZE // 2, 3)
+    np.testing.assert_allclose(half.images[3].astype(float), full.images[3].reshape(SIZE // 2, 2, SIZE // 2, 2, 3)
+                               .mean((1, 3)), atol=1)
+    assert half.cameras[3].width == SIZE // 2 and float(half.cameras[3].K[0, 0]) == float(video.cameras[3].K[0, 0]) / 2
+    small_person = cv2.resize(person[3], (SIZE // 2, SIZE // 2), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(half.mattes[3], head_matte(model, video.params.frame(3), small_person,
+                                                             float(half.cameras[3].K[0, 0]), (SIZE // 2, SIZE // 2)))
+    assert 0.2 < half.mattes[3].mean() < 0.8
 
 
 def image_error(model, video: VideoData, p: HeadParams, frames) -> float:
