@@ -58,9 +58,9 @@ class RefineConfig:
     """With photometric tracking: steps of the *tracker avatar*, the start refined briefly on the
     training frames, to which every frame is then aligned again (`engine.refine.tracking`);
     0: align to the start only."""
-    tracker_resolution: int = 512
+    tracker_resolution: int = 256
     """Longer side of the renders of the alignment to the tracker avatar, pixels (at most the
-    video's; 512 is the evaluation's resolution)."""
+    video's). 512 (the evaluation's resolution) did not score better than 256 (docs/refine.md)."""
     tracker_track_iterations: int = 12
     """Adam steps per frame of the alignment to the tracker avatar."""
     checkpoint_every: int = 1000

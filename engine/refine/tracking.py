@@ -6,8 +6,7 @@ tracking the refiner trains on and `eval refine` scores with.
 2. A *tracker avatar*: the start, refined for ``cfg.tracker_iterations`` steps on the training
    frames with that tracking. It knows the subject's appearance better than the start, which
    is built from a single frame.
-3. Every frame is aligned again, to the tracker avatar, at ``cfg.tracker_resolution`` (512:
-   the evaluation's resolution; at 256 px lp_d9 scored 0.3 dB lower, docs/refine.md).
+3. Every frame is aligned again, to the tracker avatar, at ``cfg.tracker_resolution``.
 
 The avatar under evaluation is then refined afresh from the start on the result; it never takes
 part in the tracking. This is the role of the per-subject texture of the metrical tracker behind
