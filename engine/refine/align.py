@@ -31,7 +31,7 @@ import torch
 
 from engine.binding import Activated, place_activated, slot_frames
 from engine.headmodel.base import HeadModel
-from engine.refine.data import VideoData
+from engine.refine.data import VideoData, shrunk_size
 from engine.types import Avatar, HeadParams
 
 FIELDS = ("rotation", "translation", "neck", "jaw", "eyes", "expr")
@@ -126,9 +126,8 @@ def track_photometric(start: Avatar, model: HeadModel, data: VideoData, cfg: Ali
 def _at_resolution(data: VideoData, t: int, longer_side: int):
     """Camera, image and matte of frame ``t`` with the longer side at most ``longer_side``."""
     cam, image, matte = data.cameras[t], data.images[t], data.mattes[t]
-    s = longer_side / max(cam.width, cam.height)
-    if s >= 1:
+    size = shrunk_size(cam.width, cam.height, longer_side)
+    if size is None:
         return cam, image, matte
-    w, h = round(cam.width * s), round(cam.height * s)
-    return (cam.resized(w, h), cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA),
-            cv2.resize(matte, (w, h), interpolation=cv2.INTER_AREA))
+    return (cam.resized(*size), cv2.resize(image, size, interpolation=cv2.INTER_AREA),
+            cv2.resize(matte, size, interpolation=cv2.INTER_AREA))

@@ -27,13 +27,19 @@ def split(n: int) -> int:
     return n - held
 
 
+def shrunk_size(width: int, height: int, longer_side: int) -> tuple[int, int] | None:
+    """(width, height) with the longer side scaled down to ``longer_side``; None when it is no larger."""
+    s = longer_side / max(width, height)
+    return (round(width * s), round(height * s)) if s < 1 else None
+
+
 def tracker_camera(K: np.ndarray, size: tuple[int, int], longer_side: int) -> Camera:
     """The tracker's camera (origin, looking down -z) for a frame, scaled so its longer side is
     at most ``longer_side``."""
     h, w = size
     cam = Camera(torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0])), torch.tensor(K, dtype=torch.float32), w, h)
-    s = min(1.0, longer_side / max(h, w))
-    return cam.resized(round(w * s), round(h * s)) if s < 1 else cam
+    small = shrunk_size(w, h, longer_side)
+    return cam.resized(*small) if small else cam
 
 
 @dataclass
@@ -66,11 +72,9 @@ class VideoData:
     def resized(self, longer_side: int, model: HeadModel) -> "VideoData":
         """The frames with their longer side at most ``longer_side`` (area-averaged), the mattes
         recut at that size; itself when it is no larger."""
-        h, w = self.images.shape[1:3]
-        s = longer_side / max(h, w)
-        if s >= 1:
+        size = shrunk_size(self.images.shape[2], self.images.shape[1], longer_side)
+        if size is None:
             return self
-        size = (round(w * s), round(h * s))
 
         def shrink(stack: np.ndarray) -> np.ndarray:
             return np.stack([cv2.resize(x, size, interpolation=cv2.INTER_AREA) for x in stack])
