@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import torch
 
+from torch import Tensor
+
 from engine.binding import Activated, UVSlots, place_activated, slot_frames
 from engine.headmodel.base import HeadModel
+from engine.residual import ExpressionResidual, add_residual
 from engine.types import Avatar, Camera, Gaussians, HeadParams
 
 
@@ -23,8 +26,31 @@ class AnimatedAvatar:
         self.slots: UVSlots = model.uv_slots(avatar.gaussians.resolution)
         if not torch.equal(self.slots.valid, avatar.gaussians.valid.cpu()):
             raise ValueError("the avatar's valid-texel mask does not match its head model's UV layout")
-        # Per-slot attributes, gathered from the UV maps and activated once rather than on every pose.
-        self._attrs = Activated.of(**{k: self.slots.gather(v).contiguous() for k, v in avatar.gaussians.maps().items()})
+        base = {k: self.slots.gather(v).contiguous() for k, v in avatar.gaussians.maps().items()}
+        self._residual: ExpressionResidual | None = None
+        if avatar.residual is not None:
+            self._residual = ExpressionResidual.from_state(avatar.residual, self.slots).requires_grad_(False)
+            if self._residual.cond_dim != model.n_expr + 12:
+                raise ValueError(f"the avatar's expression residual takes a {self._residual.cond_dim}-d code; "
+                                 f"{model.name} has {model.n_expr + 12}")
+        self._base = base
+        # Per-slot attributes activated once rather than on every pose (per expression with a residual).
+        self._attrs = Activated.of(**base)
+        self._cond: tuple = (None, self._attrs)      # (expression key, activated attributes) of the last pose
+
+    def activated(self, cond: Tensor) -> Activated:
+        """The per-slot attributes for the expression code ``cond`` [E+12] (`HeadParams.condition`):
+        the avatar's own, plus its expression residual if it has one (differentiable in ``cond``
+        when that requires grad; otherwise the last expression's are reused)."""
+        if self._residual is None:
+            return self._attrs
+        if cond.requires_grad:
+            return Activated.of(**add_residual(self._base, self._residual(cond)))
+        key = cond.detach().cpu().numpy().tobytes()
+        if self._cond[0] != key:
+            with torch.no_grad():
+                self._cond = (key, Activated.of(**add_residual(self._base, self._residual(cond))))
+        return self._cond[1]
 
     def neutral(self) -> HeadParams:
         """The avatar's own shape, neutral expression and pose."""
@@ -34,8 +60,9 @@ class AnimatedAvatar:
     def gaussians(self, params: HeadParams, camera: Camera | None = None) -> Gaussians:
         """World-space Gaussians of frame 0 of ``params``. ``camera`` is for avatars whose
         Gaussians depend on the view (a network avatar's view-conditioned heads); ignored here."""
-        verts = self.model.vertices(params.frame(0))[0]
-        return place_activated(slot_frames(self.slots, verts, self.model.faces), self._attrs)
+        p = params.frame(0)
+        verts = self.model.vertices(p)[0]
+        return place_activated(slot_frames(self.slots, verts, self.model.faces), self.activated(p.condition()[0]))
 
 
 class StaticScene:

@@ -245,7 +245,9 @@ class Avatar:
 
     ``head_model`` names the head model the UV layout belongs to (e.g. ``"openhead-1"``);
     ``metadata`` is JSON-serialisable (source files, creation time, generator, ...);
-    ``thumbnail`` is a uint8 [H, W, 3] numpy image or None.
+    ``thumbnail`` is a uint8 [H, W, 3] numpy image or None; ``residual`` is None or a refined
+    avatar's expression residual (`engine.residual.ExpressionResidual.state`: tensors by name,
+    the per-slot features as a UV map [C, R, R]).
     """
 
     gaussians: UVGaussians
@@ -253,6 +255,7 @@ class Avatar:
     shape: Tensor        # [S] identity coefficients of the subject
     metadata: dict
     thumbnail: object = None
+    residual: dict | None = None
 
     def __post_init__(self) -> None:
         check_shape(self.shape, (None,), "Avatar.shape")

@@ -41,13 +41,13 @@ from engine.animate import AnimatedAvatar
 from engine.binding import UVSlots, place, slot_frames, surface_init
 from engine.generator.projective import ProjectiveConfig, Source, pool, project_slots, sample_warp
 from engine.headmodel.base import HeadModel
+from engine.residual import RESIDUAL_CHANNELS
 from engine.rotations import axis_angle_to_rotmat
 from engine.types import Avatar, Camera, Gaussians, HeadParams, UVGaussians
 
 HARMONIC_FREQS = 4
 HARMONIC_DIM = 3 + 3 * 2 * HARMONIC_FREQS          # 27
 HEAD_CHANNELS = {"local_position": 3, "rotation": 4, "log_scale": 3, "color": 3, "opacity": 1}
-RESIDUAL_CHANNELS = {"local_position": 3, "rotation": 4, "log_scale": 3, "color": 3}   # no opacity
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,15 @@ A zip archive (entries deflate-compressed) with these entries:
 ``thumbnail.png`` (only if the avatar has a thumbnail)
     uint8 RGB image ``[H, W, 3]``, lossless.
 
+Schema 2 adds a refined avatar's expression residual (`engine.residual`); an avatar without
+one is still written as schema 1, so older readers open it:
+
+``manifest.json`` ``"residual": {"features": C, "hidden": H, "condition": D}``
+    The residual's sizes; its arrays are listed in ``arrays`` like the others.
+``residual/NAME.npy``
+    float32, NAME and shape as `engine.residual.state_shapes` gives them (``features`` is a UV
+    map ``[C, R, R]``).
+
 Entry names are fixed by the format (not read from the manifest); other entries are
 ignored, so a later schema may add entries that schema-1 readers skip.
 
@@ -49,10 +58,13 @@ import torch
 
 from engine.io._atomic import atomic_write
 from engine.io.errors import AvatarFileError
+from engine.residual import state_shapes
 from engine.types import UV_MAP_CHANNELS, Avatar, UVGaussians
 
 FORMAT = "spatialavatar-bundle"
-SCHEMA = 1
+SCHEMA = 2
+"""The newest schema; files without a residual are written as schema 1."""
+RESIDUAL_PREFIX = "residual/"
 SUFFIX = ".savatar"
 
 MANIFEST_ENTRY = "manifest.json"
@@ -87,11 +99,13 @@ def save_avatar(avatar: Avatar, path: str | os.PathLike) -> None:
     arrays = {name: _float32(t) for name, t in g.maps().items()}
     arrays["valid"] = g.valid.detach().cpu().numpy()        # [R, R] bool
     arrays["shape"] = _float32(avatar.shape)                # [S]
+    if avatar.residual is not None:
+        arrays.update({RESIDUAL_PREFIX + k: _float32(v) for k, v in avatar.residual.items()})
     entries = {_entry_name(name): _npy_bytes(a) for name, a in arrays.items()}
 
     manifest = {
         "format": FORMAT,
-        "schema": SCHEMA,
+        "schema": 1 if avatar.residual is None else SCHEMA,
         "head_model": avatar.head_model,
         "resolution": g.resolution,
         "metadata": avatar.metadata,
@@ -101,6 +115,10 @@ def save_avatar(avatar: Avatar, path: str | os.PathLike) -> None:
         },
         "thumbnail": None,
     }
+    if avatar.residual is not None:
+        r = avatar.residual
+        manifest["residual"] = {"features": int(r["features"].shape[0]), "hidden": int(r["film_in.weight"].shape[0]),
+                                "condition": int(r["film_in.weight"].shape[1])}
     if avatar.thumbnail is not None:
         png = _png_bytes(avatar.thumbnail)
         entries[THUMBNAIL_ENTRY] = png
@@ -156,7 +174,8 @@ def load_avatar(path: str | os.PathLike) -> Avatar:
 
     t = {name: torch.from_numpy(a) for name, a in arrays.items()}
     gaussians = UVGaussians(**{name: t[name] for name in UV_MAP_CHANNELS}, valid=t["valid"])
-    return Avatar(gaussians, manifest["head_model"], t["shape"], manifest["metadata"], thumbnail)
+    residual = {k[len(RESIDUAL_PREFIX):]: v for k, v in t.items() if k.startswith(RESIDUAL_PREFIX)} or None
+    return Avatar(gaussians, manifest["head_model"], t["shape"], manifest["metadata"], thumbnail, residual)
 
 
 def _open_zip(path: str | os.PathLike) -> zipfile.ZipFile:
@@ -191,8 +210,8 @@ def _read_manifest(zf: zipfile.ZipFile, path: str | os.PathLike) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else None
         raise AvatarFileError(path, f"not a {FORMAT} file ({MANIFEST_ENTRY} format is {found!r})")
-    if manifest.get("schema") != SCHEMA:
-        raise AvatarFileError(path, f"unknown schema {manifest.get('schema')!r} (this version reads schema {SCHEMA})")
+    if manifest.get("schema") not in (1, SCHEMA):
+        raise AvatarFileError(path, f"unknown schema {manifest.get('schema')!r} (this version reads schemas 1 to {SCHEMA})")
     for key, kind in _MANIFEST_FIELDS.items():
         if key not in manifest:
             raise AvatarFileError(path, f"{MANIFEST_ENTRY} has no field {key!r}")
@@ -212,6 +231,13 @@ def _expected_arrays(manifest: dict, path: str | os.PathLike) -> dict[str, tuple
     if len(n_shape) != 1:
         raise AvatarFileError(path, f"wrong shape for {_entry_name('shape')}: manifest says {n_shape}, expected [S]")
     expected["shape"] = ("float32", n_shape)
+    if "residual" in manifest:
+        sizes = manifest["residual"]
+        keys = ("features", "hidden", "condition")
+        if not (isinstance(sizes, dict) and all(type(sizes.get(k)) is int and sizes[k] > 0 for k in keys)):
+            raise AvatarFileError(path, f"{MANIFEST_ENTRY} field 'residual' must give positive integers {', '.join(keys)}")
+        shapes = state_shapes(sizes["features"], sizes["hidden"], sizes["condition"], r)
+        expected.update({RESIDUAL_PREFIX + k: ("float32", shape) for k, shape in shapes.items()})
     return expected
 
 

@@ -29,7 +29,8 @@ import cv2
 import numpy as np
 import torch
 
-from engine.binding import Activated, place_activated, slot_frames
+from engine.animate import AnimatedAvatar
+from engine.binding import place_activated, slot_frames
 from engine.headmodel.base import HeadModel
 from engine.refine.data import VideoData, shrunk_size
 from engine.types import Avatar, HeadParams
@@ -79,9 +80,8 @@ def align_frames(avatar: Avatar, model: HeadModel, data: VideoData, frames: Sequ
     from engine.render.select import select
 
     renderer = select("cpu", need_grad=True)
-    slots = model.uv_slots(avatar.gaussians.resolution)
-    with torch.no_grad():
-        attrs = Activated.of(**{k: slots.gather(v) for k, v in avatar.gaussians.maps().items()})
+    animated = AnimatedAvatar(avatar, model)
+    slots = animated.slots
     shape = avatar.shape[None].to(data.params.shape)
     out = {k: getattr(data.params, k).detach().clone() for k in FIELDS}
     carry, last = None, None
@@ -98,7 +98,9 @@ def align_frames(avatar: Avatar, model: HeadModel, data: VideoData, frames: Sequ
         var = {k: v.requires_grad_(True) for k, v in var.items()}
         opt = torch.optim.Adam([{"params": [var[k]], "lr": cfg.lr(k)} for k in FIELDS])
         for _ in range(cfg.iterations):
-            verts = model.vertices(dataclasses.replace(tracked, **var))[0]
+            posed = dataclasses.replace(tracked, **var)
+            verts = model.vertices(posed)[0]
+            attrs = animated.activated(posed.condition()[0])     # the avatar's residual follows the expression
             frame = renderer.render(place_activated(slot_frames(slots, verts, model.faces), attrs), cam)
             loss = (frame.rgb * m - target).abs().mean() + cfg.w_expr * ((var["expr"] - tracked.expr) ** 2).sum()
             opt.zero_grad(set_to_none=True)

@@ -43,6 +43,15 @@ class RefineConfig:
     """Log-scales stay fixed for this many iterations (0 disables the freeze: ablation)."""
     log_scale_max: float | None = 1.1
     """Hard clamp of log-scale relative to the triangle scale (None disables it: ablation)."""
+    residual_features: int = 32
+    """Per-slot features of the avatar's expression residual (`engine.residual`: the paper's
+    FLAME-conditioned residual head, learnt per subject); 0: a static avatar, as before."""
+    residual_hidden: int = 32
+    """Width of the residual's FiLM modulation."""
+    lr_residual: float = 1e-3
+    """Adam learning rate of the residual's features and weights."""
+    lambda_residual: float = 0.01
+    """Weight of the residual's shrinkage, mean over Gaussians of ‖δ‖²."""
     random_background: bool = True
     """Composite render and target on the same random colour each step (False: white)."""
     photometric_tracking: bool = True

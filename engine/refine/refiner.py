@@ -8,6 +8,11 @@ tracked video with the binding and the Gaussian count frozen (no densification, 
 Log-scales are frozen for the first ``scale_freeze`` iterations and hard-clamped afterwards;
 render and target are composited on the same random background each step, so silhouette
 gradients stay symmetric. Each step trains on one random training frame.
+
+With ``residual_features`` > 0 the avatar also learns an expression residual
+(`engine.residual`, the paper's FLAME-conditioned residual head kept per subject): each step adds
+its residuals for the frame's expression code to the attributes, and
+``lambda_residual``·mean‖δ‖² keeps them small. An avatar that already has one (a polish) continues it.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from engine.headmodel.base import HeadModel
 from engine.metrics import ssim
 from engine.refine.config import RefineConfig
 from engine.refine.data import VideoData
+from engine.residual import ExpressionResidual, add_residual, shrinkage
 from engine.render.projection import eigen_ratio, project_gaussians
 from engine.types import Avatar, Gaussians, UVGaussians, UV_MAP_CHANNELS
 
@@ -70,11 +76,16 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
     # steps (texels outside the chart get no gradient), without a gather and its scatter-backward
     # every step.
     attrs = {k: slots.gather(v).detach().clone().requires_grad_(True) for k, v in avatar.gaussians.maps().items()}
-    opt = torch.optim.Adam([{"params": [attrs[k]], "lr": getattr(cfg, MAP_LR[k]), "name": k} for k in UV_MAP_CHANNELS],
-                           eps=1e-15)
-    start = 0
+    state = None
     if resume and checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, weights_only=True)
+    residual = _residual(avatar, slots, model, cfg, state)
+    groups = [{"params": [attrs[k]], "lr": getattr(cfg, MAP_LR[k]), "name": k} for k in UV_MAP_CHANNELS]
+    if residual is not None:
+        groups.append({"params": list(residual.parameters()), "lr": cfg.lr_residual, "name": "residual"})
+    opt = torch.optim.Adam(groups, eps=1e-15)
+    start = 0
+    if state is not None:
         with torch.no_grad():
             for k in attrs:
                 attrs[k].copy_(slots.gather(state["maps"][k]))
@@ -84,6 +95,7 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
     shape = avatar.shape[None]
     with torch.no_grad():   # every training frame's posed mesh, once
         verts = {int(i): model.vertices(dataclasses.replace(data.params.frame(int(i)), shape=shape))[0] for i in train}
+    conds = data.params.condition().detach()
     images = torch.from_numpy(data.images)
     mattes = torch.from_numpy(data.mattes)
     t0, loss_avg = time.perf_counter(), None
@@ -94,7 +106,8 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
         i = int(rng.choice(train))
         with torch.no_grad():
             frames = slot_frames(slots, verts[i], model.faces)
-        g = place(frames, **attrs)
+        delta = residual(conds[i]) if residual is not None else None
+        g = place(frames, **(attrs if delta is None else add_residual(attrs, delta)))
         cam = data.cameras[i]
         frame = renderer.render(g, cam)
         bg = torch.from_numpy(rng.random(3).astype(np.float32)) if cfg.random_background else torch.ones(3)
@@ -102,6 +115,8 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
         m = mattes[i][..., None]
         target = images[i].float() / 255 * m + bg * (1 - m)
         loss = cfg.lambda_l1 * (pred - target).abs().mean() + cfg.lambda_ssim * (1 - ssim(pred, target))
+        if delta is not None and cfg.lambda_residual > 0:
+            loss = loss + cfg.lambda_residual * shrinkage(delta)
         if cfg.lambda_aspect > 0 and it >= cfg.aspect_start:
             sub = g
             if 0 < cfg.aspect_sample < len(g):
@@ -121,7 +136,8 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
         loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
         done = it + 1
         if checkpoint is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
-            _save_checkpoint(checkpoint, _to_maps(attrs, slots, avatar.gaussians), opt, done, cfg)
+            _save_checkpoint(checkpoint, _to_maps(attrs, slots, avatar.gaussians), opt, done, cfg,
+                             None if residual is None else residual.state(slots))
         if progress is not None:
             rate = (done - start) / max(time.perf_counter() - t0, 1e-9)
             preview = frame.to_uint8() if cfg.preview_every and done % cfg.preview_every == 0 else None
@@ -130,7 +146,22 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
     meta = {**avatar.metadata, "refined": {"video": data.name, "iterations": cfg.iterations,
                                            "config": dataclasses.asdict(cfg), "train_frames": int(len(train)),
                                            "skipped_frames": int((~data.found[: data.first_test]).sum())}}
-    return dataclasses.replace(avatar, gaussians=refined, metadata=meta, thumbnail=None)
+    return dataclasses.replace(avatar, gaussians=refined, metadata=meta, thumbnail=None,
+                               residual=None if residual is None else residual.state(slots))
+
+
+def _residual(avatar: Avatar, slots: UVSlots, model: HeadModel, cfg: RefineConfig,
+              state: dict | None) -> ExpressionResidual | None:
+    """The expression residual to train: the checkpoint's (a resumed run has one exactly when the
+    run it continues had), the avatar's own, a new one when ``cfg.residual_features`` asks for
+    it, or None."""
+    if state is not None:
+        return None if state.get("residual") is None else ExpressionResidual.from_state(state["residual"], slots)
+    if avatar.residual is not None:
+        return ExpressionResidual.from_state(avatar.residual, slots)
+    if cfg.residual_features > 0:
+        return ExpressionResidual.new(len(slots), cfg.residual_features, cfg.residual_hidden, model.n_expr + 12, cfg.seed)
+    return None
 
 
 def _to_maps(attrs: dict, slots: UVSlots, start: UVGaussians) -> dict:
@@ -143,10 +174,11 @@ def _to_maps(attrs: dict, slots: UVSlots, start: UVGaussians) -> dict:
     return out
 
 
-def _save_checkpoint(path: Path, maps: dict, opt, iteration: int, cfg: RefineConfig) -> None:
+def _save_checkpoint(path: Path, maps: dict, opt, iteration: int, cfg: RefineConfig,
+                     residual: dict | None = None) -> None:
     """Atomic: a crash or cancel mid-write leaves the previous checkpoint loadable."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"maps": {k: v.detach() for k, v in maps.items()}, "optimizer": opt.state_dict(),
-                "iteration": iteration, "config": dataclasses.asdict(cfg)}, tmp)
+                "iteration": iteration, "config": dataclasses.asdict(cfg), "residual": residual}, tmp)
     os.replace(tmp, path)

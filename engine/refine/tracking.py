@@ -53,7 +53,9 @@ def track_for_refine(start: Avatar, model: HeadModel, data: VideoData, cfg: Refi
     data = track_photometric(start, model, data, cfg.track_config(), follow(STAGES[0]), cancel)
     if cfg.tracker_iterations <= 0:
         return data
-    short = dataclasses.replace(cfg, iterations=cfg.tracker_iterations, checkpoint_every=0, preview_every=0)
+    # Static: the tracker is a texture to align to, and a residual would follow the expressions it is aligning.
+    short = dataclasses.replace(cfg, iterations=cfg.tracker_iterations, checkpoint_every=0, preview_every=0,
+                                residual_features=0)
     try:
         tracker = refine(start, model, data, short, lambda p: report(STAGES[1], p.iteration / p.total), cancel)
     except RefineCancelled:

@@ -666,6 +666,8 @@ class App:
             text += f", from {', '.join(sources)}"
         if "refined" in meta:
             text += f"; refined on {meta['refined'].get('video')} ({meta['refined'].get('iterations')} it)"
+        if avatar.residual is not None:
+            text += ", with an expression residual"
         self.panel.update_info(text)
         if thumbs is None:
             thumbs = [avatar.thumbnail] if avatar.thumbnail is not None else []

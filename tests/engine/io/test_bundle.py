@@ -1,6 +1,7 @@
 """Tests for engine.io.bundle: bit-exact round trip, atomic save, rejection of damaged files."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import zipfile
@@ -13,6 +14,7 @@ import torch
 
 from engine.io import AvatarFileError, load_avatar, save_avatar
 from engine.io import bundle
+from engine.residual import state_shapes
 from engine.types import UV_MAP_CHANNELS, Avatar, UVGaussians
 
 R = 16
@@ -155,8 +157,46 @@ def test_missing_entry_is_rejected(saved: Path, tmp_path: Path, entry: str) -> N
 
 def test_unknown_schema_is_rejected(saved: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.savatar"
-    edit_manifest(saved, bad, schema=2)
-    expect_error(bad, "unknown schema 2")
+    edit_manifest(saved, bad, schema=3)
+    expect_error(bad, "unknown schema 3")
+
+
+# ----------------------------------------------------------------------------- expression residual
+
+
+def with_residual(avatar: Avatar, features: int = 3, hidden: int = 4, cond: int = 7) -> Avatar:
+    g = torch.Generator().manual_seed(1)
+    state = {k: torch.randn(*shape, generator=g) for k, shape in state_shapes(features, hidden, cond, R).items()}
+    return dataclasses.replace(avatar, residual=state)
+
+
+def test_a_residual_round_trips_bit_exactly_as_schema_2(tmp_path: Path) -> None:
+    a = with_residual(make_avatar())
+    path = tmp_path / "r.savatar"
+    save_avatar(a, path)
+    b = load_avatar(path)
+    assert_same(a, b)
+    assert b.residual.keys() == a.residual.keys()
+    for k, v in a.residual.items():
+        assert b.residual[k].dtype == torch.float32 and torch.equal(b.residual[k], v), k
+    with zipfile.ZipFile(path) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+    assert manifest["schema"] == 2 and manifest["residual"] == {"features": 3, "hidden": 4, "condition": 7}
+
+
+def test_an_avatar_without_residual_stays_schema_1(saved: Path) -> None:
+    with zipfile.ZipFile(saved) as zf:
+        assert json.loads(zf.read("manifest.json"))["schema"] == 1
+    assert load_avatar(saved).residual is None
+
+
+def test_a_residual_of_the_wrong_size_is_rejected(tmp_path: Path) -> None:
+    path, bad = tmp_path / "r.savatar", tmp_path / "bad.savatar"
+    save_avatar(with_residual(make_avatar()), path)
+    edit_manifest(path, bad, residual={"features": 5, "hidden": 4, "condition": 7})
+    expect_error(bad, "residual/features.npy", "[5, 16, 16]")
+    edit_manifest(path, bad, residual={"features": 3, "hidden": "4"})
+    expect_error(bad, "'residual'")
 
 
 def test_wrong_format_is_rejected(saved: Path, tmp_path: Path) -> None:
