@@ -6,7 +6,6 @@ computed once per avatar.
 from __future__ import annotations
 
 import torch
-
 from torch import Tensor
 
 from engine.binding import Activated, UVSlots, place_activated, slot_frames
