@@ -29,9 +29,9 @@ class AnimatedAvatar:
         self._residual: ExpressionResidual | None = None
         if avatar.residual is not None:
             self._residual = ExpressionResidual.from_state(avatar.residual, self.slots).requires_grad_(False)
-            if self._residual.cond_dim != model.n_expr + 12:
+            if self._residual.cond_dim != model.cond_dim:
                 raise ValueError(f"the avatar's expression residual takes a {self._residual.cond_dim}-d code; "
-                                 f"{model.name} has {model.n_expr + 12}")
+                                 f"{model.name} has {model.cond_dim}")
         self._base = base
         # Per-slot attributes activated once rather than on every pose (per expression with a residual).
         self._attrs = Activated.of(**base)

@@ -302,7 +302,7 @@ class FeedForwardNetwork(nn.Module):
 
         self.cfg = cfg
         self.head_model_name = model.name
-        self.cond_dim = model.n_expr + 12
+        self.cond_dim = model.cond_dim
         if cfg.backbone_weights and not read_backbone:
             self.backbone = ViT(DINOV3_VITB16).eval().requires_grad_(False)
         else:

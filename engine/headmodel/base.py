@@ -149,6 +149,11 @@ class HeadModel:
     def n_expr(self) -> int:
         return self.data.n_expr
 
+    @property
+    def cond_dim(self) -> int:
+        """Length of the expression code `HeadParams.condition` (expression, jaw, neck, eyes): E + 12."""
+        return self.n_expr + 12
+
     def neutral(self, batch: int = 1) -> HeadParams:
         return HeadParams.neutral(self.n_shape, self.n_expr, batch, self.v_template.device)
 

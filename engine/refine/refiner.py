@@ -160,7 +160,7 @@ def _residual(avatar: Avatar, slots: UVSlots, model: HeadModel, cfg: RefineConfi
     if avatar.residual is not None:
         return ExpressionResidual.from_state(avatar.residual, slots)
     if cfg.residual_features > 0:
-        return ExpressionResidual.new(len(slots), cfg.residual_features, cfg.residual_hidden, model.n_expr + 12, cfg.seed)
+        return ExpressionResidual.new(len(slots), cfg.residual_features, cfg.residual_hidden, model.cond_dim, cfg.seed)
     return None
 
 
