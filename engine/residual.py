@@ -16,6 +16,10 @@ already and the read-out is one layer, a third of the multiply-adds, and the ref
 barely drops. The nonlinearity per slot is what matters: without it (the map after the FiLM
 linear, so foldable into one matrix per expression) the residual gained nothing on held-out
 frames (docs/refine.md). W starts at zero, so a new residual leaves the avatar unchanged.
+
+The per-slot map runs in the native extension (`engine.native`: the activation in one pass and
+the read-out as one matrix product forward, one pass backward) when it is available, and in
+torch otherwise; the two agree to float rounding. See docs/refine.md (Speed) for what it saves.
 """
 from __future__ import annotations
 
@@ -23,17 +27,20 @@ import torch
 from torch import Tensor, nn
 
 from engine.binding import UVSlots
+from engine.native import NativeBuildError, load
 
 RESIDUAL_CHANNELS = {"local_position": 3, "rotation": 4, "log_scale": 3, "color": 3}
 """What the residual changes, with channel counts (never opacity)."""
 STEP = 0.1
 """A residual output of 1 moves a Gaussian by this many triangle scales (and log-scale by this)."""
 _OUT = sum(RESIDUAL_CHANNELS.values())
+NATIVE_MAX_FEATURES = 256
+"""Features per slot the native map takes (engine/native/residual.cpp); more run in torch."""
 
 
 class ExpressionResidual(nn.Module):
     """Per-slot features [N, C] and the FiLM-modulated linear map; ``forward(cond)`` gives the
-    residuals of every slot for one expression code."""
+    residuals of every slot for one expression code, as one [N, 13] tensor."""
 
     def __init__(self, features: Tensor, hidden: int, cond_dim: int) -> None:
         super().__init__()
@@ -57,11 +64,11 @@ class ExpressionResidual(nn.Module):
     def cond_dim(self) -> int:
         return self.film_in.in_features
 
-    def forward(self, cond: Tensor) -> dict[str, Tensor]:
-        """Residuals [N, k] per channel of RESIDUAL_CHANNELS for the code ``cond`` [E+12]."""
+    def forward(self, cond: Tensor) -> Tensor:
+        """Residuals [N, 13] of every slot for the code ``cond`` [E+12], channels in the order
+        of RESIDUAL_CHANNELS (`split` names them)."""
         gamma, beta = self.film_out(torch.nn.functional.silu(self.film_in(cond))).chunk(2, -1)
-        delta = self.out(torch.nn.functional.silu(self.features * (1 + gamma) + beta))
-        return dict(zip(RESIDUAL_CHANNELS, delta.split(list(RESIDUAL_CHANNELS.values()), -1)))
+        return residual_map(self.features, gamma, beta, self.out.weight, self.out.bias)
 
     # -- storage: the avatar keeps the features as a UV map beside its attribute maps
     def state(self, slots: UVSlots) -> dict[str, Tensor]:
@@ -79,6 +86,41 @@ class ExpressionResidual(nn.Module):
         return r
 
 
+def residual_map(features: Tensor, gamma: Tensor, beta: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """δ_n = W·SiLU((1 + γ) ⊙ f_n + β) + w for features [N, C], γ and β [C], W [13, C], w [13]:
+    natively when it can (float32/64 on the CPU, a native build), else in torch."""
+    ts = (features, gamma, beta, weight, bias)
+    native = features.device.type == "cpu" and features.dtype in (torch.float32, torch.float64) \
+        and gamma.dim() == 1 and features.shape[1] <= NATIVE_MAX_FEATURES and all(t.dtype == features.dtype for t in ts)
+    if native:
+        try:
+            load()
+        except NativeBuildError:
+            native = False
+    if not native:
+        return residual_map_torch(*ts)
+    return _ResidualMap.apply(features.contiguous(), (1 + gamma).contiguous(), beta.contiguous(),
+                              weight.contiguous(), bias.contiguous())
+
+
+def residual_map_torch(features: Tensor, gamma: Tensor, beta: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """`residual_map` in torch operations (the fallback, and the reference the native one is tested against)."""
+    return torch.nn.functional.linear(torch.nn.functional.silu(features * (1 + gamma) + beta), weight, bias)
+
+
+class _ResidualMap(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, features: Tensor, g1: Tensor, beta: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        ctx.save_for_backward(features, g1, beta, weight)
+        return load().residual_forward(features, g1, beta, weight, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        gf, gg1, gbeta, gw, gb = load().residual_backward(*ctx.saved_tensors, grad.contiguous())
+        return gf if ctx.needs_input_grad[0] else None, gg1, gbeta, gw, gb
+
+
 def state_shapes(features: int, hidden: int, cond_dim: int, resolution: int) -> dict[str, list[int]]:
     """The shape of every tensor of an ``Avatar.residual`` (bundles check them before loading)."""
     return {"features": [features, resolution, resolution],
@@ -87,14 +129,19 @@ def state_shapes(features: int, hidden: int, cond_dim: int, resolution: int) -> 
             "out.weight": [_OUT, features], "out.bias": [_OUT]}
 
 
-def add_residual(attrs: dict[str, Tensor], delta: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Pre-activation per-slot attributes plus an expression's residuals."""
+def split(delta: Tensor) -> dict[str, Tensor]:
+    """Residuals [N, 13] by channel of RESIDUAL_CHANNELS."""
+    return dict(zip(RESIDUAL_CHANNELS, delta.split(list(RESIDUAL_CHANNELS.values()), -1)))
+
+
+def add_residual(attrs: dict[str, Tensor], delta: Tensor) -> dict[str, Tensor]:
+    """Pre-activation per-slot attributes plus an expression's residuals [N, 13]."""
     out = dict(attrs)
-    for k, d in delta.items():
+    for k, d in split(delta).items():
         out[k] = attrs[k] + (STEP * d if k in ("local_position", "log_scale") else d)
     return out
 
 
-def shrinkage(delta: dict[str, Tensor]) -> Tensor:
+def shrinkage(delta: Tensor) -> Tensor:
     """Mean over slots of the residuals' squared norm (keeps them to what the images need)."""
-    return sum((d ** 2).sum(-1).mean() for d in delta.values())
+    return delta.square().sum(-1).mean()

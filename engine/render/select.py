@@ -5,7 +5,7 @@ considered, so choosing never imports gsplat on a machine without CUDA:
 
 - ``gsplat``: ``engine/render/gsplat_backend.py``, expected to define ``GsplatRenderer``;
   considered only when ``torch.cuda.is_available()`` and the device is CUDA;
-- ``native``: ``engine/render/native`` (``NativeRenderer``); CPU; compiled at first use, a
+- ``native``: ``engine/render/native.py`` (``NativeRenderer``); CPU; compiled at first use, a
   build failure falls back (automatic choice) with a warning;
 - ``gl``: ``engine/render/gl_backend.py``, expected to define ``GLRenderer``; not
   differentiable, so only chosen when no gradient is needed;

@@ -1,5 +1,5 @@
-"""The expression residual: its folded form against the FiLM formula, its effect on a posed
-avatar, and that the refiner learns it."""
+"""The expression residual: its map against the FiLM formula (natively and in torch), its effect
+on a posed avatar, and that the refiner learns it."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,7 +11,10 @@ from engine.animate import AnimatedAvatar
 from engine.binding import place, slot_frames, surface_init
 from engine.expressions import apply_expressions
 from engine.headmodel.base import HeadModel
-from engine.residual import STEP, ExpressionResidual, add_residual
+import engine.residual as residual_module
+from engine.native import NativeBuildError
+from engine.residual import (NATIVE_MAX_FEATURES, STEP, ExpressionResidual, add_residual, residual_map,
+                             residual_map_torch, split)
 from engine.types import Avatar
 
 
@@ -36,12 +39,62 @@ def test_the_residual_against_the_film_formula():
     h = torch.nn.functional.silu(r.film_in(cond))
     film = r.film_out.weight @ h + r.film_out.bias                           # [2C]: γ then β
     gamma, beta = film[:5], film[5:]
-    got = torch.cat(list(r(cond).values()), 1)
+    got = r(cond)
     for n in (0, 17, 39):                                                    # slot by slot, written out
         x = r.features[n] * (1 + gamma) + beta
         expected = r.out.weight @ (x * torch.sigmoid(x)) + r.out.bias
         torch.testing.assert_close(got[n], expected, rtol=1e-5, atol=1e-6)
-    assert [d.shape[1] for d in r(cond).values()] == [3, 4, 3, 3]             # never opacity
+    assert {k: d.shape[1] for k, d in split(got).items()} == {"local_position": 3, "rotation": 4, "log_scale": 3,
+                                                                "color": 3}   # never opacity
+
+
+def map_inputs(n: int, c: int, dtype: torch.dtype, seed: int = 0) -> list[torch.Tensor]:
+    """Features [n, c], γ, β [c], read-out weight [13, c] and bias [13], all requiring grad."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(n, c), (c,), (c,), (13, c), (13,)]
+    return [(torch.randn(s, generator=g, dtype=dtype) * (0.5 if i in (1, 2) else 1)).requires_grad_(True)
+            for i, s in enumerate(shapes)]
+
+
+def map_and_grads(fn, ts: list[torch.Tensor], grad: torch.Tensor) -> list[torch.Tensor]:
+    for t in ts:
+        t.grad = None
+    out = fn(*ts)
+    out.backward(grad)
+    return [out.detach()] + [t.grad.clone() for t in ts]
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
+@pytest.mark.parametrize("c", [5, 32])
+def test_the_native_map_matches_torch(dtype, tol, c):
+    ts = map_inputs(301, c, dtype)     # an odd count: rows split unevenly between threads
+    grad = torch.randn(301, 13, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    native, reference = map_and_grads(residual_map, ts, grad), map_and_grads(residual_map_torch, ts, grad)
+    for name, a, b in zip(["delta", "features", "gamma", "beta", "weight", "bias"], native, reference):
+        assert a.shape == b.shape, name
+        err = float((a - b).abs().max() / b.abs().max())
+        assert err < tol, f"{name}: relative error {err:.2e}"
+
+
+def test_the_native_map_passes_gradcheck():
+    ts = map_inputs(7, 4, torch.float64, seed=2)
+    assert torch.autograd.gradcheck(residual_map, ts)
+
+
+def test_the_map_falls_back_to_torch(monkeypatch):
+    ts = map_inputs(50, 6, torch.float32)
+    grad = torch.ones(50, 13)
+    native = map_and_grads(residual_map, ts, grad)
+
+    def broken():
+        raise NativeBuildError("g++: command not found")
+    monkeypatch.setattr(residual_module, "load", broken)
+    fallback = map_and_grads(residual_map, ts, grad)
+    for a, b in zip(native, fallback):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    wide = map_inputs(3, NATIVE_MAX_FEATURES + 1, torch.float32)      # more features than the native map holds
+    monkeypatch.undo()
+    torch.testing.assert_close(residual_map(*wide), residual_map_torch(*wide))
 
 
 def avatar_of(model: HeadModel, residual: ExpressionResidual | None) -> Avatar:
@@ -76,7 +129,7 @@ def test_a_posed_avatar_carries_the_residual_of_its_expression(model):
     torch.testing.assert_close(got.scales, expected.scales, rtol=1e-5, atol=0)
     # the position residual is STEP triangle scales per unit
     torch.testing.assert_close(add_residual(base, delta)["local_position"] - base["local_position"],
-                               STEP * delta["local_position"])
+                               STEP * split(delta)["local_position"])
     assert animated.activated(smile.condition()[0]) is animated.activated(smile.condition()[0])   # cached per expression
     neutral = animated.gaussians(model.neutral())
     assert not torch.allclose(neutral.colors, got.colors)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import engine.render.native._build as native_build
+import engine.native as native_build
 from engine.render.native import NativeRenderer
 from engine.render.reference import ReferenceRenderer
 from engine.render.select import RendererUnavailable, select

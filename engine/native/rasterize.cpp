@@ -15,7 +15,7 @@
 // keep working); (3) early exit of a tile once every pixel is saturated; (4) OpenMP over
 // tiles (dynamic schedule) and over Gaussians for projection; (5) a stable LSD radix sort
 // on depth instead of a comparison sort.
-#include <torch/extension.h>
+#include "native.h"
 #include <ATen/Parallel.h>
 #include <omp.h>
 
@@ -28,6 +28,8 @@
 #include <cstring>
 #include <limits>
 #include <vector>
+
+#include "fastmath.h"
 
 namespace {
 
@@ -51,25 +53,6 @@ struct Settings {
   S near_, far_, eps2d, alpha_min, alpha_max, t_min, extent;
 };
 
-// exp for power <= 0: Cephes' expf polynomial (~1 ulp), written so that gcc vectorises it.
-inline float fexp(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  x = x > 0.0f ? 0.0f : x;   // power is <= 0 up to rounding; keeps 2^n in range. NaN passes.
-  float n = std::floor(x * 1.44269504088896341f + 0.5f);
-  float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
-}
-inline double fexp(double x) { return std::exp(x); }
 
 template <typename S>
 inline bool finite(S x) { return std::isfinite(x); }
@@ -627,10 +610,4 @@ std::vector<torch::Tensor> backward(torch::Tensor means, torch::Tensor quats, to
     timer("project backward");
   });
   return {gm, gq, gs, go, gc};
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  // The GIL is released so a render on a worker thread leaves the UI thread running.
-  m.def("forward", &forward, "Project, bin and composite Gaussians (CPU)", py::call_guard<py::gil_scoped_release>());
-  m.def("backward", &backward, "Gradients of the native forward pass (CPU)", py::call_guard<py::gil_scoped_release>());
 }

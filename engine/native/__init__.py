@@ -1,8 +1,12 @@
-"""Builds and loads the native rasterizer's C++/OpenMP torch extension, once per machine.
+"""The engine's native code: one C++/OpenMP torch extension, built and loaded once per machine.
+
+It holds the CPU tile rasterizer (``rasterize.cpp``, used by `engine.render.native`) and the
+expression residual's fused activation (``residual.cpp``, used by `engine.residual`); both
+entry points are declared in ``native.h`` and bound in ``bindings.cpp``.
 
 The extension is compiled at first use with ``-O3 -march=native`` into
 ``$XDG_CACHE_HOME/spatialavatar/torch_extensions/<key>`` (default ``~/.cache/...``). The key
-hashes the C++ source, the torch version, the compiler flags and the CPU's feature flags,
+hashes the C++ sources and headers, the torch version, the compiler flags and the CPU's feature flags,
 so a cache shared between machines (an NFS home, a copied container) never loads code
 built for instructions this CPU lacks, and an edited source is rebuilt.
 """
@@ -19,7 +23,9 @@ from types import ModuleType
 
 import torch
 
-SOURCES = (Path(__file__).parent / "rasterize.cpp",)
+_HERE = Path(__file__).parent
+SOURCES = tuple(_HERE / f for f in ("rasterize.cpp", "residual.cpp", "bindings.cpp"))
+HEADERS = tuple(_HERE / f for f in ("native.h", "fastmath.h"))
 # No -ffast-math: it lets the compiler assume no NaN/inf, and the renderer's culling of
 # non-finite Gaussians relies on NaN comparisons. -fno-math-errno is enough to vectorise.
 CFLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-std=c++17"]
@@ -46,7 +52,7 @@ def _cpu_flags() -> str:
 
 def cache_key() -> str:
     h = hashlib.sha256()
-    for src in SOURCES:
+    for src in SOURCES + HEADERS:
         h.update(src.read_bytes())
     h.update(" ".join(CFLAGS + LDFLAGS).encode())
     h.update(torch.__version__.encode())
@@ -73,7 +79,7 @@ def load() -> ModuleType:
             _module = _compile_or_load()
         except Exception as e:  # noqa: BLE001 - any failure of the toolchain means "unavailable"
             _error = e
-            raise NativeBuildError(f"could not build the native renderer: {type(e).__name__}: {e}") from e
+            raise NativeBuildError(f"could not build the native extension: {type(e).__name__}: {e}") from e
         return _module
 
 
@@ -85,12 +91,12 @@ def _compile_or_load() -> ModuleType:
     name = f"spatialavatar_native_{cache_key()}"
     cached = any(directory.glob(f"{name}*.so"))
     if not cached:
-        print(f"spatialavatar: compiling the native CPU renderer (once per machine, about a minute) into "
+        print(f"spatialavatar: compiling the native CPU code (once per machine, about a minute) into "
               f"{directory} ...", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     module = load_extension(name=name, sources=[str(s) for s in SOURCES], extra_cflags=CFLAGS,
                             extra_ldflags=LDFLAGS, build_directory=str(directory), verbose=False)
     if not cached:
-        print(f"spatialavatar: native renderer compiled in {time.perf_counter() - t0:.0f} s", file=sys.stderr,
+        print(f"spatialavatar: native code compiled in {time.perf_counter() - t0:.0f} s", file=sys.stderr,
               flush=True)
     return module

@@ -5,7 +5,7 @@ body over 8-pixel chunks that gcc auto-vectorises (AVX2/AVX-512 via -march=nativ
 polynomial exp, tile-local state on the stack and OpenMP's dynamic schedule over tiles;
 the extension also takes torch tensors without copies and needs no extra dependency
 (numba is not in the pinned environment and would pin numpy/llvmlite). See
-engine/render/native/rasterize.cpp for the algorithm and `python main.py bench render`
+engine/native/rasterize.cpp for the algorithm and `python main.py bench render`
 for the measured speed.
 
 Everything runs in C++: projection (EWA, as engine/render/projection.py), a stable radix
@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from engine.render.base import RenderOptions
-from engine.render.native._build import NativeBuildError, load
+from engine.native import NativeBuildError, load
 from engine.render.projection import footprint_extent
 from engine.types import Camera, Frame, Gaussians
 
