@@ -83,7 +83,7 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
     groups = [{"params": [attrs[k]], "lr": getattr(cfg, MAP_LR[k]), "name": k} for k in UV_MAP_CHANNELS]
     if residual is not None:
         groups.append({"params": list(residual.parameters()), "lr": cfg.lr_residual, "name": "residual"})
-    opt = torch.optim.Adam(groups, eps=1e-15)
+    opt = torch.optim.Adam(groups, eps=1e-15, fused=True)   # one kernel per tensor instead of ~10 passes
     start = 0
     if state is not None:
         with torch.no_grad():
