@@ -234,6 +234,7 @@ class RefineTiming:
     size: int               # training resolution (longer side)
     iterations: int
     its_per_second: float
+    residual: bool          # with the default preset's expression residual (else a static avatar)
 
     @property
     def minutes_per_10k(self) -> float:
@@ -252,7 +253,7 @@ def bench_refine(video, sizes: Sequence[int] = (256, 512), iterations: int = 300
                  align_frames: int = 10) -> tuple[list[RefineTiming], list[AlignTiming]]:
     """Refiner iterations per second on ``video`` at each training resolution: the default
     preset's step (L1 + SSIM + aspect penalty, scales unfrozen, clamp on), from the feed-forward
-    start; and seconds per frame of the photometric tracking at the default preset's two
+    start, with its expression residual and without (a static avatar); and seconds per frame of the photometric tracking at the default preset's two
     resolutions (`engine.refine.tracking`), on ``align_frames`` consecutive training frames.
     The landmark tracking runs once; it is not timed."""
     import dataclasses as dc
@@ -273,14 +274,15 @@ def bench_refine(video, sizes: Sequence[int] = (256, 512), iterations: int = 300
             avatar, data = prepare(video, model, size, log=log, tracked=tracked)
         else:
             data = load_video_data(video, tracked, model, size)
-        cfg = load_refine_config("default", iterations=warmup, aspect_start=0, scale_freeze=0, checkpoint_every=0,
-                                 preview_every=0, resolution=size)
-        refine(avatar, model, data, cfg)
-        t0 = time.perf_counter()
-        refine(avatar, model, data, dc.replace(cfg, iterations=iterations))
-        rate = iterations / (time.perf_counter() - t0)
-        rows.append(RefineTiming(size, iterations, rate))
-        log(f"  {size}²: {rate:.1f} it/s")
+        default = load_refine_config("default", iterations=warmup, aspect_start=0, scale_freeze=0,
+                                     checkpoint_every=0, preview_every=0, resolution=size)
+        for cfg in (default, dc.replace(default, residual_features=0)):
+            refine(avatar, model, data, cfg)
+            t0 = time.perf_counter()
+            refine(avatar, model, data, dc.replace(cfg, iterations=iterations))
+            rate = iterations / (time.perf_counter() - t0)
+            rows.append(RefineTiming(size, iterations, rate, cfg.residual_features > 0))
+            log(f"  {size}², {'with the residual' if rows[-1].residual else 'static'}: {rate:.1f} it/s")
     return rows, bench_alignment(avatar, model, data, align_frames)
 
 

@@ -316,8 +316,8 @@ class Demo:
 class Bench:
     """Benchmarks. `bench render`: every renderer x 256²/512² x forward / forward+backward on the
     default avatar and a hard synthetic 58K scene, with the speed-up over the reference.
-    `bench refine --video V`: refiner iterations per second at 256² and 512² on a video, and
-    seconds per frame of its photometric tracking.
+    `bench refine --video V`: refiner iterations per second at 256² and 512² on a video, with the
+    expression residual and for a static avatar, and seconds per frame of its photometric tracking.
     `bench ui`: the app's UI and avatar frame rates while a slider is dragged, at each size, in
     the real app on the default avatar (needs an X display; Xvfb will do)."""
 
@@ -352,10 +352,10 @@ class Bench:
             else:
                 rows = bench_render(self.backends, self.sizes, self.scenes, self.runs, self.reference_runs)
         if self.what == "refine":
-            print(f"{'size':>5s} {'iterations':>10s} {'it/s':>7s} {'ms/it':>7s} {'min per 10K':>11s}")
+            print(f"{'size':>5s} {'avatar':>9s} {'iterations':>10s} {'it/s':>7s} {'ms/it':>7s} {'min per 10K':>11s}")
             for r in rows:
-                print(f"{r.size:>5d} {r.iterations:>10d} {r.its_per_second:>7.1f} {1000 / r.its_per_second:>7.1f} "
-                      f"{r.minutes_per_10k:>11.1f}")
+                print(f"{r.size:>5d} {'residual' if r.residual else 'static':>9s} {r.iterations:>10d} "
+                      f"{r.its_per_second:>7.1f} {1000 / r.its_per_second:>7.1f} {r.minutes_per_10k:>11.1f}")
             print(f"\nphotometric tracking as refine's default preset runs it (stage 3)\n"
                   f"{'size':>5s} {'frames':>10s} {'s/frame':>7s} {'min per 1000 frames':>19s}")
             for a in aligns:
