@@ -1,7 +1,7 @@
 """The engine's native code: one C++/OpenMP torch extension, built and loaded once per machine.
 
 It holds the CPU tile rasterizer (``rasterize.cpp``, used by `engine.render.native`) and the
-expression residual's fused activation (``residual.cpp``, used by `engine.residual`); both
+expression residual's per-slot map (``residual.cpp``, used by `engine.residual`); their
 entry points are declared in ``native.h`` and bound in ``bindings.cpp``.
 
 The extension is compiled at first use with ``-O3 -march=native`` into
