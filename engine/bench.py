@@ -248,12 +248,16 @@ class AlignTiming:
     seconds_per_frame: float
 
 
+BENCH_RESIDUAL = 32
+"""Features per Gaussian of the expression residual `bench refine` times (docs/refine.md's runs)."""
+
+
 def bench_refine(video, sizes: Sequence[int] = (256, 512), iterations: int = 300, warmup: int = 20,
                  log: Callable[[str], None] = print,
                  align_frames: int = 10) -> tuple[list[RefineTiming], list[AlignTiming]]:
     """Refiner iterations per second on ``video`` at each training resolution: the default
     preset's step (L1 + SSIM + aspect penalty, scales unfrozen, clamp on), from the feed-forward
-    start, with its expression residual and without (a static avatar); and seconds per frame of the photometric tracking at the default preset's two
+    start, for a static avatar and with an expression residual of BENCH_RESIDUAL features; and seconds per frame of the photometric tracking at the default preset's two
     resolutions (`engine.refine.tracking`), on ``align_frames`` consecutive training frames.
     The landmark tracking runs once; it is not timed."""
     import dataclasses as dc
@@ -276,7 +280,7 @@ def bench_refine(video, sizes: Sequence[int] = (256, 512), iterations: int = 300
             data = load_video_data(video, tracked, model, size)
         default = load_refine_config("default", iterations=warmup, aspect_start=0, scale_freeze=0,
                                      checkpoint_every=0, preview_every=0, resolution=size)
-        for cfg in (default, dc.replace(default, residual_features=0)):
+        for cfg in (dc.replace(default, residual_features=0), dc.replace(default, residual_features=BENCH_RESIDUAL)):
             refine(avatar, model, data, cfg)
             t0 = time.perf_counter()
             refine(avatar, model, data, dc.replace(cfg, iterations=iterations))

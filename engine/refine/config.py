@@ -43,9 +43,11 @@ class RefineConfig:
     """Log-scales stay fixed for this many iterations (0 disables the freeze: ablation)."""
     log_scale_max: float | None = 1.1
     """Hard clamp of log-scale relative to the triangle scale (None disables it: ablation)."""
-    residual_features: int = 32
+    residual_features: int = 0
     """Per-slot features of the avatar's expression residual (`engine.residual`: the paper's
-    FLAME-conditioned residual head, learnt per subject); 0: a static avatar, as before."""
+    FLAME-conditioned residual head, learnt per subject); 0: a static avatar (the default:
+    the residual helped three videos by 0.2-0.7 dB and cost lp_d3 1.8, docs/refine.md).
+    The ``residual`` preset sets 32."""
     residual_hidden: int = 32
     """Width of the residual's FiLM modulation."""
     lr_residual: float = 1e-3
@@ -89,7 +91,7 @@ class RefineConfig:
 
 
 def load_refine_config(name_or_path: str | Path = "default", **overrides) -> RefineConfig:
-    """The bundled preset ``name`` (``default``, ``fast``) or a JSON file, then ``overrides``.
+    """The bundled preset ``name`` (``default``, ``fast``, ``polish``, ``residual``) or a JSON file, then ``overrides``.
     ``fast`` and other presets list only what differs from the defaults."""
     path = Path(name_or_path)
     if path.suffix != ".json":
