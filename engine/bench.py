@@ -234,7 +234,7 @@ class RefineTiming:
     size: int               # training resolution (longer side)
     iterations: int
     its_per_second: float
-    residual: bool          # with the default preset's expression residual (else a static avatar)
+    residual: bool          # with an expression residual of BENCH_RESIDUAL features (else a static avatar)
 
     @property
     def minutes_per_10k(self) -> float:
@@ -257,8 +257,9 @@ def bench_refine(video, sizes: Sequence[int] = (256, 512), iterations: int = 300
                  align_frames: int = 10) -> tuple[list[RefineTiming], list[AlignTiming]]:
     """Refiner iterations per second on ``video`` at each training resolution: the default
     preset's step (L1 + SSIM + aspect penalty, scales unfrozen, clamp on), from the feed-forward
-    start, for a static avatar and with an expression residual of BENCH_RESIDUAL features; and seconds per frame of the photometric tracking at the default preset's two
-    resolutions (`engine.refine.tracking`), on ``align_frames`` consecutive training frames.
+    start, for a static avatar and with an expression residual of BENCH_RESIDUAL features; and
+    seconds per frame of the photometric tracking at the default preset's two resolutions
+    (`engine.refine.tracking`), on ``align_frames`` consecutive training frames.
     The landmark tracking runs once; it is not timed."""
     import dataclasses as dc
 
