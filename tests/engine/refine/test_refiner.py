@@ -104,7 +104,8 @@ def one_thread():
 
 def test_resume_repeats_an_unbroken_run_and_cancel_keeps_the_checkpoint(model, video, tmp_path, one_thread):
     start = avatar_with(model, torch.full((len(model.uv_slots(256)), 3), 0.5))
-    whole = refine(start, model, video, CFG)
+    cfg = dataclasses.replace(CFG, residual_features=8)      # the residual is checkpointed and resumed too
+    whole = refine(start, model, video, cfg)
     ckpt = tmp_path / "r.ckpt"
     stop = threading.Event()
 
@@ -113,9 +114,9 @@ def test_resume_repeats_an_unbroken_run_and_cancel_keeps_the_checkpoint(model, v
             stop.set()
 
     with pytest.raises(RefineCancelled):
-        refine(start, model, video, CFG, progress=stop_after_60, cancel=stop, checkpoint=ckpt)
+        refine(start, model, video, cfg, progress=stop_after_60, cancel=stop, checkpoint=ckpt)
     assert torch.load(ckpt, weights_only=True)["iteration"] == 60
-    resumed = refine(start, model, video, CFG, checkpoint=ckpt, resume=True)
+    resumed = refine(start, model, video, cfg, checkpoint=ckpt, resume=True)
     for k, v in whole.gaussians.maps().items():
         torch.testing.assert_close(resumed.gaussians.maps()[k], v, atol=1e-6, rtol=0)
     assert whole.residual is not None and resumed.residual.keys() == whole.residual.keys()
