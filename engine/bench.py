@@ -234,7 +234,7 @@ class RefineTiming:
     size: int               # training resolution (longer side)
     iterations: int
     its_per_second: float
-    residual: bool          # with an expression residual of BENCH_RESIDUAL features (else a static avatar)
+    residual: bool          # the residual preset (an expression residual); else the default (static)
 
     @property
     def minutes_per_10k(self) -> float:
@@ -248,16 +248,12 @@ class AlignTiming:
     seconds_per_frame: float
 
 
-BENCH_RESIDUAL = 32
-"""Features per Gaussian of the expression residual `bench refine` times (docs/refine.md's runs)."""
-
-
 def bench_refine(video, sizes: Sequence[int] = (256, 512), iterations: int = 300, warmup: int = 20,
                  log: Callable[[str], None] = print,
                  align_frames: int = 10) -> tuple[list[RefineTiming], list[AlignTiming]]:
     """Refiner iterations per second on ``video`` at each training resolution: the default
     preset's step (L1 + SSIM + aspect penalty, scales unfrozen, clamp on), from the feed-forward
-    start, for a static avatar and with an expression residual of BENCH_RESIDUAL features; and
+    start, for the default preset (static) and the residual preset; and
     seconds per frame of the photometric tracking at the default preset's two resolutions
     (`engine.refine.tracking`), on ``align_frames`` consecutive training frames.
     The landmark tracking runs once; it is not timed."""
@@ -279,9 +275,9 @@ def bench_refine(video, sizes: Sequence[int] = (256, 512), iterations: int = 300
             avatar, data = prepare(video, model, size, log=log, tracked=tracked)
         else:
             data = load_video_data(video, tracked, model, size)
-        default = load_refine_config("default", iterations=warmup, aspect_start=0, scale_freeze=0,
-                                     checkpoint_every=0, preview_every=0, resolution=size)
-        for cfg in (dc.replace(default, residual_features=0), dc.replace(default, residual_features=BENCH_RESIDUAL)):
+        for preset in ("default", "residual"):
+            cfg = load_refine_config(preset, iterations=warmup, aspect_start=0, scale_freeze=0, checkpoint_every=0,
+                                     preview_every=0, resolution=size)
             refine(avatar, model, data, cfg)
             t0 = time.perf_counter()
             refine(avatar, model, data, dc.replace(cfg, iterations=iterations))

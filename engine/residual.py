@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from engine.binding import UVSlots
-from engine.native import NativeBuildError, load
+from engine.native import available, load
 
 RESIDUAL_CHANNELS = {"local_position": 3, "rotation": 4, "log_scale": 3, "color": 3}
 """What the residual changes, with channel counts (never opacity)."""
@@ -92,12 +92,7 @@ def residual_map(features: Tensor, gamma: Tensor, beta: Tensor, weight: Tensor, 
     ts = (features, gamma, beta, weight, bias)
     native = features.device.type == "cpu" and features.dtype in (torch.float32, torch.float64) \
         and gamma.dim() == 1 and features.shape[1] <= NATIVE_MAX_FEATURES and all(t.dtype == features.dtype for t in ts)
-    if native:
-        try:
-            load()
-        except NativeBuildError:
-            native = False
-    if not native:
+    if not (native and available()):
         return residual_map_torch(*ts)
     return _ResidualMap.apply(features.contiguous(), (1 + gamma).contiguous(), beta.contiguous(),
                               weight.contiguous(), bias.contiguous())

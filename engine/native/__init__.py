@@ -83,6 +83,15 @@ def load() -> ModuleType:
         return _module
 
 
+def available() -> bool:
+    """Whether the extension is (or can be) built and loaded; compiles it on first call."""
+    try:
+        load()
+        return True
+    except NativeBuildError:
+        return False
+
+
 def _compile_or_load() -> ModuleType:
     from torch.utils.cpp_extension import load as load_extension
 

@@ -22,20 +22,11 @@ import torch
 from torch import Tensor
 
 from engine.render.base import RenderOptions
-from engine.native import NativeBuildError, load
+from engine.native import NativeBuildError, available, load
 from engine.render.projection import footprint_extent
 from engine.types import Camera, Frame, Gaussians
 
 __all__ = ["NativeRenderer", "NativeBuildError", "available"]
-
-
-def available() -> bool:
-    """Whether the extension is (or can be) built and loaded; compiles it on first call."""
-    try:
-        load()
-        return True
-    except NativeBuildError:
-        return False
 
 
 class _Rasterize(torch.autograd.Function):
