@@ -24,7 +24,9 @@ POSE_SLIDERS = (  # (label, Pose field, index, range in degrees)
     ("jaw open", "jaw", 0, 25), ("jaw sideways", "jaw", 1, 10),
     ("gaze yaw", "gaze", 0, 30), ("gaze pitch", "gaze", 1, 25))
 REFINE_SCHEDULES = {"fast (1.5K it, 192 px)": "fast", "full (10K it, 256 px)": "default",
+                    "full + expression residual (10K it, 256 px)": "residual",
                     "polish (3K it, 512 px, after full)": "polish"}
+"""Refine menu label -> refine preset (presets/refine); polish continues either full schedule."""
 
 
 def group_expressions(names: list[str]) -> list[tuple[str, list[str]]]:
@@ -179,7 +181,7 @@ class Panel:
                 self.ids.video = dpg.add_text("no video loaded")
             with dpg.group(horizontal=True):
                 self.ids.schedule = dpg.add_combo(list(REFINE_SCHEDULES), default_value=next(iter(REFINE_SCHEDULES)),
-                                                  width=200)
+                                                  width=280)
                 self.ids.from_current = dpg.add_checkbox(label="from current avatar")
             with dpg.group(horizontal=True):
                 self.ids.start = dpg.add_button(label="Refine", callback=lambda: app.start_refine(
