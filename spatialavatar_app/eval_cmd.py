@@ -129,18 +129,15 @@ class Eval:
     def _tracking(self, avatar_path: Path, start, model, data):
         """(data tracked as the options say, a line saying how)."""
         from engine.refine.config import load_refine_config
-        from engine.refine.session import load_tracking, tracking_path
+        from engine.refine.session import tracking_path
         from engine.refine.tracking import track_for_refine
-        from spatialavatar_app.refine_cmd import StageBars
+        from spatialavatar_app.refine_cmd import StageBars, tracked_from
 
         if self.landmark_tracking:
             return data, "the landmark tracker's, as they are"
         path = self.tracking or tracking_path(avatar_path)
         if self.tracking is not None or path.exists():
-            try:
-                return load_tracking(path, data, model), f"{path}"
-            except ValueError as e:
-                raise SystemExit(str(e)) from e
+            return tracked_from(path, data, model), f"{path}"
         with StageBars() as bars:
             data = track_for_refine(start, model, data, load_refine_config("default"), bars)
         return data, "landmarks, then photometric tracking as refine's default preset makes it"

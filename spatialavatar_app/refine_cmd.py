@@ -114,7 +114,7 @@ class Refine:
         --out either way."""
         from engine.io.params import save_params
         from engine.refine.align import AlignCancelled
-        from engine.refine.session import load_tracking, tracking_path
+        from engine.refine.session import tracking_path
         from engine.refine.tracking import track_for_refine
 
         out = tracking_path(self.out)
@@ -124,10 +124,7 @@ class Refine:
         if reuse is None and self.resume and out.exists():
             reuse = out
         if reuse is not None:
-            try:
-                data = load_tracking(reuse, data, model)
-            except ValueError as e:
-                raise SystemExit(str(e)) from e
+            data = tracked_from(reuse, data, model)
             print(f"tracking from {reuse}", file=sys.stderr)
         else:
             with StageBars() as bars:
@@ -141,6 +138,17 @@ class Refine:
             save_params(data.params, out)
             print(f"wrote {out}", file=sys.stderr)
         return data
+
+
+def tracked_from(path: Path, data, model):
+    """``data`` on the tracking file ``path``; a file that does not fit the video ends the
+    command with a message naming it (refine --tracking, eval refine)."""
+    from engine.refine.session import load_tracking
+
+    try:
+        return load_tracking(path, data, model)
+    except ValueError as e:
+        raise SystemExit(str(e)) from e
 
 
 class StageBars:
