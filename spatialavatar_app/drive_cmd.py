@@ -42,6 +42,8 @@ class Drive:
     """Scale of brow motion."""
     gain_eyes: float = 1.0
     """Scale of blinks and squints."""
+    gain_mouth: float = 1.0
+    """Scale of mouth shapes (smile, pucker, ...)."""
     smoothing: float = 0.5
     """One-Euro smoothing strength in [0, 1] (0: none)."""
     size: int = 256
@@ -73,7 +75,8 @@ class Drive:
                   "(Ctrl-C stops)", file=sys.stderr)
         animated, model = Source(avatar=self.avatar).load()
         cfg = TransferConfig(relative=not self.absolute, head_pose=not self.no_head_pose, gaze=not self.no_gaze,
-                             gain_jaw=self.gain_jaw, gain_brows=self.gain_brows, gain_eyes=self.gain_eyes)
+                             gain_jaw=self.gain_jaw, gain_brows=self.gain_brows, gain_eyes=self.gain_eyes,
+                             gain_mouth=self.gain_mouth)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         vcam = None
         if self.virtual_camera:
