@@ -54,6 +54,9 @@ class RefineConfig:
     """Adam learning rate of the residual's features and weights."""
     lambda_residual: float = 0.01
     """Weight of the residual's shrinkage, mean over Gaussians of ‖δ‖²."""
+    residual_dropout: float = 0.0
+    """Fraction of steps, at random, that train without the residual, so the static Gaussians
+    must explain those images alone and cannot lean on per-frame changes the residual learns."""
     random_background: bool = True
     """Composite render and target on the same random colour each step (False: white)."""
     photometric_tracking: bool = True

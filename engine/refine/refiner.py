@@ -106,7 +106,8 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
         i = int(rng.choice(train))
         with torch.no_grad():
             frames = slot_frames(slots, verts[i], model.faces)
-        delta = residual(conds[i]) if residual is not None else None
+        use = residual is not None and not (cfg.residual_dropout > 0 and rng.random() < cfg.residual_dropout)
+        delta = residual(conds[i]) if use else None
         g = place(frames, **(attrs if delta is None else add_residual(attrs, delta)))
         cam = data.cameras[i]
         frame = renderer.render(g, cam)

@@ -281,3 +281,14 @@ def test_the_expression_residual_learns_what_a_static_avatar_cannot(model, video
     dark = np.array(brightness)[smiling.numpy()].mean()
     light = np.array(brightness)[~smiling.numpy()].mean()
     assert dark < 0.7 * light        # the frames are 0.55 as bright
+
+
+def test_residual_dropout_trains_without_it_on_that_fraction_of_steps(model, video, one_thread):
+    """``residual_dropout`` 1 never adds the residual, so its read-out stays the zero it started
+    as; 0.5 still trains it."""
+    start = avatar_with(model, torch.full((len(model.uv_slots(256)), 3), 0.5))
+    cfg = dataclasses.replace(CFG, iterations=40, residual_features=8, lr_residual=1e-2)
+    never = refine(start, model, video, dataclasses.replace(cfg, residual_dropout=1.0))
+    assert float(never.residual["out.weight"].abs().max()) == 0.0
+    half = refine(start, model, video, dataclasses.replace(cfg, residual_dropout=0.5))
+    assert float(half.residual["out.weight"].abs().max()) > 0.0
