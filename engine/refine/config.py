@@ -56,7 +56,9 @@ class RefineConfig:
     """Weight of the residual's shrinkage, mean over Gaussians of ‖δ‖²."""
     residual_dropout: float = 0.0
     """Fraction of steps, at random, that train without the residual, so the static Gaussians
-    must explain those images alone and cannot lean on per-frame changes the residual learns."""
+    must explain those images alone and cannot lean on per-frame changes the residual learns.
+    The ``residual`` preset sets 0.5: lp_d3 29.26 dB against 27.98 without, lp_d9 after a polish
+    28.38 against 28.17 (docs/refine.md)."""
     random_background: bool = True
     """Composite render and target on the same random colour each step (False: white)."""
     photometric_tracking: bool = True
