@@ -32,7 +32,7 @@ class Refine:
     preset: str = "default"
     """Hyperparameter preset: default (10K iterations at 256 px, photometric tracking first), fast
     (1.5K at 192 px, landmark tracking), polish (3K at up to 512 px, to continue a refined --avatar),
-    residual (the default plus an expression residual the avatar keeps),
+    residual (the default plus an expression residual the avatar keeps, trained with dropout),
     or a .json file."""
     iterations: Optional[int] = None
     """Override the preset's iteration count."""
