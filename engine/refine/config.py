@@ -54,11 +54,11 @@ class RefineConfig:
     """Adam learning rate of the residual's features and weights."""
     lambda_residual: float = 0.01
     """Weight of the residual's shrinkage, mean over Gaussians of ‖δ‖²."""
-    residual_dropout: float = 0.0
-    """Fraction of steps, at random, that train without the residual, so the static Gaussians
-    must explain those images alone and cannot lean on per-frame changes the residual learns.
-    The ``residual`` preset sets 0.5: lp_d3 29.26 dB against 27.98 without, lp_d9 after a polish
-    28.38 against 28.17 (docs/refine.md)."""
+    residual_dropout: float = 0.5
+    """Fraction of steps, at random, that train without the residual (when there is one), so the
+    static Gaussians must explain those images alone and cannot lean on per-frame changes the
+    residual learns. 0.5: lp_d3 29.26 dB against 27.98 without, lp_d9 after a polish 28.38
+    against 28.17 (docs/refine.md); a polish of a residual avatar keeps it."""
     random_background: bool = True
     """Composite render and target on the same random colour each step (False: white)."""
     photometric_tracking: bool = True
