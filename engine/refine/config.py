@@ -45,8 +45,8 @@ class RefineConfig:
     """Hard clamp of log-scale relative to the triangle scale (None disables it: ablation)."""
     residual_features: int = 0
     """Per-slot features of the avatar's expression residual (`engine.residual`: the paper's
-    FLAME-conditioned residual head, learnt per subject); 0: a static avatar (the default: on the
-    same tracking the residual gained lp_d9 0.6 dB and lp_d6 0.2, and cost lp_d3 1.8; docs/refine.md).
+    FLAME-conditioned residual head, learnt per subject); 0: a static avatar (the default: static
+    scores best on lp_d3, a residual with a polish on lp_d9, lp_d6 and lp_d13; docs/refine.md).
     The ``residual`` preset sets 32."""
     residual_hidden: int = 32
     """Width of the residual's FiLM modulation."""

@@ -12,7 +12,8 @@ gradients stay symmetric. Each step trains on one random training frame.
 With ``residual_features`` > 0 the avatar also learns an expression residual
 (`engine.residual`, the paper's FLAME-conditioned residual head kept per subject): each step adds
 its residuals for the frame's expression code to the attributes, and
-``lambda_residual``·mean‖δ‖² keeps them small. An avatar that already has one (a polish) continues it.
+``lambda_residual``·mean‖δ‖² keeps them small; a random ``residual_dropout`` of the steps train
+without it. An avatar that already has one (a polish) continues it.
 """
 from __future__ import annotations
 
