@@ -131,7 +131,7 @@ class Eval:
         from engine.refine.config import load_refine_config
         from engine.refine.session import tracking_path
         from engine.refine.tracking import track_for_refine
-        from spatialavatar_app.refine_cmd import StageBars, tracked_from
+        from spatialavatar_app.cmd_shared import StageBars, tracked_from
 
         if self.landmark_tracking:
             return data, "the landmark tracker's, as they are"

@@ -116,6 +116,7 @@ class Refine:
         from engine.refine.align import AlignCancelled
         from engine.refine.session import tracking_path
         from engine.refine.tracking import track_for_refine
+        from spatialavatar_app.cmd_shared import StageBars, tracked_from
 
         out = tracking_path(self.out)
         reuse = self.tracking
@@ -139,40 +140,3 @@ class Refine:
             print(f"wrote {out}", file=sys.stderr)
         return data
 
-
-def tracked_from(path: Path, data, model):
-    """``data`` on the tracking file ``path``; a file that does not fit the video ends the
-    command with a message naming it (refine --tracking, eval refine)."""
-    from engine.refine.session import load_tracking
-
-    try:
-        return load_tracking(path, data, model)
-    except ValueError as e:
-        raise SystemExit(str(e)) from e
-
-
-class StageBars:
-    """A progress bar per stage of a ``progress(stage, fraction)`` callback, one after the other."""
-
-    def __init__(self) -> None:
-        self.stage, self.bar = None, None
-
-    def __call__(self, stage: str, fraction: float) -> None:
-        from tqdm import tqdm
-
-        if stage != self.stage:
-            self.close()
-            self.stage, self.bar = stage, tqdm(total=100, desc=stage, bar_format="{desc}: {percentage:3.0f}%|{bar}| "
-                                                                                 "{elapsed}<{remaining}")
-        self.bar.n = round(100 * fraction)
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-    def __enter__(self) -> "StageBars":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
