@@ -227,7 +227,7 @@ class AvatarService:
                      checkpoint: Path | None = None, tracking: HeadParams | None = None,
                      **overrides) -> "RefineResult":
         """Track ``video``, refine (paper §2.5) from the feed-forward avatar of its reference frame
-        (or the current avatar), score both on the held-out frames at the training resolution and
+        (or the current avatar), score both on the held-out frames at the (largest) training resolution and
         make the refined avatar current. ``progress(stage, fraction, step)``: stage "tracking",
         the photometric tracking's `engine.refine.tracking.STAGES` (with a preset that asks for
         them), "refining" or "scoring"; ``step`` is the refiner's `Progress` (loss, ETA, preview)
@@ -236,8 +236,8 @@ class AvatarService:
         continue the avatar it refined."""
         from engine.eval.refined import evaluate
         from engine.refine.align import AlignCancelled
-        from engine.refine.config import load_refine_config
-        from engine.refine.refiner import RefineCancelled, refine
+        from engine.refine.config import load_refine_config, stages
+        from engine.refine.refiner import RefineCancelled, refine_stages
         from engine.refine.session import prepare
         from engine.refine.tracking import data_side, track_for_refine
 
@@ -252,7 +252,8 @@ class AvatarService:
                 raise Cancelled()
             report("tracking", done / max(total, 1), None)
 
-        side = cfg.resolution if tracking is not None else data_side(cfg)
+        train_side = max(c.resolution for c in stages(cfg))     # scored there too
+        side = train_side if tracking is not None else data_side(cfg)
         avatar, data = prepare(Path(video), self.model, side, start, log=lambda s: None, progress=tracked)
         if tracking is not None:
             data = data.with_params(tracking, self.model)
@@ -261,10 +262,10 @@ class AvatarService:
                 data = track_for_refine(avatar, self.model, data, cfg, lambda s, f: report(s, f, None), cancel)
             except AlignCancelled:
                 raise Cancelled() from None
-        data = data.resized(cfg.resolution, self.model)
+        data = data.resized(train_side, self.model)
         try:
-            refined = refine(avatar, self.model, data, cfg, lambda p: report("refining", p.iteration / p.total, p),
-                             cancel, checkpoint)
+            refined = refine_stages(avatar, self.model, data, cfg,
+                                    lambda p: report("refining", p.iteration / p.total, p), cancel, checkpoint)
         except RefineCancelled:
             raise Cancelled() from None
         report("scoring", 1.0, None)

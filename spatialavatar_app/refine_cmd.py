@@ -33,13 +33,14 @@ class Refine:
     """Hyperparameter preset: default (10K iterations at 256 px, photometric tracking first), fast
     (1.5K at 192 px, landmark tracking), polish (3K at up to 512 px, to continue a refined --avatar),
     residual (the default plus an expression residual the avatar keeps, trained with dropout),
+    quality (residual, then polish on the same tracking: 13K steps, about twice default's time),
     or a .json file."""
     iterations: Optional[int] = None
-    """Override the preset's iteration count."""
+    """Override the preset's iteration count (quality: its first stage's)."""
     resolution: Optional[int] = None
-    """Override the preset's training resolution (longer side, pixels)."""
+    """Override the preset's training resolution (longer side, pixels; quality: its first stage's)."""
     checkpoint: Optional[Path] = None
-    """Checkpoint file (default: <out>.ckpt)."""
+    """Checkpoint file (default: <out>.ckpt); a preset's later stages write <stem>.stage2.ckpt, ... beside it."""
     resume: bool = False
     """Continue from the checkpoint if it exists."""
     no_aspect: bool = False
@@ -63,8 +64,8 @@ class Refine:
 
         from engine.headmodel.openhead import load_head_model
         from engine.io import load_avatar, save_avatar
-        from engine.refine.config import load_refine_config
-        from engine.refine.refiner import RefineCancelled, refine
+        from engine.refine.config import load_refine_config, stages
+        from engine.refine.refiner import RefineCancelled, refine_stages
         from engine.refine.session import prepare
         from engine.refine.tracking import data_side
 
@@ -88,7 +89,8 @@ class Refine:
         stop = threading.Event()
         if cfg.photometric_tracking or self.tracking is not None:
             data = self._tracked(cfg, model, avatar, data, stop)
-        bar = tqdm(total=cfg.iterations, desc="refining", unit="it")
+        total = sum(c.iterations for c in stages(cfg))
+        bar = tqdm(total=total, desc="refining", unit="it")
 
         def progress(p) -> None:
             bar.n = p.iteration
@@ -96,7 +98,7 @@ class Refine:
             bar.refresh()
 
         try:
-            refined = refine(avatar, model, data, cfg, progress, stop, ckpt, self.resume)
+            refined = refine_stages(avatar, model, data, cfg, progress, stop, ckpt, self.resume)
         except KeyboardInterrupt:
             stop.set()
             bar.close()
@@ -105,7 +107,7 @@ class Refine:
             raise SystemExit(f"cancelled; the last checkpoint is {ckpt}") from None
         bar.close()
         save_avatar(refined, self.out)
-        print(f"wrote {self.out} ({cfg.iterations} iterations on {len(data.train)} frames of {data.name}; "
+        print(f"wrote {self.out} ({total} iterations on {len(data.train)} frames of {data.name}; "
               f"{len(data.test)} held out, {int((~data.found).sum())} without a face skipped)")
 
     def _tracked(self, cfg, model, avatar, data, stop: threading.Event):

@@ -85,6 +85,9 @@ class RefineConfig:
     """Report a preview frame to the progress callback every this many iterations."""
     seed: int = 0
     """Random seed of frame order and backgrounds."""
+    then: str = ""
+    """A preset to continue with once this one is done: it refines this one's result on the same
+    tracking (e.g. ``polish``; `stages`). Empty: none."""
 
     def track_config(self, tracker: bool = False):
         """The `AlignConfig` of the alignment to the start, or with ``tracker`` to the tracker avatar."""
@@ -95,8 +98,24 @@ class RefineConfig:
         return AlignConfig(iterations=self.track_iterations, resolution=self.track_resolution)
 
 
+MAX_STAGES = 4
+"""Stages a ``then`` chain may have (a guard against presets that name each other)."""
+
+
+def stages(cfg: RefineConfig) -> list[RefineConfig]:
+    """``cfg`` and the presets its ``then`` chain names, in the order they run."""
+    out = [cfg]
+    while out[-1].then:
+        if len(out) == MAX_STAGES:
+            raise ValueError(f"refine presets chained by 'then' run at most {MAX_STAGES} stages "
+                             f"(a loop? {' -> '.join(c.then for c in out)})")
+        out.append(load_refine_config(out[-1].then))
+    return out
+
+
 def load_refine_config(name_or_path: str | Path = "default", **overrides) -> RefineConfig:
-    """The bundled preset ``name`` (``default``, ``fast``, ``polish``, ``residual``) or a JSON file, then ``overrides``.
+    """The bundled preset ``name`` (``default``, ``fast``, ``polish``, ``residual``, ``quality``) or a
+    JSON file, then ``overrides`` (which apply to this stage, not to the ones its ``then`` names).
     ``fast`` and other presets list only what differs from the defaults."""
     path = Path(name_or_path)
     if path.suffix != ".json":

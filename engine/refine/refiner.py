@@ -31,7 +31,7 @@ import torch
 from engine.binding import UVSlots, place, slot_frames
 from engine.headmodel.base import HeadModel
 from engine.metrics import ssim
-from engine.refine.config import RefineConfig
+from engine.refine.config import RefineConfig, stages
 from engine.refine.data import VideoData
 from engine.residual import ExpressionResidual, add_residual, shrinkage
 from engine.render.projection import eigen_ratio, project_gaussians
@@ -147,9 +147,43 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
     refined = UVGaussians(**_to_maps(attrs, slots, avatar.gaussians), valid=avatar.gaussians.valid)
     meta = {**avatar.metadata, "refined": {"video": data.name, "iterations": cfg.iterations,
                                            "config": dataclasses.asdict(cfg), "train_frames": int(len(train)),
-                                           "skipped_frames": int((~data.found[: data.first_test]).sum())}}
+                                           "skipped_frames": int((~data.found[: data.first_test]).sum()),
+                                           **({"continues": avatar.metadata["refined"]}
+                                              if "refined" in avatar.metadata else {})}}
     return dataclasses.replace(avatar, gaussians=refined, metadata=meta, thumbnail=None,
                                residual=None if residual is None else residual.state(slots))
+
+
+def refine_stages(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig = RefineConfig(),
+                  progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None,
+                  checkpoint: Path | None = None, resume: bool = False) -> Avatar:
+    """`refine` with ``cfg``, then with each preset its ``then`` chain names (`stages`), each
+    continuing the last one's result on the same ``data``. ``progress`` counts the iterations of
+    all stages; its ETA takes a later stage's steps to cost the current rate times its pixel ratio.
+    Stage k > 0 checkpoints to ``<checkpoint stem>.stage<k+1><suffix>``; with ``resume`` the run
+    continues from the latest stage that has a checkpoint (a checkpoint holds the whole state;
+    the metadata of a run resumed in a later stage records only that stage)."""
+    plan = stages(cfg)
+    ckpts = [None if checkpoint is None else
+             checkpoint if k == 0 else checkpoint.with_name(f"{checkpoint.stem}.stage{k + 1}{checkpoint.suffix}")
+             for k in range(len(plan))]
+    first = 0
+    if resume:
+        first = max((k for k, c in enumerate(ckpts) if c is not None and c.exists()), default=0)
+    total = sum(c.iterations for c in plan)
+    for k in range(first, len(plan)):
+        stage, before = plan[k], sum(c.iterations for c in plan[:k])
+        later = plan[k + 1:]
+
+        def report(p: Progress, stage=stage, before=before, later=later) -> None:
+            rate = max(p.its_per_second, 1e-9)
+            rest = sum(c.iterations * (c.resolution / stage.resolution) ** 2 for c in later) / rate
+            progress(dataclasses.replace(p, iteration=before + p.iteration, total=total,
+                                         eta_seconds=p.eta_seconds + rest))
+
+        avatar = refine(avatar, model, data, stage, report if progress is not None else None, cancel, ckpts[k],
+                        resume and k == first)
+    return avatar
 
 
 def _residual(avatar: Avatar, slots: UVSlots, model: HeadModel, cfg: RefineConfig,

@@ -21,7 +21,7 @@ from typing import Callable
 
 from engine.headmodel.base import HeadModel
 from engine.refine.align import AlignCancelled, track_photometric
-from engine.refine.config import RefineConfig
+from engine.refine.config import RefineConfig, stages
 from engine.refine.data import VideoData
 from engine.types import Avatar
 
@@ -30,11 +30,13 @@ STAGES = ("tracking (photometric)", "tracker avatar", "tracking (tracker avatar)
 
 
 def data_side(cfg: RefineConfig) -> int:
-    """The longer side, pixels, of the frames `track_for_refine` needs: its largest renders, or
-    the training resolution (the refiner downscales larger frames itself)."""
+    """The longer side, pixels, of the frames `track_for_refine` and the refiner need: the
+    tracking's largest renders, or the largest training resolution of ``cfg``'s `stages` (the
+    refiner downscales larger frames itself)."""
+    train = max(c.resolution for c in stages(cfg))
     if not cfg.photometric_tracking:
-        return cfg.resolution
-    return max(cfg.resolution, cfg.track_resolution, cfg.tracker_resolution if cfg.tracker_iterations > 0 else 0)
+        return train
+    return max(train, cfg.track_resolution, cfg.tracker_resolution if cfg.tracker_iterations > 0 else 0)
 
 
 def track_for_refine(start: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig,

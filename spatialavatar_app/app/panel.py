@@ -25,8 +25,9 @@ POSE_SLIDERS = (  # (label, Pose field, index, range in degrees)
     ("gaze yaw", "gaze", 0, 30), ("gaze pitch", "gaze", 1, 25))
 REFINE_SCHEDULES = {"fast (1.5K it, 192 px)": "fast", "full (10K it, 256 px)": "default",
                     "full + expression residual (10K it, 256 px)": "residual",
+                    "residual, then polish (10K it, 256 px; 3K it, 512 px)": "quality",
                     "polish (3K it, 512 px, after full)": "polish"}
-"""Refine menu label -> refine preset (presets/refine); polish continues either full schedule."""
+"""Refine menu label -> refine preset (presets/refine); polish continues any of the full schedules."""
 
 
 def group_expressions(names: list[str]) -> list[tuple[str, list[str]]]:
@@ -179,14 +180,13 @@ class Panel:
             with dpg.group(horizontal=True):
                 dpg.add_button(label="Open video...", callback=lambda: self.open_dialog("video"))
                 self.ids.video = dpg.add_text("no video loaded")
-            with dpg.group(horizontal=True):
-                self.ids.schedule = dpg.add_combo(list(REFINE_SCHEDULES), default_value=next(iter(REFINE_SCHEDULES)),
-                                                  width=280)
-                self.ids.from_current = dpg.add_checkbox(label="from current avatar")
+            self.ids.schedule = dpg.add_combo(list(REFINE_SCHEDULES), default_value=next(iter(REFINE_SCHEDULES)),
+                                              width=420)
             with dpg.group(horizontal=True):
                 self.ids.start = dpg.add_button(label="Refine", callback=lambda: app.start_refine(
                     REFINE_SCHEDULES[dpg.get_value(self.ids.schedule)], dpg.get_value(self.ids.from_current)))
                 self.ids.cancel = dpg.add_button(label="Cancel", callback=lambda: app.cancel_job())
+                self.ids.from_current = dpg.add_checkbox(label="from current avatar")
             self.ids.progress = dpg.add_progress_bar(default_value=0.0, width=420, overlay="idle")
             self.ids.eta = dpg.add_text("")
             with dpg.group(horizontal=True):

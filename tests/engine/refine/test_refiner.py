@@ -17,9 +17,9 @@ from engine.headmodel.base import HeadModel
 from engine.eval.refined import evaluate
 from engine.metrics.matte import head_matte
 from engine.refine.align import AlignCancelled, AlignConfig, align_frames, track_photometric
-from engine.refine.config import RefineConfig, load_refine_config
+from engine.refine.config import MAX_STAGES, RefineConfig, load_refine_config, stages
 from engine.refine.data import VideoData, split, tracker_camera
-from engine.refine.refiner import RefineCancelled, aspect_penalty, refine
+from engine.refine.refiner import RefineCancelled, aspect_penalty, refine, refine_stages
 from engine.render import select
 from engine.track.fit import intrinsics
 from engine.types import Avatar, HeadParams
@@ -122,6 +122,44 @@ def test_resume_repeats_an_unbroken_run_and_cancel_keeps_the_checkpoint(model, v
     assert whole.residual is not None and resumed.residual.keys() == whole.residual.keys()
     for k, v in whole.residual.items():
         torch.testing.assert_close(resumed.residual[k], v, atol=1e-6, rtol=0)
+
+
+def test_a_then_chain_refines_its_stages_in_turn_and_resumes_in_the_last_one(model, video, tmp_path, one_thread):
+    then = tmp_path / "then.json"
+    then.write_text('{"schema": 1, "iterations": 40, "resolution": 64, "scale_freeze": 0, "aspect_start": 0, '
+                    '"checkpoint_every": 20, "preview_every": 0, "lr_color": 0.01}')
+    cfg = dataclasses.replace(CFG, iterations=60, residual_features=8, then=str(then))
+    second = load_refine_config(then)
+    start = avatar_with(model, torch.full((len(model.uv_slots(256)), 3), 0.5))
+    by_hand = refine(refine(start, model, video, cfg), model, video, second)   # the residual carries over
+    seen = []
+    whole = refine_stages(start, model, video, cfg, progress=lambda p: seen.append((p.iteration, p.total)))
+    assert [i for i, _ in seen] == list(range(1, 101)) and {t for _, t in seen} == {100}
+    for k, v in by_hand.gaussians.maps().items():
+        torch.testing.assert_close(whole.gaussians.maps()[k], v, atol=1e-6, rtol=0)
+    meta = whole.metadata["refined"]
+    assert meta["iterations"] == 40 and meta["continues"]["iterations"] == 60
+
+    ckpt, stop = tmp_path / "r.ckpt", threading.Event()
+    with pytest.raises(RefineCancelled):
+        refine_stages(start, model, video, cfg, progress=lambda p: p.iteration == 81 and stop.set(), cancel=stop,
+                      checkpoint=ckpt)
+    assert torch.load(tmp_path / "r.stage2.ckpt", weights_only=True)["iteration"] == 20
+    resumed = refine_stages(start, model, video, cfg, checkpoint=ckpt, resume=True)
+    for k, v in whole.gaussians.maps().items():
+        torch.testing.assert_close(resumed.gaussians.maps()[k], v, atol=1e-6, rtol=0)
+    for k, v in whole.residual.items():
+        torch.testing.assert_close(resumed.residual[k], v, atol=1e-6, rtol=0)
+
+
+def test_the_quality_preset_is_the_residual_then_a_polish_and_a_then_loop_is_refused(tmp_path):
+    assert stages(load_refine_config("quality")) == [load_refine_config("residual", then="polish"),
+                                                      load_refine_config("polish")]
+    assert stages(load_refine_config("default")) == [RefineConfig()]
+    loop = tmp_path / "loop.json"
+    loop.write_text(f'{{"schema": 1, "then": "{loop}"}}')
+    with pytest.raises(ValueError, match=f"at most {MAX_STAGES} stages"):
+        stages(load_refine_config(loop))
 
 
 def test_aspect_penalty_against_the_formula():
