@@ -45,9 +45,9 @@ class RefineConfig:
     """Hard clamp of log-scale relative to the triangle scale (None disables it: ablation)."""
     residual_features: int = 0
     """Per-slot features of the avatar's expression residual (`engine.residual`: the paper's
-    FLAME-conditioned residual head, learnt per subject); 0: a static avatar (the default: static
-    scores best on lp_d3, a residual with a polish on lp_d9, lp_d6 and lp_d13; docs/refine.md).
-    The ``residual`` preset sets 32."""
+    FLAME-conditioned residual head, learnt per subject); 0: a static avatar (the default: it
+    stays within 10 minutes and scores best on lp_d3; a residual with a polish, the ``quality``
+    preset, is over 28 dB on all four lp_ videos; docs/refine.md). ``residual`` and ``quality`` set 32."""
     residual_hidden: int = 32
     """Width of the residual's FiLM modulation."""
     lr_residual: float = 1e-3
