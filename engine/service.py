@@ -236,7 +236,7 @@ class AvatarService:
         continue the avatar it refined."""
         from engine.eval.refined import evaluate
         from engine.refine.align import AlignCancelled
-        from engine.refine.config import load_refine_config, stages
+        from engine.refine.config import load_refine_config, training_side
         from engine.refine.refiner import RefineCancelled, refine_stages
         from engine.refine.session import prepare
         from engine.refine.tracking import data_side, track_for_refine
@@ -252,7 +252,7 @@ class AvatarService:
                 raise Cancelled()
             report("tracking", done / max(total, 1), None)
 
-        train_side = max(c.resolution for c in stages(cfg))     # scored there too
+        train_side = training_side(cfg)     # scored there too
         side = train_side if tracking is not None else data_side(cfg)
         avatar, data = prepare(Path(video), self.model, side, start, log=lambda s: None, progress=tracked)
         if tracking is not None:

@@ -113,6 +113,11 @@ def stages(cfg: RefineConfig) -> list[RefineConfig]:
     return out
 
 
+def training_side(cfg: RefineConfig) -> int:
+    """The largest training resolution of ``cfg``'s `stages`: the frames a whole run needs."""
+    return max(c.resolution for c in stages(cfg))
+
+
 def load_refine_config(name_or_path: str | Path = "default", **overrides) -> RefineConfig:
     """The bundled preset ``name`` (``default``, ``fast``, ``polish``, ``residual``, ``quality``) or a
     JSON file, then ``overrides`` (which apply to this stage, not to the ones its ``then`` names).

@@ -21,7 +21,7 @@ from typing import Callable
 
 from engine.headmodel.base import HeadModel
 from engine.refine.align import AlignCancelled, track_photometric
-from engine.refine.config import RefineConfig, stages
+from engine.refine.config import RefineConfig, training_side
 from engine.refine.data import VideoData
 from engine.types import Avatar
 
@@ -33,7 +33,7 @@ def data_side(cfg: RefineConfig) -> int:
     """The longer side, pixels, of the frames `track_for_refine` and the refiner need: the
     tracking's largest renders, or the largest training resolution of ``cfg``'s `stages` (the
     refiner downscales larger frames itself)."""
-    train = max(c.resolution for c in stages(cfg))
+    train = training_side(cfg)
     if not cfg.photometric_tracking:
         return train
     return max(train, cfg.track_resolution, cfg.tracker_resolution if cfg.tracker_iterations > 0 else 0)
