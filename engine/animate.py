@@ -25,7 +25,7 @@ class AnimatedAvatar:
         self.slots: UVSlots = model.uv_slots(avatar.gaussians.resolution)
         if not torch.equal(self.slots.valid, avatar.gaussians.valid.cpu()):
             raise ValueError("the avatar's valid-texel mask does not match its head model's UV layout")
-        base = {k: self.slots.gather(v).contiguous() for k, v in avatar.gaussians.maps().items()}
+        base = {k: self.slots.gather(v.to(model.device)).contiguous() for k, v in avatar.gaussians.maps().items()}
         self._residual: ExpressionResidual | None = None
         if avatar.residual is not None:
             self._residual = ExpressionResidual.from_state(avatar.residual, self.slots).requires_grad_(False)
@@ -59,7 +59,7 @@ class AnimatedAvatar:
     def gaussians(self, params: HeadParams, camera: Camera | None = None) -> Gaussians:
         """World-space Gaussians of frame 0 of ``params``. ``camera`` is for avatars whose
         Gaussians depend on the view (a network avatar's view-conditioned heads); ignored here."""
-        p = params.frame(0)
+        p = params.frame(0).to(self.model.device)       # trackers pose on the host
         verts = self.model.vertices(p)[0]
         return place_activated(slot_frames(self.slots, verts, self.model.faces), self.activated(p.condition()[0]))
 

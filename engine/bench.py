@@ -44,23 +44,25 @@ def synthetic_scene(n: int = 58_000, seed: int = 0, mean_opacity: float = 0.27) 
     return Gaussians(means, quats, scales, opacities, colors)
 
 
-def default_avatar() -> Gaussians:
-    """The default avatar, neutral pose."""
+def default_avatar(device: torch.device | None = None) -> Gaussians:
+    """The default avatar, neutral pose, on ``device`` (None: the host)."""
     from engine.animate import AnimatedAvatar
     from engine.generator.plain import plain_avatar
     from engine.headmodel.openhead import load_head_model
 
-    model = load_head_model()
+    model = load_head_model(device=device)
     animated = AnimatedAvatar(plain_avatar(model), model)
     with torch.no_grad():
         return animated.gaussians(animated.neutral())
 
 
-def scene(name: str) -> Gaussians:
+def scene(name: str, device: torch.device | None = None) -> Gaussians:
     if name == "avatar":
-        return default_avatar()
+        return default_avatar(device)
     if name == "synthetic":
-        return synthetic_scene()
+        g = synthetic_scene()
+        return g if device is None else Gaussians(*(getattr(g, f).to(device) for f in
+                                                    ("means", "quats", "scales", "opacities", "colors")))
     raise ValueError(f"unknown scene {name!r}; choose from {', '.join(SCENES)}")
 
 
@@ -145,16 +147,24 @@ def time_renderer(renderer: Renderer, gaussians: Gaussians, camera: Camera, back
 
 def bench_render(backends: Sequence[str] = ("native", "gl", "reference"), sizes: Sequence[int] = (256, 512),
                  scenes: Sequence[str] = SCENES, runs: int = 20, reference_runs: int = 3,
-                 log: Callable[[str], None] = print) -> list[Timing]:
-    """Time every backend (by `engine.render.select` name) on every scene, size and mode."""
+                 log: Callable[[str], None] = print, device: torch.device | None = None) -> list[Timing]:
+    """Time every backend (by `engine.render.select` name) on every scene, size and mode. A
+    backend of the other device kind (gsplat on a CUDA ``device``; native on the host) runs on
+    its own device, so one table compares them."""
+    from engine.device import HOST
     from engine.render.select import RendererUnavailable, select
 
+    device = HOST if device is None else device
     rows: list[Timing] = []
+    scenes_on: dict = {}
     for scene_name in scenes:
-        gaussians = scene(scene_name)
         for backend in backends:
+            on = HOST if backend in ("native", "gl") else device
+            if (scene_name, on) not in scenes_on:
+                scenes_on[scene_name, on] = scene(scene_name, on)
+            gaussians = scenes_on[scene_name, on]
             try:
-                renderer = select("cpu", need_grad=False, prefer=backend)
+                renderer = select(on, need_grad=False, prefer=backend)
             except RendererUnavailable as e:   # e.g. gsplat without CUDA, gl without an OpenGL driver
                 log(f"  {backend}: not available here ({e})")
                 continue
@@ -249,8 +259,8 @@ class AlignTiming:
 
 
 def bench_refine(video, sizes: Sequence[int] = (256, 512), iterations: int = 300, warmup: int = 20,
-                 log: Callable[[str], None] = print,
-                 align_frames: int = 10) -> tuple[list[RefineTiming], list[AlignTiming]]:
+                 log: Callable[[str], None] = print, align_frames: int = 10,
+                 device: torch.device | None = None) -> tuple[list[RefineTiming], list[AlignTiming]]:
     """Refiner iterations per second on ``video`` at each training resolution: the default
     preset's step (L1 + SSIM + aspect penalty, scales unfrozen, clamp on), from the feed-forward
     start, for the default preset (static) and the residual preset; and
@@ -266,7 +276,7 @@ def bench_refine(video, sizes: Sequence[int] = (256, 512), iterations: int = 300
     from engine.refine.session import prepare
     from engine.track.tracker import track_video
 
-    model = load_head_model()
+    model = load_head_model(device=device)
     rows = []
     tracked = track_video(video, model)               # once, for every size
     avatar = None

@@ -34,6 +34,13 @@ class UVSlots:
     def __len__(self) -> int:
         return self.texel.shape[0]
 
+    def to(self, device: torch.device) -> "UVSlots":
+        """The same slots with their index tensors on ``device`` (``valid`` stays on the host:
+        it is only compared and counted)."""
+        if self.texel.device == torch.device(device):
+            return self
+        return UVSlots(self.resolution, self.valid, self.texel.to(device), self.face.to(device), self.bary.to(device))
+
     def gather(self, uv_map: Tensor) -> Tensor:
         """Per-slot values [N, C] of a UV map [C, R, R]."""
         # Rows of the transposed view: the result is contiguous [N, C]; indexing columns and

@@ -73,17 +73,17 @@ class ExpressionResidual(nn.Module):
     # -- storage: the avatar keeps the features as a UV map beside its attribute maps
     def state(self, slots: UVSlots) -> dict[str, Tensor]:
         """``Avatar.residual``: the features as a UV map [C, R, R], the weights by name."""
-        out = {"features": slots.scatter(self.features.detach())}
-        out.update({k: v.detach().clone() for k, v in self.state_dict().items() if k != "features"})
+        out = {"features": slots.scatter(self.features.detach()).cpu()}     # host copies: saved, bundled
+        out.update({k: v.detach().cpu().clone() for k, v in self.state_dict().items() if k != "features"})
         return out
 
     @staticmethod
     def from_state(state: dict[str, Tensor], slots: UVSlots) -> "ExpressionResidual":
         """The residual of an ``Avatar.residual`` on the avatar's ``slots``."""
-        feats = slots.gather(state["features"]).contiguous()
+        feats = slots.gather(state["features"].to(slots.texel.device)).contiguous()
         r = ExpressionResidual(feats.clone(), state["film_in.weight"].shape[0], state["film_in.weight"].shape[1])
         r.load_state_dict({**{k: v for k, v in state.items() if k != "features"}, "features": feats})
-        return r
+        return r.to(slots.texel.device)     # the slots' device: the head model's
 
 
 def residual_map(features: Tensor, gamma: Tensor, beta: Tensor, weight: Tensor, bias: Tensor) -> Tensor:

@@ -137,7 +137,7 @@ class AvatarService:
 
             check_generator(generator, checkpoint)
         self.model = model or load_head_model()
-        self._renderer = select(torch.device("cpu"), need_grad=False, prefer=renderer)
+        self._renderer = select(self.model.device, need_grad=False, prefer=renderer)
         self._animated = AnimatedAvatar(avatar or default_avatar(self.model), self.model)
         self._params = self._animated.neutral()
         self._camera = orbit_camera(size=size)
@@ -152,7 +152,7 @@ class AvatarService:
     @property
     def renderer_name(self) -> str:
         """The live backend: gsplat, native, gl or reference."""
-        return type(self._renderer).__name__.removesuffix("Renderer").lower()
+        return self._renderer.name
 
     @property
     def params(self) -> HeadParams:
@@ -328,7 +328,7 @@ def default_avatar(model: HeadModel) -> Avatar:
             src = Path(tmp) / "astronaut.png"
             iio.imwrite(src, data.astronaut())
             avatar = build_avatar([src], model)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, ImportError) as e:     # ImportError: no mediapipe (a bare GPU machine)
         warnings.warn(f"could not build the default avatar ({e}); using the plain one")
         return plain_avatar(model)
     avatar = replace(avatar, metadata={**avatar.metadata, "sources": ["skimage.data.astronaut() (NASA, public domain)"]})

@@ -77,6 +77,10 @@ class HeadParams:
     def to(self, device: torch.device | str) -> "HeadParams":
         return HeadParams(*(getattr(self, f).to(device) for f in _HEAD_FIELDS))
 
+    def cpu(self) -> "HeadParams":
+        """A host copy (itself when on the host already)."""
+        return HeadParams(*(getattr(self, f).cpu() for f in _HEAD_FIELDS))
+
     def frame(self, i: int) -> "HeadParams":
         """Frame ``i`` as a batch of one."""
         return HeadParams(*(getattr(self, f)[i : i + 1] for f in _HEAD_FIELDS))
@@ -148,6 +152,12 @@ class Camera:
         """Camera centre in world coordinates: [3]."""
         R, t = self.world_to_cam[:3, :3], self.world_to_cam[:3, 3]
         return -R.T @ t
+
+    def to(self, device: torch.device | str) -> "Camera":
+        """The same camera with its matrices on ``device`` (itself when they are there already)."""
+        if self.K.device == torch.device(device):
+            return self
+        return replace(self, world_to_cam=self.world_to_cam.to(device), K=self.K.to(device))
 
     def resized(self, width: int, height: int) -> "Camera":
         """The same view at another image size (intrinsics scaled)."""

@@ -81,7 +81,7 @@ def render_on_white(avatar, model, data, t: int, cam) -> np.ndarray:
     """float [H, W, 3] render of held-out frame ``t`` composited on white."""
     params = dataclasses.replace(data.params.frame(t), shape=avatar.shape[None])
     with torch.no_grad():
-        f = select("cpu").render(AnimatedAvatar(avatar, model).gaussians(params), cam)
+        f = select(model.device).render(AnimatedAvatar(avatar, model).gaussians(params), cam)
     return (f.rgb + 1 - f.alpha[..., None]).clamp(0, 1).numpy()
 
 

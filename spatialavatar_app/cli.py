@@ -13,6 +13,7 @@ from typing import Annotated, Literal, Optional
 
 import tyro
 
+from spatialavatar_app.cmd_shared import OnDevice
 from spatialavatar_app.drive_cmd import Drive
 from spatialavatar_app.eval_cmd import Eval
 from spatialavatar_app.refine_cmd import Refine
@@ -30,12 +31,12 @@ class Source:
     head_model: Optional[Path] = None
     """A FLAME folder or .pkl to use instead of OpenHead (the avatar must have been made for it)."""
 
-    def load(self):
-        """(AnimatedAvatar, HeadModel)."""
+    def load(self, device=None):
+        """(AnimatedAvatar, HeadModel), the head model on ``device`` (the resolved one)."""
         from engine.animate import AnimatedAvatar
         from engine.headmodel.openhead import load_head_model
 
-        model = load_head_model(self.head_model)
+        model = load_head_model(self.head_model, device)
         if self.avatar is None:
             from engine.service import default_avatar
 
@@ -80,7 +81,7 @@ class Pose:
 
 
 @dataclass
-class Render:
+class Render(OnDevice):
     """Render an avatar (default: the built-in one) to a PNG, or a turntable MP4 with --video."""
 
     out: Path = Path("out/render.png")
@@ -103,7 +104,7 @@ class Render:
     def run(self) -> None:
         from engine.render.turntable import render_image, render_turntable
 
-        animated, model = self.source.load()
+        animated, model = self.source.load(self.compute_device())
         params = self.pose.params(animated, model)
         if self.video:
             render_turntable(animated, params, self.out, self.size, self.frames, renderer=self.renderer)
@@ -113,7 +114,7 @@ class Render:
 
 
 @dataclass
-class Export:
+class Export(OnDevice):
     """Export a posed avatar as a standard 3DGS .ply (world space) and/or an avatar bundle."""
 
     ply: Optional[Path] = None
@@ -128,7 +129,7 @@ class Export:
             raise SystemExit("export: nothing to do; give --ply PATH and/or --bundle PATH")
         from engine.io import export_ply, save_avatar
 
-        animated, model = self.source.load()
+        animated, model = self.source.load(self.compute_device())
         if self.ply:
             export_ply(animated.gaussians(self.pose.params(animated, model)), self.ply)
             print(f"wrote {self.ply} ({len(animated.slots)} Gaussians)")
@@ -194,7 +195,7 @@ class HeadModelCmd:
 
 
 @dataclass
-class Build:
+class Build(OnDevice):
     """Build an avatar from 1-4 portraits of one person (tracked, then warped into the head
     model's UV layout and mean-pooled), and save it as a bundle."""
 
@@ -217,7 +218,8 @@ class Build:
         from engine.headmodel.openhead import load_head_model
         from engine.service import AvatarService
 
-        service = AvatarService(load_head_model(self.head_model), avatar=_placeholder(self.head_model),
+        service = AvatarService(load_head_model(self.head_model, self.compute_device()),
+                                avatar=_placeholder(self.head_model),
                                 generator=self.generator, checkpoint=self.checkpoint)
         bar = tqdm(total=100, desc="building", bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}")
 
@@ -266,7 +268,7 @@ def _placeholder(head_model):
 
 
 @dataclass
-class App:
+class App(OnDevice):
     """The desktop app (what `python main.py` opens): a control panel and a stage window.
     Drop 1-4 portraits on the stage to build an avatar, a video to refine on, or a .savatar /
     .ply to open it; move the expression and pose sliders; refine; export."""
@@ -295,11 +297,12 @@ class App:
                              "or use the headless commands: python main.py --help")
         from spatialavatar_app.app.app import run_app
 
-        run_app(self.paths, self.renderer, self.resolution, self.export_dir, self.generator, self.checkpoint)
+        run_app(self.paths, self.renderer, self.resolution, self.export_dir, self.generator, self.checkpoint,
+                self.compute_device())
 
 
 @dataclass
-class Demo:
+class Demo(OnDevice):
     """Headless showcase: render the default avatar to out/default_avatar.png and a turntable
     to out/default_avatar.mp4."""
 
@@ -308,12 +311,12 @@ class Demo:
 
     def run(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        Render(out=self.out_dir / "default_avatar.png").run()
-        Render(out=self.out_dir / "default_avatar.mp4", video=True, size=384).run()
+        Render(out=self.out_dir / "default_avatar.png", device=self.device).run()
+        Render(out=self.out_dir / "default_avatar.mp4", video=True, size=384, device=self.device).run()
 
 
 @dataclass
-class Bench:
+class Bench(OnDevice):
     """Benchmarks. `bench render`: every renderer x 256²/512² x forward / forward+backward on the
     default avatar and a hard synthetic 58K scene, with the speed-up over the reference.
     `bench refine --video V`: refiner iterations per second at 256² and 512² on a video, with the
@@ -348,9 +351,11 @@ class Bench:
         print(f"before: {machine_load()}")
         with OtherCpuUse() as others:
             if self.what == "refine":
-                rows, aligns = bench_refine(self.video, self.sizes, iterations=15 * self.runs)
+                rows, aligns = bench_refine(self.video, self.sizes, iterations=15 * self.runs,
+                                                device=self.compute_device())
             else:
-                rows = bench_render(self.backends, self.sizes, self.scenes, self.runs, self.reference_runs)
+                rows = bench_render(self.backends, self.sizes, self.scenes, self.runs, self.reference_runs,
+                                    device=self.compute_device())
         if self.what == "refine":
             print(f"{'size':>5s} {'avatar':>9s} {'iterations':>10s} {'it/s':>7s} {'ms/it':>7s} {'min per 10K':>11s}")
             for r in rows:
@@ -378,7 +383,7 @@ class Bench:
 
         print(f"before: {machine_load()}")
         with OtherCpuUse() as others:
-            rows = bench_ui(self.sizes, self.seconds)
+            rows = bench_ui(self.sizes, self.seconds, device=self.compute_device())
         print(f"{'size':>5s} {'UI FPS':>7s} {'avatar FPS':>10s} {'render ms':>9s}")
         for r in rows:
             print(f"{r.size:>5d} {r.ui_fps:>7.1f} {r.avatar_fps:>10.1f} {r.render_ms:>9.1f}")
@@ -403,6 +408,8 @@ def main(argv: list[str] | None = None) -> None:
     from engine.render.select import RendererUnavailable
 
     try:
+        if isinstance(cmd, OnDevice):
+            cmd.compute_device()        # chosen once, said once, before anything is loaded
         cmd.run()
     except (ValueError, OSError, RendererUnavailable) as e:   # bad input: one clear line, no traceback
         raise SystemExit(f"error: {e}") from None

@@ -1,8 +1,27 @@
-"""What the `refine` and `eval refine` commands share: reading a tracking file, and a progress bar
-per stage of the photometric tracking."""
+"""What the commands share: the compute device option; for `refine` and `eval refine`, reading a
+tracking file and a progress bar per stage of the photometric tracking."""
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
+
+
+@dataclass
+class OnDevice:
+    """The ``--device`` option of every command that computes: resolved once per process
+    (`engine.device.resolve`, which `main` calls before the command runs) and passed down
+    through the head model."""
+
+    device: str = dataclasses.field(default="auto", kw_only=True)
+    """Compute device: auto (CUDA when a CUDA renderer renders here, else the CPU), cpu, cuda or
+    cuda:N. A CUDA renderer that fails falls back to the CPU with one line saying why."""
+
+    def compute_device(self):
+        """The process's device for ``--device`` (decided on the first call, said once)."""
+        from engine.device import resolve
+
+        return resolve(self.device)
 
 
 def tracked_from(path: Path, data, model):

@@ -8,9 +8,11 @@ from typing import Annotated, Literal, Optional
 
 import tyro
 
+from spatialavatar_app.cmd_shared import OnDevice
+
 
 @dataclass
-class Eval:
+class Eval(OnDevice):
     """Evaluate avatars. `eval ff VIDEO…`: build from K = 1 and K = 4 frames of each video's first
     half, render up to --targets frames of its last third with their tracked parameters, and
     print the paper's columns: PSNR, SSIM (and LPIPS with --lpips-weights) inside the head-and-neck
@@ -75,8 +77,8 @@ class Eval:
         if self.cross and len(self.videos) < 2:
             raise SystemExit("--cross needs at least two videos")
         lpips = self._lpips()
-        model = load_head_model()
-        faces = FaceMetrics(model)
+        model = load_head_model(device=self.compute_device())
+        faces = FaceMetrics(model.host())       # FaceMesh and landmark fits of real and rendered frames
         clips, rows, cross = [], [], []
         try:
             for v in self.videos:
@@ -167,7 +169,7 @@ class Eval:
             raise SystemExit("eval refine takes AVATAR VIDEO")
         lpips = self._lpips()
         avatar_path, video = self.videos
-        model = load_head_model()
+        model = load_head_model(device=self.compute_device())
         refined = load_avatar(avatar_path)
         start, data = prepare(video, model, EVAL_SIDE)
         data, tracking = self._tracking(avatar_path, start, model, data)

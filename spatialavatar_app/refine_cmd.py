@@ -9,9 +9,11 @@ from typing import Optional
 
 import tyro
 
+from spatialavatar_app.cmd_shared import OnDevice
+
 
 @dataclass
-class Refine:
+class Refine(OnDevice):
     """Refine an avatar on a video of the person (paper §2.5): track the video, start from the
     feed-forward avatar of its reference frame (or --avatar), optimise for --iterations steps on
     the training frames (the last quarter, or 350 frames of long videos, is held out), save.
@@ -81,7 +83,7 @@ class Refine:
         if self.landmark_tracking:
             over["photometric_tracking"] = False
         cfg = load_refine_config(self.preset, **over)
-        model = load_head_model()
+        model = load_head_model(device=self.compute_device())
         start = load_avatar(self.avatar) if self.avatar else None
         avatar, data = prepare(self.video, model, data_side(cfg), start, log=lambda s: print(s, file=sys.stderr),
                                network=self.network)

@@ -8,9 +8,11 @@ from typing import Annotated, Literal, Optional
 
 import tyro
 
+from spatialavatar_app.cmd_shared import OnDevice
+
 
 @dataclass
-class Train:
+class Train(OnDevice):
     """Train the paper's feed-forward network (docs/training.md).
 
     `train prepare INPUTS… --data DIR`: track videos (and CelebV-HQ folders, NeRSemble sequences,
@@ -77,7 +79,7 @@ class Train:
         cfg = dataclasses.replace(cfg, **over)
         if cfg.phase == 2 and not cfg.anchor:
             raise SystemExit("train phase2 continues from Phase 1: give --anchor OUT/network.pt of a phase1 run")
-        last = train(cfg, model)
+        last = train(cfg, model, device=self.compute_device())
         print(f"checkpoint: {last.parent / 'network.pt'} (resumable state: {last})")
 
     def _prepare(self, model) -> None:

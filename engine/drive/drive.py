@@ -147,7 +147,7 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
 
     cfg = transfer if transfer is not None else TransferConfig(relative=relative)
     animated = AnimatedAvatar(avatar, model)
-    rend = select(torch.device("cpu"), need_grad=False, prefer=renderer)
+    rend = select(model.device, need_grad=False, prefer=renderer)
     cam = camera if camera is not None else orbit_camera(size=size)
     pipe = DrivePipeline(model.expr_names, animated.neutral(), cfg, smoothing)
     times: dict[str, list[float]] = {s: [] for s in STAGES}

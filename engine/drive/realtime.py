@@ -78,6 +78,7 @@ class RealtimeTracker:
     ``focal`` (pixels) fixes the focal length instead of fitting it on the first frame."""
 
     def __init__(self, model: HeadModel, cfg: RealtimeConfig = RealtimeConfig(), focal: float | None = None) -> None:
+        model = model.host()        # per-frame landmark fitting in numpy, on the host
         self.model = model
         self.cfg = cfg
         self.lm = LandmarkModel(model)

@@ -177,7 +177,7 @@ def evaluate_clip(clip: Clip, model: HeadModel, ks: Sequence[int] = (1, 4), n_ta
     from engine.render.select import select
 
     check_generator(generator, checkpoint)
-    renderer = renderer or select("cpu")
+    renderer = renderer or select(model.device)
     tr = clip.tracked
     targets = _targets(clip, n_targets)
     results = []
@@ -191,8 +191,9 @@ def evaluate_clip(clip: Clip, model: HeadModel, ks: Sequence[int] = (1, 4), n_ta
             m = torch.from_numpy(eval_matte(_fit(tr.mattes[t], cam), sil, DILATE_PX))[..., None]
             gt = torch.from_numpy(clip.image(t, cam)).float() / 255 * m
             with torch.no_grad():
-                frame = renderer.render(animated.gaussians(params, camera=cam), cam)
-            pred = frame.rgb.clamp(0, 1) * m                     # premultiplied = composited on black
+                on = cam.to(model.device)
+                frame = renderer.render(animated.gaussians(params.to(model.device), camera=on), on)
+            pred = frame.rgb.cpu().clamp(0, 1) * m               # premultiplied = composited on black
             ps.append(float(psnr(pred, gt)))
             ss.append(float(ssim(pred, gt)))
             if lpips is not None:
@@ -227,7 +228,7 @@ def cross_reenact(source: Clip, driver: Clip, model: HeadModel, faces: FaceMetri
     from engine.render.select import select
 
     check_generator(generator, checkpoint)
-    renderer = renderer or select("cpu")
+    renderer = renderer or select(model.device)
     targets = _targets(driver, n_targets)
     animated = build(source, model, k, generator, checkpoint)
     shape = source.tracked.params.shape[:1]
@@ -235,8 +236,9 @@ def cross_reenact(source: Clip, driver: Clip, model: HeadModel, faces: FaceMetri
     scores = []
     for t in targets:
         cam = driver.camera(t)
-        params = dataclasses.replace(driver.tracked.params.frame(t), shape=shape)
+        params = dataclasses.replace(driver.tracked.params.frame(t), shape=shape).to(model.device)
         with torch.no_grad():
+            cam = cam.to(model.device)
             frame = renderer.render(animated.gaussians(params, camera=cam), cam)
         scores.append(_face_scores(faces.reader.read(frame.to_uint8((0.0, 0.0, 0.0))), faces.real(driver, t), identity))
     (c, n_csim), (e, n_face), (q, _), (d, _) = _means(scores)

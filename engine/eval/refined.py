@@ -42,18 +42,20 @@ def evaluate(avatar: Avatar, model: HeadModel, data: VideoData, name: str, video
     optionally an MP4 of ground truth | render | 4x error."""
     from engine.render.select import select
 
-    renderer = select("cpu")
+    device = model.device
+    renderer = select(device)
     animated = AnimatedAvatar(avatar, model)
-    shape = avatar.shape[None]
+    params = data.params.to(device)
+    shape = avatar.shape[None].to(device)
     ms, ps, ss, mss, lps, frames = [], [], [], [], [], []
     multiscale = min(data.images.shape[1:3]) >= ms_ssim_min_side()
     for t in data.test:
         m = torch.from_numpy(data.mattes[t])[..., None]
         gt = torch.from_numpy(data.images[t]).float() / 255 * m
         with torch.no_grad():
-            frame = renderer.render(animated.gaussians(dataclasses.replace(data.params.frame(int(t)), shape=shape)),
-                                    data.cameras[t])
-        pred = frame.rgb.clamp(0, 1) * m
+            frame = renderer.render(animated.gaussians(dataclasses.replace(params.frame(int(t)), shape=shape)),
+                                    data.cameras[t].to(device))
+        pred = frame.rgb.cpu().clamp(0, 1) * m      # scored on the host
         ms.append(float(mse(pred, gt)))
         ps.append(float(psnr(pred, gt)))
         ss.append(float(ssim(pred, gt)))

@@ -53,8 +53,8 @@ def generate(kind: str, model: HeadModel, sources: Sequence[Source], shape: torc
     """The avatar of ``sources`` (tracked portraits of one person sharing ``shape`` [S])."""
     check_generator(kind, checkpoint)
     if kind == "projective":
-        uvg, confidence = projective_gaussians(model, list(sources), shape)
+        uvg, confidence = projective_gaussians(model.host(), list(sources), shape.cpu())   # numpy warp
         animated = AnimatedAvatar(Avatar(uvg, model.name, shape, {"generator": "projective"}), model)
-        animated.confidence = animated.slots.gather(confidence[None])[:, 0]
+        animated.confidence = animated.slots.gather(confidence[None].to(model.device))[:, 0]
         return animated
     return _network(Path(checkpoint), model).avatar(model, list(sources), shape)

@@ -94,7 +94,9 @@ def plain_colors(model: HeadModel, slots: UVSlots, shaded: bool = True) -> torch
 
 
 def plain_avatar(model: HeadModel, resolution: int = UV_RESOLUTION) -> Avatar:
-    """The model's neutral shape covered in plain-coloured flat Gaussians."""
+    """The model's neutral shape covered in plain-coloured flat Gaussians (made on the host: an
+    `Avatar` is data, moved to the device by `AnimatedAvatar`)."""
+    model = model.host()
     slots = model.uv_slots(resolution)
     uvg = surface_init(slots, model.v_template, model.faces, plain_colors(model, slots))
     return Avatar(uvg, model.name, torch.zeros(model.n_shape), {"generator": "plain", "head_model": model.name})

@@ -20,6 +20,7 @@ import torch
 from smplx.lbs import lbs
 from torch import Tensor
 
+from engine.device import HOST
 from engine.types import JOINT_NAMES, HeadParams, Mesh
 
 
@@ -114,9 +115,13 @@ class HeadModel:
         >>> verts = model.vertices(params)      # [1, V, 3]
     """
 
-    def __init__(self, data: HeadModelData, device: torch.device | str = "cpu") -> None:
+    def __init__(self, data: HeadModelData, device: torch.device | str | None = None) -> None:
         self.data = data
         self.name = data.name
+        # The process's compute device (`engine.device.resolve`); everything posed, bound and
+        # rendered for this model lives there. None: the host (tests, tools).
+        self.device = torch.device(device) if device is not None else HOST
+        device = self.device
         t = lambda a, dt=torch.float32: torch.as_tensor(np.asarray(a), dtype=dt, device=device)  # noqa: E731
         self.v_template = t(data.v_template)                                   # [V, 3]
         self.faces = t(data.faces, torch.int64)                                # [F, 3]
@@ -132,13 +137,24 @@ class HeadModel:
         self.lmk_ids = t(data.lmk_ids, torch.int64)                            # [L] FaceMesh index of each
         self.expr_names = data.expr_names
         self._slots: dict = {}
+        self._host: HeadModel | None = None
+
+    def host(self) -> "HeadModel":
+        """This head model on the host: the landmark tracker and the projective warp fit small
+        problems in numpy there, whatever the compute device is. Itself when on the host."""
+        if self.device == HOST:
+            return self
+        if self._host is None:
+            self._host = HeadModel(self.data)
+        return self._host
 
     def uv_slots(self, resolution: int = 256):
-        """The Gaussian slots of this model's UV layout at ``resolution`` (computed once: ~1 s)."""
+        """The Gaussian slots of this model's UV layout at ``resolution`` on its device (computed once: ~1 s)."""
         from engine.binding import rasterize_uv
 
         if resolution not in self._slots:
-            self._slots[resolution] = rasterize_uv(self.uvs.cpu().numpy(), self.uv_faces.cpu().numpy(), resolution)
+            slots = rasterize_uv(self.uvs.cpu().numpy(), self.uv_faces.cpu().numpy(), resolution)
+            self._slots[resolution] = slots.to(self.device)
         return self._slots[resolution]
 
     @property

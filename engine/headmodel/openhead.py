@@ -58,8 +58,9 @@ def load_openhead() -> HeadModelData:
     return data
 
 
-def load_head_model(path: str | Path | None = None, device="cpu") -> HeadModel:
-    """OpenHead when ``path`` is None, else the user's FLAME folder or .pkl (see `load_flame`)."""
+def load_head_model(path: str | Path | None = None, device: torch.device | str | None = None) -> HeadModel:
+    """OpenHead when ``path`` is None, else the user's FLAME folder or .pkl (see `load_flame`), on
+    ``device`` (the one `engine.device.resolve` chose; None: the host)."""
     if path is None:
         return HeadModel(load_openhead(), device)
     from engine.headmodel.flame import load_flame

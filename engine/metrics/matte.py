@@ -20,8 +20,9 @@ def mesh_silhouette(model: HeadModel, params: HeadParams, focal: float, size: tu
     """uint8 [H, W] mask (255 inside) of the head mesh posed by ``params`` (one frame), seen by
     the tracker's camera (origin, looking down -z, principal point at the centre)."""
     h, w = size
+    model = model.host()            # a numpy polygon fill
     with torch.no_grad():
-        verts = model.vertices(params.frame(0))
+        verts = model.vertices(params.frame(0).cpu())
         uv, _ = project(verts, torch.tensor([focal]), torch.tensor([[h, w]], dtype=torch.float32))
     tri = np.round(uv[0].numpy()[model.faces.numpy()] * 4).astype(np.int32)     # 2 bits of sub-pixel
     mask = np.zeros((h, w), np.uint8)

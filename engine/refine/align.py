@@ -79,19 +79,22 @@ def align_frames(avatar: Avatar, model: HeadModel, data: VideoData, frames: Sequ
     landmark tracker's errors change slowly), so fewer steps reach the same fit."""
     from engine.render.select import select
 
-    renderer = select("cpu", need_grad=True)
+    device = model.device
+    renderer = select(device, need_grad=True)
     animated = AnimatedAvatar(avatar, model)
     slots = animated.slots
-    shape = avatar.shape[None].to(data.params.shape)
-    out = {k: getattr(data.params, k).detach().clone() for k in FIELDS}
+    params = data.params.to(device)
+    shape = avatar.shape[None].to(params.shape)
+    out = {k: getattr(params, k).detach().clone() for k in FIELDS}
     carry, last = None, None
     for done, t in enumerate(frames):
         if cancel is not None and cancel.is_set():
             raise AlignCancelled()
-        tracked = dataclasses.replace(data.params.frame(int(t)), shape=shape)
+        tracked = dataclasses.replace(params.frame(int(t)), shape=shape)
         cam, image, matte = _at_resolution(data, int(t), cfg.resolution)
-        m = torch.from_numpy(matte)[..., None]
-        target = torch.from_numpy(image).float() / 255 * m
+        cam = cam.to(device)
+        m = torch.from_numpy(matte)[..., None].to(device)
+        target = torch.from_numpy(image).to(device).float() / 255 * m
         var = {k: getattr(tracked, k).detach().clone() for k in FIELDS}
         if warm_start and carry is not None and int(t) == last + 1:
             var = {k: var[k] + carry[k] for k in FIELDS}
@@ -111,7 +114,7 @@ def align_frames(avatar: Avatar, model: HeadModel, data: VideoData, frames: Sequ
         carry, last = {k: var[k].detach() - getattr(tracked, k) for k in FIELDS}, int(t)
         if progress is not None:
             progress(done + 1, len(frames))
-    return dataclasses.replace(data.params, **out)
+    return dataclasses.replace(data.params, **{k: v.cpu() for k, v in out.items()})   # tracking stays on the host
 
 
 def track_photometric(start: Avatar, model: HeadModel, data: VideoData, cfg: AlignConfig,

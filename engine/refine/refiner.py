@@ -70,16 +70,18 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
     with ``resume`` it is read first if it exists."""
     from engine.render.select import select
 
-    renderer = select("cpu", need_grad=True)
+    device = model.device
+    renderer = select(device, need_grad=True)
     data = data.resized(cfg.resolution, model)
     slots = model.uv_slots(avatar.gaussians.resolution)
     # Optimised per slot ([N, C]) rather than as UV maps: the same values and the same Adam
     # steps (texels outside the chart get no gradient), without a gather and its scatter-backward
     # every step.
-    attrs = {k: slots.gather(v).detach().clone().requires_grad_(True) for k, v in avatar.gaussians.maps().items()}
+    attrs = {k: slots.gather(v.to(device)).detach().clone().requires_grad_(True)
+             for k, v in avatar.gaussians.maps().items()}
     state = None
     if resume and checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=True)
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
     residual = _residual(avatar, slots, model, cfg, state)
     groups = [{"params": [attrs[k]], "lr": getattr(cfg, MAP_LR[k]), "name": k} for k in UV_MAP_CHANNELS]
     if residual is not None:
@@ -93,12 +95,14 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
         opt.load_state_dict(state["optimizer"])
         start = int(state["iteration"])
     train = data.train
-    shape = avatar.shape[None]
+    params = data.params.to(device)
+    shape = avatar.shape[None].to(device)
     with torch.no_grad():   # every training frame's posed mesh, once
-        verts = {int(i): model.vertices(dataclasses.replace(data.params.frame(int(i)), shape=shape))[0] for i in train}
-    conds = data.params.condition().detach()
-    images = torch.from_numpy(data.images)
+        verts = {int(i): model.vertices(dataclasses.replace(params.frame(int(i)), shape=shape))[0] for i in train}
+    conds = params.condition().detach()
+    images = torch.from_numpy(data.images)      # on the host; one frame a step goes to the device
     mattes = torch.from_numpy(data.mattes)
+    cameras = [c.to(device) for c in data.cameras]
     t0, loss_avg = time.perf_counter(), None
     for it in range(start, cfg.iterations):
         if cancel is not None and cancel.is_set():
@@ -110,19 +114,19 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
         use = residual is not None and not (cfg.residual_dropout > 0 and rng.random() < cfg.residual_dropout)
         delta = residual(conds[i]) if use else None
         g = place(frames, **(attrs if delta is None else add_residual(attrs, delta)))
-        cam = data.cameras[i]
+        cam = cameras[i]
         frame = renderer.render(g, cam)
-        bg = torch.from_numpy(rng.random(3).astype(np.float32)) if cfg.random_background else torch.ones(3)
+        bg = (torch.from_numpy(rng.random(3).astype(np.float32)) if cfg.random_background else torch.ones(3)).to(device)
         pred = frame.rgb + (1 - frame.alpha[..., None]) * bg
-        m = mattes[i][..., None]
-        target = images[i].float() / 255 * m + bg * (1 - m)
+        m = mattes[i][..., None].to(device)
+        target = images[i].to(device).float() / 255 * m + bg * (1 - m)
         loss = cfg.lambda_l1 * (pred - target).abs().mean() + cfg.lambda_ssim * (1 - ssim(pred, target))
         if delta is not None and cfg.lambda_residual > 0:
             loss = loss + cfg.lambda_residual * shrinkage(delta)
         if cfg.lambda_aspect > 0 and it >= cfg.aspect_start:
             sub = g
             if 0 < cfg.aspect_sample < len(g):
-                pick = torch.from_numpy(rng.choice(len(g), cfg.aspect_sample, replace=False))
+                pick = torch.from_numpy(rng.choice(len(g), cfg.aspect_sample, replace=False)).to(device)
                 sub = Gaussians(g.means[pick], g.quats[pick], g.scales[pick], g.opacities[pick], g.colors[pick])
             proj = project_gaussians(sub, cam)
             loss = loss + cfg.lambda_aspect * aspect_penalty(proj.cov2d, proj.visible, cfg.aspect_tau)
@@ -202,7 +206,8 @@ def _residual(avatar: Avatar, slots: UVSlots, model: HeadModel, cfg: RefineConfi
     if avatar.residual is not None:
         return ExpressionResidual.from_state(avatar.residual, slots)
     if cfg.residual_features > 0:
-        return ExpressionResidual.new(len(slots), cfg.residual_features, cfg.residual_hidden, model.cond_dim, cfg.seed)
+        return ExpressionResidual.new(len(slots), cfg.residual_features, cfg.residual_hidden, model.cond_dim,
+                                      cfg.seed).to(model.device)
     return None
 
 
@@ -210,8 +215,8 @@ def _to_maps(attrs: dict, slots: UVSlots, start: UVGaussians) -> dict:
     """UV maps of per-slot attributes; texels outside the chart keep the start's values."""
     out = {}
     for k, v in start.maps().items():
-        m = v.detach().clone().reshape(v.shape[0], -1)
-        m[:, slots.texel] = attrs[k].detach().T
+        m = v.detach().cpu().clone().reshape(v.shape[0], -1)      # the avatar stays on the host
+        m[:, slots.texel.cpu()] = attrs[k].detach().T.cpu()
         out[k] = m.reshape(v.shape)
     return out
 

@@ -69,8 +69,9 @@ def _make(name: str, device: torch.device, need_grad: bool) -> Renderer:
     raise ValueError(f"unknown renderer {name!r}; choose from {', '.join(ORDER)}")
 
 
-def select(device: torch.device | str = "cpu", need_grad: bool = False, prefer: str | None = None) -> Renderer:
-    """The fastest renderer that works for ``device`` (and gradients when ``need_grad``).
+def select(device: torch.device | str, need_grad: bool = False, prefer: str | None = None) -> Renderer:
+    """The fastest renderer that works for ``device`` (and gradients when ``need_grad``): the
+    process's device (`engine.device.resolve`), which callers take from their head model.
 
     ``prefer`` names one backend (``"gsplat"``, ``"native"``, ``"gl"``, ``"reference"``) and
     overrides the automatic order: an unknown name raises ValueError, a backend that cannot

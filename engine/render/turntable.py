@@ -16,10 +16,11 @@ SWEEP = ({"mouthSmile_L": 1.0, "mouthSmile_R": 1.0}, {"jawOpen": 0.6}, {"eyeBlin
          {"browInnerUp": 1.0, "eyeWide_L": 1.0, "eyeWide_R": 1.0})
 
 
-def _renderer(prefer: str | None) -> Renderer:
+def _renderer(animated: AnimatedAvatar, prefer: str | None) -> Renderer:
+    """A renderer for the device the avatar's head model is on."""
     from engine.render.select import select
 
-    return select(torch.device("cpu"), need_grad=False, prefer=prefer)
+    return select(animated.model.device, need_grad=False, prefer=prefer)
 
 
 def render_array(animated: AnimatedAvatar, params: HeadParams, size: int = 512, view_yaw: float = 0.0,
@@ -28,7 +29,8 @@ def render_array(animated: AnimatedAvatar, params: HeadParams, size: int = 512, 
     (default: the best available, see `engine.render.select`)."""
     cam = orbit_camera(view_yaw, view_pitch, size=size)
     with torch.no_grad():
-        return _renderer(renderer).render(animated.gaussians(params), cam).to_uint8()
+        return _renderer(animated, renderer).render(animated.gaussians(params.to(animated.model.device)),
+                                                    cam.to(animated.model.device)).to_uint8()
 
 
 def render_image(animated: AnimatedAvatar, params: HeadParams, out: Path, size: int = 512,
@@ -46,7 +48,7 @@ def render_turntable(animated: AnimatedAvatar, params: HeadParams, out: Path, si
     import imageio.v3 as iio
     from tqdm import tqdm
 
-    backend = _renderer(renderer)
+    backend = _renderer(animated, renderer)
     images = []
     for i in tqdm(range(frames), desc=f"rendering {out.name}", unit="frame"):
         t = i / frames
@@ -55,6 +57,6 @@ def render_turntable(animated: AnimatedAvatar, params: HeadParams, out: Path, si
         p = apply_expressions(params, animated.model, {k: v * amount for k, v in weights.items()})
         cam = orbit_camera(40.0 * math.sin(2 * math.pi * t), 5.0, size=size)
         with torch.no_grad():
-            images.append(backend.render(animated.gaussians(p), cam).to_uint8())
+            images.append(backend.render(animated.gaussians(p), cam.to(animated.model.device)).to_uint8())
     out.parent.mkdir(parents=True, exist_ok=True)
     iio.imwrite(out, images, fps=fps, codec="libx264", macro_block_size=16)

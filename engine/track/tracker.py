@@ -147,6 +147,7 @@ def track_portraits(paths: Sequence[Path], model: HeadModel, cfg: FitConfig = Fi
         matter.close()
     t1 = time.perf_counter()
     obs = _observations(lmks, sizes)
+    model = model.host()        # landmark fitting: small least-squares problems, numpy on the host
     fit = fit_landmarks(LandmarkModel(model), _model_points(obs, model), cfg)
     if progress:
         progress(len(paths) + 1, len(paths) + 1)
@@ -192,6 +193,7 @@ def track_video(path: Path, model: HeadModel, cfg: FitConfig = FitConfig(), prog
         notes.append(f"{path}: no face in {lost} of {len(lmks)} frames (filled by smoothing, flagged)")
     t1 = time.perf_counter()
     obs = _observations(lmks, sizes)
+    model = model.host()        # landmark fitting: small least-squares problems, numpy on the host
     fit = fit_video(LandmarkModel(model), _model_points(obs, model), cfg, N_KEYFRAMES)
     return Tracked(Path(path).stem, [str(path)], fit.params, fit.K, obs.image_size, obs.found, fit.error_px,
                    np.where(obs.found[:, None, None], obs.points, np.nan), _facemesh_order(fit.projected, model),

@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from engine.binding import place, slot_frames
+from engine.device import HOST
 from engine.generator.network import (FeedForwardNetwork, SourceInput, harmonic, load_generator, save_generator,
                                       view_direction)
 from engine.generator.projective import Source
@@ -45,25 +46,26 @@ class Context:
 
     rank: int = 0
     world: int = 1
-    device: torch.device = torch.device("cpu")
+    device: torch.device = HOST
 
     @property
     def main(self) -> bool:
         return self.rank == 0
 
 
-def distributed_context() -> Context:
-    """Join the process group when started by torchrun (``WORLD_SIZE`` > 1)."""
+def distributed_context(device: torch.device = HOST) -> Context:
+    """Join the process group when started by torchrun (``WORLD_SIZE`` > 1). ``device``: the
+    process's (`engine.device.resolve`); with CUDA each rank takes the GPU of its LOCAL_RANK."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return Context(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    cuda = torch.cuda.is_available()
+        return Context(device=device)
+    cuda = device.type == "cuda"
     dist.init_process_group("nccl" if cuda else "gloo")
     rank = dist.get_rank()
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return Context(rank, dist.get_world_size(), torch.device("cuda", torch.cuda.current_device()) if cuda else
-                   torch.device("cpu"))
+                   device)
 
 
 def average_gradients(params: list[torch.Tensor], ctx: Context) -> None:
@@ -215,11 +217,12 @@ def validate(net: FeedForwardNetwork, model: HeadModel, clip: Clip, count: int, 
     return float(np.mean(values))
 
 
-def train(cfg: TrainConfig, model: HeadModel, log: Callable[[str], None] = print, stop=None) -> Path:
+def train(cfg: TrainConfig, model: HeadModel, log: Callable[[str], None] = print, stop=None,
+          device: torch.device = HOST) -> Path:
     """Train (or resume) and return the last checkpoint's path. ``stop``: a threading.Event."""
     from engine.render.select import select
 
-    ctx = distributed_context()
+    ctx = distributed_context(device)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     all_clips = load_clips(Path(cfg.data))

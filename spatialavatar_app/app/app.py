@@ -690,16 +690,17 @@ def _with_landmarks(rgb: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray
 
 
 def run_app(paths: Sequence[Path] = (), renderer: str | None = None, resolution: int = 512,
-            export_dir: Path = Path("out"), generator: str = "projective", checkpoint: Path | None = None) -> None:
+            export_dir: Path = Path("out"), generator: str = "projective", checkpoint: Path | None = None,
+            device=None) -> None:
     """Open the app on ``paths`` (portraits, a video, an avatar bundle or a .ply), or on the
-    default avatar."""
+    default avatar; ``device`` is the process's (`engine.device.resolve`; None: the host)."""
     from engine.generator.plain import plain_avatar
     from engine.headmodel.openhead import load_head_model
 
-    model = load_head_model()
+    model = load_head_model(device=device)
     # The windows open at once on the plain head; the default avatar follows from a job.
-    service = AvatarService(model, plain_avatar(model), renderer=renderer or app_renderer(), size=resolution,
-                            generator=generator, checkpoint=checkpoint)
+    service = AvatarService(model, plain_avatar(model), renderer=renderer or app_renderer(model.device),
+                            size=resolution, generator=generator, checkpoint=checkpoint)
     app = App(service, resolution, export_dir)
     app.open()
     if paths:
@@ -709,16 +710,15 @@ def run_app(paths: Sequence[Path] = (), renderer: str | None = None, resolution:
     app.run()
 
 
-def app_renderer() -> str:
-    """gsplat with CUDA, else native, else the reference. Never the gl renderer: its headless EGL
-    context next to the windows' GLX contexts crashes Mesa."""
-    import torch
-
+def app_renderer(device) -> str:
+    """The live backend for the compute ``device``: gsplat on CUDA (the device resolver has seen
+    it render), else native, else the reference. Never the headless gl renderer: its EGL context
+    next to the windows' GLX contexts crashes Mesa."""
     from engine.render.select import RendererUnavailable, select
 
     for name in ("gsplat", "native"):
         try:
-            select("cuda" if name == "gsplat" else "cpu", prefer=name)
+            select(device, prefer=name)
             return name
         except RendererUnavailable:
             continue

@@ -32,7 +32,7 @@ def main(out: Path, measure: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     res: dict = {"events": []}
     model = load_head_model()
-    app = App(AvatarService(model, plain_avatar(model), renderer=app_renderer()), resolution=256,
+    app = App(AvatarService(model, plain_avatar(model), renderer=app_renderer(model.device)), resolution=256,
               export_dir=out / "exports", stage_size=(512, 512))
     app.open()                                   # as run_app does: windows first, then the default avatar
     app.load_default()

@@ -1,0 +1,233 @@
+"""One device per process: `engine.device` decides it, and every flow hands the renderer tensors
+on it. Runs without a GPU: CUDA is faked (`tests/fake_cuda.py`: tensors that report cuda:0,
+refuse numpy and refuse to mix with host tensors) and gsplat is replaced by a recording fake
+that renders through the reference renderer."""
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import engine.device as device_mod
+from engine.device import HOST, decide, resolve
+from engine.render.base import RenderOptions
+from engine.types import Frame
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("fake_cuda", ROOT / "tests" / "fake_cuda.py")
+fake_cuda = importlib.util.module_from_spec(_spec)
+sys.modules["fake_cuda"] = fake_cuda
+_spec.loader.exec_module(fake_cuda)
+FakeCuda, FakeCudaTensor = fake_cuda.FakeCuda, fake_cuda.FakeCudaTensor
+
+FIELDS = ("means", "quats", "scales", "opacities", "colors")
+
+
+# ---- the decision
+def fail(device):
+    raise RuntimeError("gsplat's CUDA extension failed to build or load: nvcc not found")
+
+
+def test_cpu_when_asked_or_when_there_is_no_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert decide("cpu").device == HOST and decide("auto").device == HOST
+    r = decide("cuda:1")
+    assert r.device == HOST and "was asked for" in r.line and r.fallback
+
+
+def test_cuda_when_its_renderer_renders_and_the_cpu_with_the_reason_when_it_fails(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Fake GPU")
+    ok = decide("auto", check=lambda d: None)
+    assert ok.device == torch.device("cuda:0") and ok.cuda and "Fake GPU" in ok.line
+    assert decide("cuda:1", check=lambda d: None).device == torch.device("cuda:1")
+    bad = decide("auto", check=fail)
+    assert bad.device == HOST and "nvcc not found" in bad.line and "\n" not in bad.line
+
+
+def test_a_bad_spec_is_one_clear_error():
+    with pytest.raises(ValueError, match="choose auto, cpu, cuda or cuda:N"):
+        decide("gpu")
+
+
+def test_resolve_decides_once_and_says_it_once(monkeypatch):
+    device_mod.forget()
+    said, checks = [], []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Fake GPU")
+    for _ in range(3):
+        assert resolve("auto", said.append, check=checks.append) == torch.device("cuda:0")
+    assert len(said) == 1 and len(checks) == 1
+    device_mod.forget()
+
+
+# ---- no call site chooses the device
+CHOOSERS = re.compile(r'select\(\s*"cpu"|select\(\s*torch\.device\(\s*"cpu"\s*\)|torch\.device\(\s*"cpu"\s*\)'
+                      r'|device\s*=\s*"cpu"|select\(\s*"cuda"')
+
+
+def choosers(paths) -> list[str]:
+    out = []
+    for path in paths:
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if CHOOSERS.search(line):
+                out.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
+    return out
+
+
+def test_no_call_site_names_a_device_outside_the_resolver():
+    files = [p for d in ("engine", "spatialavatar_app", "scripts") for p in (ROOT / d).rglob("*.py")]
+    files.append(ROOT / "main.py")
+    found = [f for f in choosers(files) if not f.startswith("engine/device.py")]
+    assert found == []
+
+
+def test_the_device_grep_sees_the_forms_it_forbids(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text('a = select("cpu")\nb = select(torch.device("cpu"), prefer=x)\nc = f(device="cpu")\n'
+                     'd = t.to("cpu").numpy()\ne = torch.load(p, map_location="cpu")\n')
+    global ROOT
+    old, ROOT = ROOT, tmp_path
+    try:
+        assert len(choosers([probe])) == 3          # the host copy and the map_location are fine
+    finally:
+        ROOT = old
+
+
+# ---- every flow on the fake GPU
+class RecordingGsplat:
+    """Stands in for `GsplatRenderer`: refuses what the real one refuses (Gaussians not on CUDA),
+    records each call's devices and renders through the reference renderer."""
+
+    name = "gsplat"
+    differentiable = True
+    calls: list = []
+
+    def render(self, gaussians, camera, options: RenderOptions = RenderOptions()) -> Frame:
+        from engine.render.reference import ReferenceRenderer
+
+        devices = {getattr(gaussians, f).device.type for f in FIELDS}
+        RecordingGsplat.calls.append(devices)
+        if devices != {"cuda"}:
+            raise ValueError(f"the gsplat renderer renders CUDA tensors; got Gaussians on {devices}")
+        # Rendered from differentiable host copies (the reference's checkpointing would reach
+        # for CUDA's random state), the frame moved back to the device.
+        from engine.types import Gaussians
+
+        host = Gaussians(*(getattr(gaussians, f).cpu() for f in FIELDS))
+        frame = ReferenceRenderer(chunk_size=4096).render(host, camera.to("cpu"), options)
+        return Frame(*(getattr(frame, f).to("cuda") for f in ("rgb", "alpha", "depth")))
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    """A machine that reports CUDA, with gsplat replaced by `RecordingGsplat`."""
+    import engine.render.gsplat_backend as gsplat_backend
+
+    device_mod.forget()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Fake GPU")
+    monkeypatch.setattr(gsplat_backend, "GsplatRenderer", RecordingGsplat)
+    RecordingGsplat.calls = []
+    with FakeCuda() as mode:
+        yield mode
+    device_mod.forget()
+
+
+def test_app_start_up_resolves_cuda_and_renders_on_it(gpu, openhead):
+    """What `run_app` does before its windows open: the head model on the resolved device, the
+    live backend for it, a frame."""
+    from engine.generator.plain import plain_avatar
+    from engine.headmodel.base import HeadModel
+    from engine.service import AvatarService
+    from spatialavatar_app.app.app import app_renderer
+
+    device = resolve("auto", say=None)
+    assert device == torch.device("cuda:0") and RecordingGsplat.calls == [{"cuda"}]   # the test frame
+    model = HeadModel(openhead, device)
+    service = AvatarService(model, plain_avatar(model), renderer=app_renderer(model.device), size=48)
+    assert service.renderer_name == "gsplat"
+    frame = service.render()
+    assert frame.alpha.device.type == "cuda" and float(frame.alpha.mean()) > 0.1
+    assert len(RecordingGsplat.calls) == 2
+    img = frame.to_uint8()                      # the stage's host copy
+    assert img.shape == (48, 48, 3)
+
+
+def test_render_command_on_the_fake_gpu(gpu, tmp_path, capsys):
+    from spatialavatar_app.cli import main
+
+    out = tmp_path / "r.png"
+    main(["render", "--avatar", "plain", "--size", "40", "--out", str(out)])
+    assert "device: cuda:0 (Fake GPU, gsplat)" in capsys.readouterr().out
+    assert out.is_file() and len(RecordingGsplat.calls) == 2          # the test frame, the picture
+
+
+def test_refine_and_eval_refine_hand_the_renderer_device_tensors(gpu, openhead, offset_clip):
+    import dataclasses
+
+    from engine.eval.refined import evaluate
+    from engine.headmodel.base import HeadModel
+    from engine.refine.config import RefineConfig
+    from engine.refine.refiner import refine
+
+    model = HeadModel(openhead, resolve("auto", say=None))
+    plain, data = offset_clip
+    cfg = dataclasses.replace(RefineConfig(), iterations=3, resolution=48, aspect_start=0, scale_freeze=1,
+                              checkpoint_every=0, preview_every=0, photometric_tracking=False)
+    refined = refine(plain, model, data, cfg)
+    assert len(RecordingGsplat.calls) == 1 + 3
+    assert all(not isinstance(v, FakeCudaTensor) for v in refined.gaussians.maps().values())  # saved from the host
+    held = evaluate(refined, model, data, "refined")
+    assert held.frames == 1 and np.isfinite(held.psnr)
+    assert len(RecordingGsplat.calls) == 1 + 3 + 1
+    assert all(c == {"cuda"} for c in RecordingGsplat.calls)
+
+
+def test_photometric_alignment_on_the_fake_gpu(gpu, openhead, offset_clip):
+    from engine.headmodel.base import HeadModel
+    from engine.refine.align import AlignConfig, align_frames
+
+    model = HeadModel(openhead, resolve("auto", say=None))
+    plain, data = offset_clip
+    params = align_frames(plain, model, data, [0], AlignConfig(iterations=2, resolution=48))
+    assert not isinstance(params.translation, FakeCudaTensor) and len(RecordingGsplat.calls) == 1 + 2
+
+
+def test_drive_a_few_frames_on_the_fake_gpu(gpu, openhead, offset_clip, tmp_path):
+    """Drive's tracker works on the host; its poses reach the avatar on the device."""
+    from engine.drive.drive import drive_video
+    from engine.headmodel.base import HeadModel
+    from engine.io.media import write_video
+
+    model = HeadModel(openhead, resolve("auto", say=None))
+    plain, data = offset_clip
+    path = tmp_path / "d.mp4"
+    write_video(path, list(np.repeat(data.images[:1], 3, 0)), 25.0)
+    stats = drive_video(plain, model, path, tmp_path / "o.mp4", relative=False, size=32, smoothing=0.0)
+    assert len(stats.driven.expr) == 3
+    assert len(RecordingGsplat.calls) == 1 + 3 and all(c == {"cuda"} for c in RecordingGsplat.calls)
+
+
+@pytest.mark.gpu
+def test_on_a_real_gpu_auto_picks_cuda_and_the_app_service_renders_there(openhead):
+    from engine.generator.plain import plain_avatar
+    from engine.headmodel.base import HeadModel
+    from engine.service import AvatarService
+    from spatialavatar_app.app.app import app_renderer
+
+    device_mod.forget()
+    device = resolve("auto", say=None)
+    assert device.type == "cuda", device_mod.resolved().line
+    model = HeadModel(openhead, device)
+    service = AvatarService(model, plain_avatar(model), renderer=app_renderer(device), size=64)
+    assert service.renderer_name == "gsplat"
+    frame = service.render()
+    assert frame.alpha.device.type == "cuda" and float(frame.alpha.mean()) > 0.1
+    device_mod.forget()
