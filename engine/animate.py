@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from engine.binding import Activated, UVSlots, place_activated, slot_frames
+from engine.binding import Activated, UVSlots, pose_slots
 from engine.headmodel.base import HeadModel
 from engine.residual import ExpressionResidual, add_residual
 from engine.types import Avatar, Camera, Gaussians, HeadParams
@@ -61,7 +61,7 @@ class AnimatedAvatar:
         Gaussians depend on the view (a network avatar's view-conditioned heads); ignored here."""
         p = params.frame(0).to(self.model.device)       # trackers pose on the host
         verts = self.model.vertices(p)[0]
-        return place_activated(slot_frames(self.slots, verts, self.model.faces), self.activated(p.condition()[0]))
+        return pose_slots(self.slots, verts, self.model.faces, self.activated(p.condition()[0]))
 
 
 class StaticScene:

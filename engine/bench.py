@@ -311,3 +311,59 @@ def bench_alignment(avatar, model, data, frames: int = 10) -> list[AlignTiming]:
         align_frames(avatar, model, data, picked, stage, warm_start=True)
         out.append(AlignTiming(stage.resolution, len(picked), (time.perf_counter() - t0) / len(picked)))
     return out
+
+
+@dataclass(frozen=True)
+class PoseTiming:
+    threads: int
+    path: str            # "torch" (slot frames + placement as tensor ops) or "native" (one C++ pass)
+    ms: float            # median per pose of the default avatar's Gaussians (after the head model)
+    full_ms: float       # median of the whole `AnimatedAvatar.gaussians` (head model included), this path
+
+
+def bench_pose(runs: int = 30, threads: Sequence[int] = (1, 2)) -> list[PoseTiming]:
+    """Time posing the plain default avatar (62K slots) at an expression and head turn: the
+    torch path of `engine.binding` against the native `pose_slots`, with and without the head model."""
+    import dataclasses as dc
+    import statistics
+    from unittest import mock
+
+    import engine.binding as binding
+    from engine.animate import AnimatedAvatar
+    from engine.expressions import apply_expressions
+    from engine.generator.plain import plain_avatar
+    from engine.headmodel.openhead import load_head_model
+
+    model = load_head_model()
+    animated = AnimatedAvatar(plain_avatar(model), model)
+    p = apply_expressions(animated.neutral(), model, {"jawOpen": 0.4, "mouthSmile_L": 0.6})
+    p = dc.replace(p, neck=torch.tensor([[0.1, 0.4, 0.0]]))
+    torch_path = lambda slots, verts, faces, a: binding.place_activated(binding.slot_frames(slots, verts, faces), a)  # noqa: E731
+
+    def median_ms(fn) -> float:
+        for _ in range(3):
+            fn()
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
+
+    rows = []
+    before = torch.get_num_threads()
+    try:
+        with torch.no_grad():
+            verts = model.vertices(p)[0]
+            attrs = animated.activated(p.condition()[0])
+            for n in threads:
+                torch.set_num_threads(n)
+                for name in ("torch", "native"):
+                    fn = torch_path if name == "torch" else binding.pose_slots
+                    place_ms = median_ms(lambda: fn(animated.slots, verts, model.faces, attrs))
+                    with mock.patch("engine.animate.pose_slots", fn):
+                        full = median_ms(lambda: animated.gaussians(p))
+                    rows.append(PoseTiming(n, name, place_ms, full))
+    finally:
+        torch.set_num_threads(before)
+    return rows

@@ -7,6 +7,7 @@ turn the eyes. Weight 1 is the full expression.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -73,7 +74,14 @@ def apply_expressions(params: HeadParams, model: HeadModel, weights: dict[str, f
 
 
 def _axis_angle(yaw_deg: float, pitch_deg: float, roll_deg: float) -> torch.Tensor:
-    """Axis-angle [3] of yaw (about +y) then pitch (about +x) then roll (about +z), in degrees."""
+    """Axis-angle [3] of yaw (about +y) then pitch (about +x) then roll (about +z), in degrees.
+    Cached by value: a dragged expression slider re-poses with the same angles every frame, and
+    the rotation maths is ~1 ms of small torch ops each time."""
+    return torch.tensor(_axis_angle_values(float(yaw_deg), float(pitch_deg), float(roll_deg)))
+
+
+@functools.lru_cache(maxsize=256)
+def _axis_angle_values(yaw_deg: float, pitch_deg: float, roll_deg: float) -> tuple[float, float, float]:
     from engine.rotations import axis_angle_to_rotmat, rotmat_to_quat
 
     R = torch.eye(3)
@@ -81,7 +89,7 @@ def _axis_angle(yaw_deg: float, pitch_deg: float, roll_deg: float) -> torch.Tens
         R = R @ axis_angle_to_rotmat(torch.deg2rad(torch.tensor([axis]) * deg))[0]
     q = rotmat_to_quat(R)
     angle = 2 * torch.atan2(q[1:].norm(), q[0])
-    return q[1:] / q[1:].norm().clamp_min(1e-12) * angle
+    return tuple((q[1:] / q[1:].norm().clamp_min(1e-12) * angle).tolist())
 
 
 def head_rotation(params: HeadParams, yaw_deg: float = 0.0, pitch_deg: float = 0.0, roll_deg: float = 0.0) -> HeadParams:

@@ -198,14 +198,15 @@ class AvatarService:
             self._params = replace(self._params, shape=animated.avatar.shape[None].to(self._params.shape))
         return animated.avatar
 
-    def render(self) -> Frame:
-        return self.rasterize(*self.pose())
+    def render(self, camera: Camera | None = None) -> Frame:
+        """The current state rendered (with ``camera`` instead of the view's, e.g. at full size)."""
+        return self.rasterize(*self.pose(camera))
 
-    def pose(self) -> tuple[Gaussians, Camera]:
+    def pose(self, camera: Camera | None = None) -> tuple[Gaussians, Camera]:
         """The current avatar posed as the state is now, and the camera to render it with (the
         first half of `render`; the app runs the halves of consecutive frames on two threads)."""
         with self._lock:
-            animated, params, camera = self._animated, self._params, self._camera
+            animated, params, camera = self._animated, self._params, camera or self._camera
         with torch.no_grad():
             return animated.gaussians(params, camera), camera
 

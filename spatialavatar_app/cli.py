@@ -322,9 +322,10 @@ class Bench(OnDevice):
     `bench refine --video V`: refiner iterations per second at 256² and 512² on a video, with the
     expression residual and for a static avatar, and seconds per frame of its photometric tracking.
     `bench ui`: the app's UI and avatar frame rates while a slider is dragged, at each size, in
-    the real app on the default avatar (needs an X display; Xvfb will do)."""
+    the real app on the default avatar (needs an X display; Xvfb will do), with the interactive
+    render size it used. `bench pose`: posing the avatar's Gaussians, torch against native."""
 
-    what: Annotated[Literal["render", "refine", "ui"], tyro.conf.Positional] = "render"
+    what: Annotated[Literal["render", "refine", "ui", "pose"], tyro.conf.Positional] = "render"
     """What to benchmark."""
     backends: tuple[str, ...] = ("native", "gl", "reference")
     """render: renderers to time (names as for engine.render.select; unavailable ones are reported and skipped)."""
@@ -346,6 +347,8 @@ class Bench(OnDevice):
 
         if self.what == "ui":
             return self._ui()
+        if self.what == "pose":
+            return self._pose()
         if self.what == "refine" and self.video is None:
             raise SystemExit("bench refine needs --video VIDEO")
         print(f"before: {machine_load()}")
@@ -377,6 +380,17 @@ class Bench(OnDevice):
         else:
             print("from the feed-forward start (Gaussians grow during a run, so late iterations are slower)")
 
+    def _pose(self) -> None:
+        from engine.bench import bench_pose, machine_load
+
+        print(f"before: {machine_load()}")
+        rows = bench_pose(self.runs)
+        print(f"{'threads':>7s} {'path':>7s} {'place ms':>8s} {'pose ms':>7s}")
+        for r in rows:
+            print(f"{r.threads:>7d} {r.path:>7s} {r.ms:>8.2f} {r.full_ms:>7.2f}")
+        print("place = slot frames + placement of 62K slots; pose = AnimatedAvatar.gaussians (head model included); "
+              f"median of {self.runs} runs after 3")
+
     def _ui(self) -> None:
         from engine.bench import OtherCpuUse, machine_load
         from spatialavatar_app.app.bench_ui import bench_ui
@@ -384,15 +398,17 @@ class Bench(OnDevice):
         print(f"before: {machine_load()}")
         with OtherCpuUse() as others:
             rows = bench_ui(self.sizes, self.seconds, device=self.compute_device())
-        print(f"{'size':>5s} {'UI FPS':>7s} {'avatar FPS':>10s} {'render ms':>9s}")
+        print(f"{'size':>5s} {'UI FPS':>7s} {'avatar FPS':>10s} {'render ms':>9s} {'internal':>8s} {'at rest':>7s}")
         for r in rows:
-            print(f"{r.size:>5d} {r.ui_fps:>7.1f} {r.avatar_fps:>10.1f} {r.render_ms:>9.1f}")
+            print(f"{r.size:>5d} {r.ui_fps:>7.1f} {r.avatar_fps:>10.1f} {r.render_ms:>9.1f} {r.internal:>8d} "
+                  f"{r.at_rest:>7d}")
         print(f"after: {machine_load()}")
         if others.cores is not None:
             print(f"other processes used {others.cores:.2f} cores on average during the run (noise)")
         print("jawOpen swept once a second; UI loop paced as the app paces it (60 FPS cap, 30 while a render is "
               "pending); avatar FPS = new pictures on stage per second; render = pose + rasterise + RGBA on the "
-              "render thread; 720x720 stage")
+              "render thread; internal = median render height while dragging (the interactive size, upscaled on "
+              "the stage); at rest = the render height once the slider stops; 720x720 stage")
 
 
 COMMANDS = {"app": App, "build": Build, "render": Render, "export": Export, "track": Track, "refine": Refine, "drive": Drive, "headmodel": HeadModelCmd, "demo": Demo, "bench": Bench, "eval": Eval, "train": Train}

@@ -200,18 +200,38 @@ def test_photometric_alignment_on_the_fake_gpu(gpu, openhead, offset_clip):
     assert not isinstance(params.translation, FakeCudaTensor) and len(RecordingGsplat.calls) == 1 + 2
 
 
-def test_drive_a_few_frames_on_the_fake_gpu(gpu, openhead, offset_clip, tmp_path):
+@pytest.fixture(scope="module")
+def face_video(openhead, tmp_path_factory):
+    """(avatar, a 3-frame 192² clip of it with its jaw open), rendered on the host before the fake
+    GPU exists, so the driver's tracker finds a face."""
+    from engine.animate import AnimatedAvatar
+    from engine.camera import orbit_camera
+    from engine.expressions import apply_expressions
+    from engine.headmodel.base import HeadModel
+    from engine.io.media import write_video
+    from engine.render.select import select
+    from engine.service import default_avatar
+
+    model = HeadModel(openhead)
+    animated = AnimatedAvatar(default_avatar(model), model)
+    p = apply_expressions(animated.neutral(), model, {"jawOpen": 0.5})
+    with torch.no_grad():
+        img = select(HOST).render(animated.gaussians(p), orbit_camera(size=192)).to_uint8((0.45, 0.5, 0.55))
+    path = tmp_path_factory.mktemp("drive") / "face.mp4"
+    write_video(path, [img] * 3, 25.0)
+    return animated.avatar, path
+
+
+def test_drive_a_few_frames_on_the_fake_gpu(face_video, gpu, openhead, tmp_path):
     """Drive's tracker works on the host; its poses reach the avatar on the device."""
     from engine.drive.drive import drive_video
     from engine.headmodel.base import HeadModel
-    from engine.io.media import write_video
 
     model = HeadModel(openhead, resolve("auto", say=None))
-    plain, data = offset_clip
-    path = tmp_path / "d.mp4"
-    write_video(path, list(np.repeat(data.images[:1], 3, 0)), 25.0)
-    stats = drive_video(plain, model, path, tmp_path / "o.mp4", relative=False, size=32, smoothing=0.0)
-    assert len(stats.driven.expr) == 3
+    avatar, path = face_video
+    stats = drive_video(avatar, model, path, tmp_path / "o.mp4", relative=False, size=32, smoothing=0.0)
+    assert len(stats.driven.expr) == 3 and stats.found_mask.all()
+    assert float(stats.driven.jaw[:, 0].max()) > 0.02          # the tracked open jaw reached the avatar
     assert len(RecordingGsplat.calls) == 1 + 3 and all(c == {"cuda"} for c in RecordingGsplat.calls)
 
 

@@ -1,7 +1,8 @@
 """The engine's native code: one C++/OpenMP torch extension, built and loaded once per machine.
 
-It holds the CPU tile rasterizer (``rasterize.cpp``, used by `engine.render.native`) and the
-expression residual's per-slot map (``residual.cpp``, used by `engine.residual`); their
+It holds the CPU tile rasterizer (``rasterize.cpp``, used by `engine.render.native`), the
+expression residual's per-slot map (``residual.cpp``, used by `engine.residual`) and posing
+without autograd (``pose.cpp``, used by `engine.binding.pose_slots`); their
 entry points are declared in ``native.h`` and bound in ``bindings.cpp``.
 
 The extension is compiled at first use with ``-O3 -march=native`` into
@@ -24,7 +25,7 @@ from types import ModuleType
 import torch
 
 _HERE = Path(__file__).parent
-SOURCES = tuple(_HERE / f for f in ("rasterize.cpp", "residual.cpp", "bindings.cpp"))
+SOURCES = tuple(_HERE / f for f in ("rasterize.cpp", "residual.cpp", "pose.cpp", "bindings.cpp"))
 HEADERS = tuple(_HERE / f for f in ("native.h", "fastmath.h"))
 # No -ffast-math: it lets the compiler assume no NaN/inf, and the renderer's culling of
 # non-finite Gaussians relies on NaN comparisons. -fno-math-errno is enough to vectorise.

@@ -22,3 +22,7 @@ torch::Tensor residual_forward(torch::Tensor f, torch::Tensor g1, torch::Tensor 
                                torch::Tensor b);
 std::vector<torch::Tensor> residual_backward(torch::Tensor f, torch::Tensor g1, torch::Tensor beta, torch::Tensor W,
                                              torch::Tensor grad);
+
+// pose.cpp: slot frames and placement without autograd (engine/binding.py).
+std::vector<torch::Tensor> pose_slots(torch::Tensor verts, torch::Tensor faces, torch::Tensor slot_face,
+                                      torch::Tensor local_position, torch::Tensor unit_quat, torch::Tensor rel_scale);

@@ -8,6 +8,7 @@ the stage -> draw the panel. Nothing slow runs on the UI thread: renders happen 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,13 +19,14 @@ import numpy as np
 from engine.expressions import Pose, expression_names, posed
 from engine.service import AvatarService
 from spatialavatar_app.app.drops import classify_drop
+from spatialavatar_app.app.interactive import InteractiveScale, scaled_size
 from spatialavatar_app.app.jobs import JobEvent, Jobs
 from spatialavatar_app.app.orbit import OrbitView
 from spatialavatar_app.app.stage import BACKGROUND
 
 PANEL_SIZE = (470, 980)
 MAX_UI_FPS = 60.0
-BUSY_UI_FPS = 30.0      # while a render is pending: the panel's software-GL frames leave the renderer the cores
+BUSY_UI_FPS = 40.0      # while a render is pending: the panel's software-GL frames leave the renderer the cores
 
 
 @dataclass
@@ -46,6 +48,7 @@ class Stats:
     since: float = 0.0
     ui_fps: float = 0.0
     avatar_fps: float = 0.0
+    requested: int = 0          # render requests up to `since`
 
 
 class App:
@@ -71,6 +74,7 @@ class App:
         self._threads_before_drive: int | None = None
         self._live_rgb: np.ndarray | None = None   # the newest camera frame while driving
         self._record_camera_width = 0       # > 0: recordings put the camera (this wide) left of the avatar
+        self.interactive = InteractiveScale()   # the render size while the input moves
         self._running = False
 
     # ---- lifetime
@@ -84,6 +88,10 @@ class App:
         from spatialavatar_app.app.stage import StageWindow
 
         self.dpg = dpg
+        # Mesa's software rasterizer (llvmpipe) draws the panel and the stage on the UI thread
+        # instead of waking worker threads that compete with the renderer's for the cores
+        # (bench ui at 512²: about +2 avatar FPS on 2 cores); hardware drivers ignore it.
+        os.environ.setdefault("LP_NUM_THREADS", "0")
         dpg.create_context()
         dpg.configure_app(manual_callback_management=True)
         dpg.create_viewport(title="SpatialAvatar-0", width=PANEL_SIZE[0], height=PANEL_SIZE[1], x_pos=0, y_pos=0)
@@ -122,6 +130,8 @@ class App:
             self._stage_px = self.stage.size
             self._push_view()
         self._poll_drive()
+        if self.interactive.settle(now):           # the input is still: the full-resolution picture
+            self._push_view()
         if not self._present(now) and self.recorder is not None:
             self.recorder.tick(now, None)          # keeps the recording's clock with the last picture
         self.stage.draw()
@@ -149,7 +159,7 @@ class App:
             _, t0, what = self._waiting_for
             self._waiting_for = None
             self.status(f"{what}: on screen {now - t0:.2f} s after the request")
-        if self.recorder is not None:
+        if self.recorder is not None and self._full_size(new.frame):     # not a frame asked before it began
             self.recorder.tick(now, self._stage_image(new.frame))
         return True
 
@@ -216,8 +226,14 @@ class App:
             return
         dt = now - st.since
         st.ui_fps, st.avatar_fps = st.ui_frames / dt, st.shown / dt
+        asked, st.requested = self.renders.requested - st.requested, self.renders.requested
         st.ui_frames, st.shown, st.since = 0, 0, now
         ms = self.renders.mean_seconds()
+        if st.avatar_fps * dt < 0.9 * asked:     # renders asked for faster than they come: the machine is the limit
+            was = self.interactive.scale()
+            self.interactive.observe(now, st.avatar_fps)
+            if self.interactive.scale() != was:
+                self._set_camera()
         h, w = self.last_frame.alpha.shape if self.last_frame is not None else (0, 0)
         self.panel.update_stats(self.service.renderer_name,
                                 f"UI {st.ui_fps:.0f} FPS | avatar {st.avatar_fps:.1f} FPS | "
@@ -271,10 +287,19 @@ class App:
             self.status(str(e), error=True)
             return
         self.service.set_params(params)
+        self._moved()
         self.renders.request()
+
+    def _moved(self) -> None:
+        """An input that re-renders: while inputs keep coming, render at the interactive size."""
+        was = self.interactive.scale()
+        self.interactive.touch(time.perf_counter())
+        if self.interactive.scale() != was:
+            self._set_camera()
 
     def change_view(self, change: Callable[[OrbitView], OrbitView]) -> None:
         self.state.view = change(self.state.view)
+        self.interactive.touch(time.perf_counter())
         self._push_view()
 
     def reset_view(self) -> None:
@@ -300,11 +325,27 @@ class App:
         self.stage.toggle_fullscreen()
 
     def _push_view(self) -> None:
-        fw, fh = self.stage.size
-        h = self.state.resolution
-        w = max(2, round(h * fw / max(fh, 1) / 2) * 2)      # the window's aspect, so nothing is letterboxed
-        self.service.set_camera(self.state.view.camera(w, h))
+        self._set_camera()
         self.renders.request()
+
+    def _set_camera(self) -> None:
+        """The service's camera: the window's aspect (so nothing is letterboxed), the panel's
+        resolution times the interactive scale (1 at rest, and always while recording)."""
+        fw, fh = self.stage.size
+        self.interactive.enabled = self.recorder is None
+        w, h = scaled_size(self.state.resolution, fw / max(fh, 1), self.interactive.scale())
+        self.service.set_camera(self.state.view.camera(w, h))
+
+    def full_camera(self):
+        """The camera at the panel's full resolution (screenshots)."""
+        fw, fh = self.stage.size
+        w, h = scaled_size(self.state.resolution, fw / max(fh, 1), 1.0)
+        return self.state.view.camera(w, h)
+
+    def _full_size(self, frame) -> bool:
+        """Whether ``frame`` was rendered at the full resolution (not at the interactive size)."""
+        full = self.full_camera()
+        return tuple(frame.alpha.shape) == (full.height, full.width)
 
     # ---- opening things
     def open_paths(self, paths: Sequence[str | Path]) -> None:
@@ -517,6 +558,7 @@ class App:
         self._live_seq = frame.index
         self._live_rgb = frame.rgb
         self.service.set_params(frame.params)
+        self._moved()                                # the preview follows the interactive size
         self._live_shown[self.renders.request()] = frame
         if frame.index % 3 == 0:                     # the preview at ~10 FPS is enough
             st = live.stats()
@@ -539,12 +581,17 @@ class App:
             self.status("nothing on stage yet", error=True)
             return None
 
+        f = self.last_frame
+        if not self._full_size(f):                                  # an interactive-size frame
+            f = self._guard("screenshot", lambda: self.service.render(self.full_camera()))
+            if f is None:
+                return None
+
         def write():
             import imageio.v3 as iio
 
-            f = self.last_frame
-            a = f.alpha.clamp(0, 1)[..., None]
-            rgb = (f.rgb / a.clamp_min(1e-6)).clamp(0, 1) * (a > 0)
+            a = f.alpha.cpu().clamp(0, 1)[..., None]
+            rgb = (f.rgb.cpu() / a.clamp_min(1e-6)).clamp(0, 1) * (a > 0)
             rgba = (np.concatenate([rgb.numpy(), a.numpy()], -1) * 255 + 0.5).astype(np.uint8)
             path = self._export_path("screenshot", ".png")
             iio.imwrite(path, rgba)
@@ -575,7 +622,8 @@ class App:
                 self._record_camera_width = max(2, round(cw * h / ch / 2) * 2)
             self.recorder = self._guard("record", lambda: Recorder(path))
             if self.recorder is not None:
-                if self.last_frame is not None:
+                self._push_view()                   # recordings are full size: no interactive scale
+                if self.last_frame is not None and self._full_size(self.last_frame):
                     self.recorder.tick(time.perf_counter(), self._stage_image(self.last_frame))
                 self.panel.update_recording(True)
                 self.status(f"recording to {path} ...")

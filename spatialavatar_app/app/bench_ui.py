@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -15,6 +16,8 @@ class DragTiming:
     ui_fps: float        # UI loop frames per second
     avatar_fps: float    # new avatar pictures put on stage per second
     render_ms: float     # mean time from the start of posing a frame to its RGBA picture (the stages overlap)
+    internal: int        # median render height of the pictures shown while dragging (the interactive size)
+    at_rest: int         # render height of the picture on stage once the drag stopped
 
 
 def measure_drag(app, size: int, seconds: float = 5.0) -> DragTiming:
@@ -22,16 +25,25 @@ def measure_drag(app, size: int, seconds: float = 5.0) -> DragTiming:
     render height ``size`` and count the UI frames and the new avatar pictures shown."""
     app.set_resolution(size)
     app.settle()
-    frames, shown0 = 0, app.frames_shown
+    frames, shown0, heights, last = 0, app.frames_shown, [], app.frames_shown
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         app.set_weight("jawOpen", 0.5 - 0.5 * math.cos(2 * math.pi * (time.perf_counter() - t0)))
         app.paced_step()
         frames += 1
+        if app.frames_shown != last and app.last_frame is not None:
+            last = app.frames_shown
+            heights.append(int(app.last_frame.alpha.shape[0]))
     dt = time.perf_counter() - t0
     shown = app.frames_shown - shown0
+    ms = 1000 * (app.renders.mean_seconds() or 0.0)
     app.set_weight("jawOpen", 0.0)
-    return DragTiming(size, dt, frames / dt, shown / dt, 1000 * (app.renders.mean_seconds() or 0.0))
+    t1 = time.perf_counter()
+    while time.perf_counter() - t1 < 2 * app.interactive.still_seconds:     # still: the full-size picture
+        app.paced_step()
+    app.settle()
+    rest = int(app.last_frame.alpha.shape[0]) if app.last_frame is not None else 0
+    return DragTiming(size, dt, frames / dt, shown / dt, ms, int(statistics.median(heights)) if heights else 0, rest)
 
 
 def bench_ui(sizes=(256, 512), seconds: float = 5.0, stage_size: tuple[int, int] = (720, 720),

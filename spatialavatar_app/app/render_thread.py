@@ -56,6 +56,12 @@ class RenderThread:
             self._wake.notify_all()
             return self._requested
 
+    @property
+    def requested(self) -> int:
+        """Requests so far."""
+        with self._wake:
+            return self._requested
+
     def take(self) -> Rendered | None:
         """The newest frame not taken yet, or None."""
         with self._wake:

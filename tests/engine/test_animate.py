@@ -8,7 +8,8 @@ from engine.headmodel.base import HeadModel
 
 
 def test_posing_equals_binding_the_uv_maps(openhead):
-    """AnimatedAvatar caches the per-slot attributes; the result must be bind()'s exactly."""
+    """AnimatedAvatar caches the per-slot attributes and poses them in one native pass; the result
+    must be bind()'s to float rounding (the native pass sums in another order: ~1e-8 m)."""
     model = HeadModel(openhead)
     avatar = plain_avatar(model)
     animated = AnimatedAvatar(avatar, model)
@@ -16,4 +17,4 @@ def test_posing_equals_binding_the_uv_maps(openhead):
     got = animated.gaussians(p)
     want = bind(avatar.gaussians, animated.slots, model.vertices(p)[0], model.faces)
     for name in ("means", "quats", "scales", "opacities", "colors"):
-        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=0, atol=0)
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=0, atol=1e-6)
