@@ -276,7 +276,9 @@ class App(OnDevice):
     paths: tyro.conf.Positional[list[Path]] = dataclasses.field(default_factory=list)
     """Portraits (1-4), a video, an avatar bundle or a .ply to open; the default avatar when none."""
     renderer: Optional[str] = None
-    """Renderer: gsplat (CUDA), native (CPU) or reference; automatic when omitted."""
+    """Live renderer: gsplat (CUDA), gl (OpenGL, drawn in the stage window), native (CPU) or reference.
+    Automatic when omitted: gsplat on a CUDA device; on the CPU, gl when the stage's OpenGL is a
+    GPU's (not llvmpipe/softpipe/swrast), else native."""
     resolution: int = 512
     """Render height in pixels (the width follows the stage window's aspect)."""
     export_dir: Path = Path("out")

@@ -4,7 +4,7 @@ Inside `FakeCuda` (a TorchFunctionMode), ``device="cuda"``/``.to("cuda")``/``.cu
 `FakeCudaTensor`: CPU storage that reports ``device == cuda:0``, refuses ``.numpy()`` as a CUDA
 tensor does, and stays "on cuda" through every op. An op that mixes it with a CPU tensor of one
 or more dimensions raises the error real CUDA raises (indexing with CPU integer or bool tensors
-is allowed, as on CUDA), so a host tensor that leaks into device work fails here as it would
+and ``copy_`` between devices are allowed, as on CUDA), so a host tensor that leaks into device work fails here as it would
 on a GPU. ``.cpu()``/``.to("cpu")`` are host copies.
 
 Known blind spot: ``nn.Parameter`` objects are exempt from the mixing check (``Module.to``
@@ -79,17 +79,21 @@ _INDEXING = {"__getitem__", "__setitem__", "index_select", "index_put_", "index_
 
 
 class FakeCuda(TorchFunctionMode):
-    """See the module docstring. ``placed`` counts tensors put on the fake device."""
+    """See the module docstring. ``placed`` counts tensors put on the fake device, ``pinned`` the
+    host allocations that asked for pinned memory (allocated as ordinary memory here)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.placed = 0
+        self.pinned = 0             # host allocations that asked for pinned memory
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
         name = getattr(func, "__name__", "")
         src = args[0] if args else None
         to_cuda = False
+        if kwargs.pop("pin_memory", False):          # page-locked host memory: a CPU build has none
+            self.pinned += 1
         if _is_cuda(kwargs.get("device")):
             kwargs["device"] = "cpu"
             to_cuda = True
@@ -127,6 +131,9 @@ class FakeCuda(TorchFunctionMode):
             return src
         tensors = _tensors(list(args), []) + _tensors(list(kwargs.values()), [])
         on_cuda = any(isinstance(t, FakeCudaTensor) for t in tensors)
+        if name == "copy_":                           # a copy between devices is legal; it lands in the destination
+            with torch._C.DisableTorchFunction():
+                return func(*args, **kwargs)
         if on_cuda and name not in _HOST_RESULTS and name != "__get__":
             host = [t for t in tensors if type(t) is torch.Tensor and t.dim() > 0
                     and not (name in _INDEXING and not t.dtype.is_floating_point)]

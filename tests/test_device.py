@@ -160,6 +160,19 @@ def test_app_start_up_resolves_cuda_and_renders_on_it(gpu, openhead):
     assert img.shape == (48, 48, 3)
 
 
+def test_a_cuda_frame_reaches_the_stage_through_one_pinned_copy(gpu):
+    from spatialavatar_app.app.render_thread import PINNED_RING, to_rgba8
+
+    g = torch.Generator().manual_seed(0)
+    rgb, alpha = torch.rand(6, 8, 3, generator=g), torch.rand(6, 8, generator=g)
+    want = to_rgba8(Frame(rgb, alpha, alpha))                                 # the host path
+    frames = [Frame(rgb.to("cuda"), alpha.to("cuda"), alpha.to("cuda")) for _ in range(PINNED_RING + 2)]
+    got = [to_rgba8(f) for f in frames]
+    assert all(isinstance(x, np.ndarray) and x.dtype == np.uint8 for x in got)
+    assert np.array_equal(got[-1], want)
+    assert gpu.pinned == PINNED_RING                                          # allocated once, then reused
+
+
 def test_render_command_on_the_fake_gpu(gpu, tmp_path, capsys):
     from spatialavatar_app.cli import main
 

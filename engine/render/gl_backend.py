@@ -101,13 +101,18 @@ class GLRenderer:
     def render(self, gaussians: Gaussians, camera: Camera, options: RenderOptions = RenderOptions()) -> Frame:
         """See `engine.render.base.Renderer`; the frame has the Gaussians' device and dtype."""
         self.draw(gaussians, camera, options)
-        H, W = camera.height, camera.width
+        return self.read(gaussians.means.device, gaussians.means.dtype)
+
+    def read(self, device=None, dtype: torch.dtype = torch.float32) -> Frame:
+        """The `Frame` of the last `draw`, read back from the framebuffer (on the host unless
+        ``device`` says otherwise)."""
+        W, H = self.fbo.size
         color = np.empty((H, W, 4), dtype=np.float32)
         depth = np.empty((H, W), dtype=np.float32)
         self.fbo.read_into(color, components=4, attachment=0, dtype="f4")
         self.fbo.read_into(depth, components=1, attachment=1, dtype="f4")
         color_t = torch.from_numpy(color)
-        out = dict(device=gaussians.means.device, dtype=gaussians.means.dtype)
+        out = dict(device=device, dtype=dtype) if device is not None else dict(dtype=dtype)
         return Frame(rgb=color_t[..., :3].contiguous().to(**out), alpha=color_t[..., 3].contiguous().to(**out),
                      depth=torch.from_numpy(depth).to(**out))
 

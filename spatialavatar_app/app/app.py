@@ -53,13 +53,16 @@ class Stats:
 
 class App:
     def __init__(self, service: AvatarService, resolution: int = 512, export_dir: Path = Path("out"),
-                 stage_size: tuple[int, int] = (720, 720)) -> None:
+                 stage_size: tuple[int, int] = (720, 720), stage_renderer: str | None = None) -> None:
         self.service = service
+        self.stage_renderer = stage_renderer     # "gl": splats drawn in the stage; None: chosen from its GL_RENDERER
+        self.splats = None                  # StageSplats while the gl backend draws in the stage
         self.state = UiState(resolution=resolution, export_dir=export_dir)
         self.jobs = Jobs()
         self.stage_size = stage_size
         self.stats = Stats(since=time.perf_counter())
-        self.last_frame = None              # the Frame on stage
+        self._last_frame = None             # the Frame on stage (None: read back from the stage's gl drawing)
+        self._shown_size = (0, 0)           # (height, width) of the picture on stage
         self.frames_shown = 0               # avatar frames put on stage since the start
         self.recorder = None
         self.events: list[str] = []         # every status line, for tests and the log
@@ -106,11 +109,17 @@ class App:
         self.stage = StageWindow(*self.stage_size, position=(PANEL_SIZE[0] + 10, 0), on_view=self.change_view,
                                  on_drop=self._drops.append, on_reset=self.reset_view)
         self._glx.restore()
-        self.renders = RenderThread(self.service)
+        from spatialavatar_app.app.stage_gl import StageSplats, use_stage_gl
+
+        if use_stage_gl(self.stage_renderer, self.stage.gl_renderer, self.service.model.device):
+            self.splats = self._guard("the gl backend in the stage", lambda: StageSplats(self.stage))
+            self._glx.restore()
+        self.renders = RenderThread(self.service, rasterize=self.splats is None)
         self._running = True
         self._avatar_changed()
         self._push_pose()
-        self.status(f"ready: {self.service.renderer_name} renderer; drop portraits, a video or an avatar on the stage")
+        self.status(f"ready: {self.backend} renderer on {self.service.model.device} (stage OpenGL: "
+                    f"{self.stage.gl_renderer}); drop portraits, a video or an avatar on the stage")
 
     def step(self) -> None:
         """One frame of the UI loop."""
@@ -151,17 +160,36 @@ class App:
             if live_frame is not None and self.live is not None:
                 self.live.displayed(live_frame, new.seconds * 1000)
             self._live_shown = {k: v for k, v in self._live_shown.items() if k > new.seq}
-        self.stage.show(new.rgba)
-        self.last_frame = new.frame
+        if new.posed is not None:          # the gl backend draws in the stage's own context
+            self.stage.show_texture(self.splats.draw(*new.posed))
+            self._glx.restore()
+            self._last_frame, self._shown_size = None, (new.posed[1].height, new.posed[1].width)
+        else:
+            self.stage.show(new.rgba)
+            self._last_frame, self._shown_size = new.frame, tuple(new.frame.alpha.shape)
         self.stats.shown += 1
         self.frames_shown += 1
         if self._waiting_for and new.seq >= self._waiting_for[0]:
             _, t0, what = self._waiting_for
             self._waiting_for = None
             self.status(f"{what}: on screen {now - t0:.2f} s after the request")
-        if self.recorder is not None and self._full_size(new.frame):     # not a frame asked before it began
-            self.recorder.tick(now, self._stage_image(new.frame))
+        if self.recorder is not None and self._full_size(self._shown_size):   # not a frame asked before it began
+            self.recorder.tick(now, self._stage_image(self.last_frame))
         return True
+
+    @property
+    def backend(self) -> str:
+        """The live backend's name, as the panel shows it."""
+        return "gl (in the stage)" if self.splats is not None else self.service.renderer_name
+
+    @property
+    def last_frame(self):
+        """The `Frame` on stage (read back from the stage's framebuffer when the gl backend drew
+        it; call from the UI thread); None before the first."""
+        if self._last_frame is None and self.splats is not None and self.frames_shown:
+            self._last_frame = self.splats.read()
+            self._glx.restore()
+        return self._last_frame
 
     def settle(self, timeout: float = 60.0) -> None:
         """Step until every requested render is on stage (for tests and benchmarks)."""
@@ -204,6 +232,8 @@ class App:
         if self.recorder is not None:
             self.toggle_recording()
         self.renders.stop()
+        if self.splats is not None:
+            self.splats.release()
         self.stage.close()
         self.dpg.destroy_context()
 
@@ -234,8 +264,8 @@ class App:
             self.interactive.observe(now, st.avatar_fps)
             if self.interactive.scale() != was:
                 self._set_camera()
-        h, w = self.last_frame.alpha.shape if self.last_frame is not None else (0, 0)
-        self.panel.update_stats(self.service.renderer_name,
+        h, w = self._shown_size
+        self.panel.update_stats(f"{self.backend} on {self.service.model.device}",
                                 f"UI {st.ui_fps:.0f} FPS | avatar {st.avatar_fps:.1f} FPS | "
                                 f"render {ms * 1000 if ms else 0:.0f} ms at {w}x{h}")
 
@@ -342,10 +372,10 @@ class App:
         w, h = scaled_size(self.state.resolution, fw / max(fh, 1), 1.0)
         return self.state.view.camera(w, h)
 
-    def _full_size(self, frame) -> bool:
-        """Whether ``frame`` was rendered at the full resolution (not at the interactive size)."""
+    def _full_size(self, size: tuple[int, int]) -> bool:
+        """Whether a picture of ``size`` (height, width) is at the full resolution (not the interactive size)."""
         full = self.full_camera()
-        return tuple(frame.alpha.shape) == (full.height, full.width)
+        return tuple(size) == (full.height, full.width)
 
     # ---- opening things
     def open_paths(self, paths: Sequence[str | Path]) -> None:
@@ -582,7 +612,7 @@ class App:
             return None
 
         f = self.last_frame
-        if not self._full_size(f):                                  # an interactive-size frame
+        if not self._full_size(self._shown_size):                   # an interactive-size frame
             f = self._guard("screenshot", lambda: self.service.render(self.full_camera()))
             if f is None:
                 return None
@@ -623,7 +653,7 @@ class App:
             self.recorder = self._guard("record", lambda: Recorder(path))
             if self.recorder is not None:
                 self._push_view()                   # recordings are full size: no interactive scale
-                if self.last_frame is not None and self._full_size(self.last_frame):
+                if self.frames_shown and self._full_size(self._shown_size):
                     self.recorder.tick(time.perf_counter(), self._stage_image(self.last_frame))
                 self.panel.update_recording(True)
                 self.status(f"recording to {path} ...")
@@ -741,15 +771,19 @@ def run_app(paths: Sequence[Path] = (), renderer: str | None = None, resolution:
             export_dir: Path = Path("out"), generator: str = "projective", checkpoint: Path | None = None,
             device=None) -> None:
     """Open the app on ``paths`` (portraits, a video, an avatar bundle or a .ply), or on the
-    default avatar; ``device`` is the process's (`engine.device.resolve`; None: the host)."""
+    default avatar; ``device`` is the process's (`engine.device.resolve`; None: the host).
+    ``renderer``: the live backend; None chooses (gsplat on CUDA; on the CPU the gl backend in the
+    stage when its OpenGL is a GPU's, else native); "gl" draws in the stage whatever the GPU."""
     from engine.generator.plain import plain_avatar
     from engine.headmodel.openhead import load_head_model
 
     model = load_head_model(device=device)
-    # The windows open at once on the plain head; the default avatar follows from a job.
-    service = AvatarService(model, plain_avatar(model), renderer=renderer or app_renderer(model.device),
-                            size=resolution, generator=generator, checkpoint=checkpoint)
-    app = App(service, resolution, export_dir)
+    # The windows open at once on the plain head; the default avatar follows from a job. With the
+    # gl backend in the stage the service keeps a CPU renderer for thumbnails and screenshots.
+    live = app_renderer(model.device) if renderer in (None, "gl") else renderer
+    service = AvatarService(model, plain_avatar(model), renderer=live, size=resolution, generator=generator,
+                            checkpoint=checkpoint)
+    app = App(service, resolution, export_dir, stage_renderer=renderer)
     app.open()
     if paths:
         app.open_paths(list(paths))

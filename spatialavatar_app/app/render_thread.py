@@ -4,7 +4,10 @@ newest frame, so the UI thread never waits for a render (the native renderer rel
 Two stages on two threads: "pose" (head model + binding: mostly small torch ops, much of it
 on one core) and "render" (the rasteriser on every core, then RGBA). While frame n is
 rasterised, frame n+1 is posed: while a slider is dragged the frame rate is the slower stage's
-rather than the sum of both (measured with `python main.py bench ui`)."""
+rather than the sum of both (measured with `python main.py bench ui`).
+
+With ``rasterize=False`` (the gl backend drawing in the stage's own context, which only the UI
+thread may use) the render stage hands on the posed Gaussians instead of a picture."""
 from __future__ import annotations
 
 import threading
@@ -21,21 +24,40 @@ from engine.types import Frame
 
 @dataclass(frozen=True)
 class Rendered:
-    frame: Frame
-    rgba: np.ndarray    # uint8 [H, W, 4] premultiplied: what the stage uploads (a quarter of float32's bytes)
+    frame: Frame | None
+    rgba: np.ndarray | None   # uint8 [H, W, 4] premultiplied: what the stage uploads (a quarter of float32's bytes)
     seconds: float      # wall-clock time from the start of posing to the RGBA picture
     seq: int            # request number it answers
+    posed: tuple | None = None   # (Gaussians, Camera) for the UI thread to draw, when not rasterised here
+
+
+PINNED_RING = 3
+"""Pinned host buffers per picture size for CUDA frames, used in turn: the UI thread uploads a
+picture within a frame of taking it, so a buffer is rewritten only three pictures later."""
+_pinned: dict[tuple[int, ...], list] = {}
 
 
 def to_rgba8(frame: Frame) -> np.ndarray:
-    """Premultiplied rgb + alpha of ``frame`` as uint8 [H, W, 4]."""
-    rgba = torch.cat([frame.rgb, frame.alpha[..., None]], -1).clamp(0, 1) * 255 + 0.5
-    return rgba.to(torch.uint8).cpu().numpy()
+    """Premultiplied rgb + alpha of ``frame`` as uint8 [H, W, 4] on the host. A CUDA frame is
+    quantised on the GPU (a quarter of float32's bytes to move) and copied once, by DMA, into a
+    pinned (page-locked) host buffer that the stage uploads from: one device-to-host copy per
+    picture, no pageable staging copy."""
+    rgba = (torch.cat([frame.rgb, frame.alpha[..., None]], -1).clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+    if rgba.device.type != "cuda":
+        return rgba.cpu().numpy()
+    ring = _pinned.setdefault(tuple(rgba.shape), [])
+    if len(ring) < PINNED_RING:
+        ring.append(torch.empty(rgba.shape, dtype=torch.uint8, pin_memory=True))
+    buf = ring.pop(0)
+    ring.append(buf)
+    buf.copy_(rgba)             # synchronous: the picture is complete when this returns
+    return buf.numpy()
 
 
 class RenderThread:
-    def __init__(self, service: AvatarService) -> None:
+    def __init__(self, service: AvatarService, rasterize: bool = True) -> None:
         self.service = service
+        self.rasterize = rasterize
         self._wake = threading.Condition()
         self._requested = 0
         self._done = 0
@@ -126,6 +148,12 @@ class RenderThread:
                     return
                 (seq, t0, out), self._posed = self._posed, None
                 self._wake.notify_all()                # the pose stage may start on the next request
+            if not self.rasterize:
+                with self._wake:
+                    self._done = max(self._done, seq)
+                    self._latest = Rendered(None, None, time.perf_counter() - t0, seq, out)
+                    self._wake.notify_all()
+                continue
             try:
                 frame = self.service.rasterize(*out)
                 rgba = to_rgba8(frame)

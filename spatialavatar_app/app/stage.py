@@ -63,6 +63,7 @@ class StageWindow:
         self._vao = self.ctx.vertex_array(self._prog, [(quad, "2f", "pos")])
         self._prog["background"].value = BACKGROUND
         self._texture = None
+        self._shown = None                 # the texture on stage: ours, or one drawn in this context (gl)
         self._on_view, self._on_drop, self._on_reset = on_view, on_drop, on_reset
         self._drag: str | None = None
         self._last = (0.0, 0.0)
@@ -89,7 +90,22 @@ class StageWindow:
                 self._texture.release()
             self._texture = self.ctx.texture((w, h), 4)
         self._texture.write(np.ascontiguousarray(rgba).tobytes())
+        self._shown = self._texture
         self.needs_draw = True
+
+    def show_texture(self, texture) -> None:
+        """Make a texture of this window's context the picture on stage (the gl backend's
+        framebuffer: premultiplied, image row 0 in GL's bottom row, as `show` lays it out)."""
+        self._shown = texture
+        self.needs_draw = True
+
+    def make_current(self) -> None:
+        self._glfw.make_context_current(self.window)
+
+    @property
+    def gl_renderer(self) -> str:
+        """The OpenGL renderer string of this window's context (e.g. llvmpipe, a GPU's name)."""
+        return str(self.ctx.info.get("GL_RENDERER", ""))
 
     def draw(self) -> None:
         """Paint and swap, when something changed: a software-GL swap of an unchanged picture
@@ -106,11 +122,11 @@ class StageWindow:
         fw, fh = glfw.get_framebuffer_size(self.window)
         self.ctx.viewport = (0, 0, fw, fh)
         self.ctx.clear(*BACKGROUND)
-        if self._texture is not None and fw > 0 and fh > 0:
-            tw, th = self._texture.size        # letterboxed: keep the image's aspect
+        if self._shown is not None and fw > 0 and fh > 0:
+            tw, th = self._shown.size          # letterboxed: keep the image's aspect
             s = min(fw / tw, fh / th)
             self._prog["scale"].value = (tw * s / fw, th * s / fh)
-            self._texture.use(0)
+            self._shown.use(0)
             self._vao.render(5)              # TRIANGLE_STRIP
 
     def read(self) -> np.ndarray:
