@@ -211,9 +211,9 @@ class AvatarService:
             return animated.gaussians(params, camera), camera
 
     def rasterize(self, gaussians: Gaussians, camera: Camera) -> Frame:
-        """The second half of `render`."""
+        """The second half of `render` (on the head model's device: a network avatar poses on the host)."""
         with torch.no_grad():
-            return self._renderer.render(gaussians, camera)
+            return self._renderer.render(gaussians.to(self.model.device), camera)
 
     def open_ply(self, path: Path) -> None:
         """Show a 3DGS ``.ply`` as a static scene (it has no binding: the pose does not apply)."""

@@ -188,6 +188,12 @@ class Gaussians:
     def __len__(self) -> int:
         return self.means.shape[0]
 
+    def to(self, device: torch.device | str) -> "Gaussians":
+        """The same Gaussians on ``device`` (itself when they are there already)."""
+        if self.means.device == torch.device(device):
+            return self
+        return Gaussians(*(getattr(self, f).to(device) for f in ("means", "quats", "scales", "opacities", "colors")))
+
 
 @dataclass(frozen=True)
 class UVGaussians:

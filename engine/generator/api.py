@@ -57,4 +57,5 @@ def generate(kind: str, model: HeadModel, sources: Sequence[Source], shape: torc
         animated = AnimatedAvatar(Avatar(uvg, model.name, shape, {"generator": "projective"}), model)
         animated.confidence = animated.slots.gather(confidence[None].to(model.device))[:, 0]
         return animated
-    return _network(Path(checkpoint), model).avatar(model, list(sources), shape)
+    host = model.host()         # the network runs on the host; its Gaussians are moved to the renderer's device
+    return _network(Path(checkpoint), host).avatar(host, list(sources), shape.cpu())
