@@ -38,6 +38,7 @@ class DrivePipeline:
 
     def __init__(self, expr_names: Sequence[str], avatar_neutral: HeadParams, transfer: TransferConfig = TransferConfig(),
                  smoothing: float = 0.5, ease_s: float = 0.5) -> None:
+        avatar_neutral = avatar_neutral.cpu()   # transfer and smoothing run on the host, beside the tracker
         self.transfer = ExpressionTransfer(expr_names, avatar_neutral, transfer)
         self.ease = LostFaceEase(avatar_neutral, ease_s=ease_s)
         self.filter = HeadParamsFilter(OneEuroConfig.from_strength(smoothing))
