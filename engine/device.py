@@ -21,12 +21,13 @@ import torch
 
 SPEC = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 HOST = torch.device("cpu")
-"""Where host copies go (OpenGL uploads, numpy, files); never a compute device to pass down."""
+"""The host: the CPU device, where host copies go (OpenGL uploads, numpy, files) and what the
+landmark tracker and the projective warp compute on whatever the resolved device is."""
 
 
 @dataclass(frozen=True)
 class Resolved:
-    """The process's device and the renderer family that goes with it."""
+    """The process's device and how it was decided."""
 
     device: torch.device
     spec: str                   # what was asked: auto, cpu, cuda or cuda:N
