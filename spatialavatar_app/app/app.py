@@ -192,9 +192,10 @@ class App:
         return self._last_frame
 
     def settle(self, timeout: float = 60.0) -> None:
-        """Step until every requested render is on stage (for tests and benchmarks)."""
+        """Step until every requested render is on stage and the input has come to rest, so the
+        picture on stage is the full-size one (for tests and benchmarks)."""
         t0 = time.perf_counter()
-        while not (self.renders.idle and self.renders.take_peek() is None):
+        while self.interactive.moving or not (self.renders.idle and self.renders.take_peek() is None):
             if time.perf_counter() - t0 > timeout:
                 raise TimeoutError(f"the requested render did not reach the stage within {timeout:.0f} s")
             self.step()
