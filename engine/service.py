@@ -28,15 +28,18 @@ MAX_SOURCES = 4
 
 @dataclass(frozen=True)
 class RefineResult:
-    """A finished refinement and its held-out PSNR (inside the evaluation matte)."""
+    """A finished refinement and its held-out PSNR inside the portrait matte (the headline: hair,
+    ears, neck, top of the shoulders) and inside the head-and-neck matte it trained on."""
 
     avatar: Avatar
-    psnr_start: float       # the starting avatar on the held-out frames, dB
+    psnr_start: float       # the starting avatar on the held-out frames, head-and-neck matte, dB
     psnr_refined: float     # the refined avatar on them, dB
     frames: int             # held-out frames with a face
     width: int              # the resolution they were scored at
     height: int
     tracking: HeadParams    # every frame's tracking the refiner trained on (pass it back to polish)
+    portrait_start: float | None = None     # the same inside the portrait matte (None: no person segmentation)
+    portrait_refined: float | None = None
 
 
 RefineProgress = Callable[[str, float, object], None]   # (stage, fraction, refiner Progress or None)
@@ -271,9 +274,13 @@ class AvatarService:
             raise Cancelled() from None
         report("scoring", 1.0, None)
         before, after = evaluate(avatar, self.model, data, "start"), evaluate(refined, self.model, data, "refined")
+        portrait = (None, None)
+        if data.person is not None:
+            portrait = tuple(evaluate(a, self.model, data, n, matte="portrait").psnr
+                             for a, n in ((avatar, "start"), (refined, "refined")))
         self.set_avatar(refined)
         return RefineResult(refined, before.psnr, after.psnr, after.frames, data.images.shape[2], data.images.shape[1],
-                            data.params)
+                            data.params, *portrait)
 
     def export_ply(self, path: Path) -> None:
         from engine.io import export_ply

@@ -2,6 +2,7 @@
 metrics; `python main.py eval refine AVATAR VIDEO`: a refined avatar on its video's held-out frames."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal, Optional
@@ -24,12 +25,16 @@ class Eval(OnDevice):
     and LPIPS when --lpips-weights gives its weight files, which are not shipped; otherwise
     LPIPS is reported as unavailable), with the tracking `refine` trained on (the .tracking.npz
     beside the avatar); --align-test adds both avatars scored after aligning each
-    held-out frame's tracking to it (test-time protocol of IMavatar/PointAvatar)."""
+    held-out frame's tracking to it (test-time protocol of IMavatar/PointAvatar). `eval portraits
+    IMAGE…`: each portrait's own K = 1 avatar rendered back at its tracked camera: silhouette IoU
+    against the portrait matte (hair, ears, neck and the top of the shoulders), PSNR/SSIM inside
+    it, and PSNR inside the head-and-neck matte."""
 
-    what: Annotated[Literal["ff", "refine"], tyro.conf.Positional]
-    """ff: the feed-forward stage on videos; refine: a refined avatar on its video's held-out frames."""
+    what: Annotated[Literal["ff", "refine", "portraits"], tyro.conf.Positional]
+    """ff: the feed-forward stage on videos; refine: a refined avatar on its video's held-out frames;
+    portraits: each portrait's own avatar at its camera."""
     videos: tyro.conf.Positional[list[Path]]
-    """ff: talking-head videos. refine: AVATAR VIDEO (the refined bundle, then its video)."""
+    """ff: talking-head videos. refine: AVATAR VIDEO (the refined bundle, then its video). portraits: images."""
     side_by_side: Optional[Path] = None
     """refine: also write ground truth | render | 4x error of the held-out frames as an MP4."""
     targets: int = 50
@@ -61,14 +66,39 @@ class Eval(OnDevice):
     """refine: score with the landmark tracker's parameters as they are (no photometric stage)."""
 
     def run(self) -> None:
+        if self.what == "portraits":
+            return self._portraits()
         return self._refine() if self.what == "refine" else self._feedforward()
+
+    def _portraits(self) -> None:
+        from engine.eval.portraits import SIDE, evaluate_portrait, format_table, write_json
+        from engine.headmodel.openhead import load_head_model
+        from engine.io.media import MediaError
+        from engine.metrics.matte import PORTRAIT_CUT, PORTRAIT_MATTE_DEFINITION
+        from engine.render.select import select
+
+        model = load_head_model(device=self.compute_device())
+        renderer = select(model.device)
+        rows = []
+        for path in self.videos:
+            try:
+                rows.append(evaluate_portrait(path, model, renderer))
+            except (MediaError, ValueError) as e:
+                print(f"skipped {path.name}: {e}", file=sys.stderr)
+        print(format_table(rows))
+        matte = PORTRAIT_MATTE_DEFINITION.format(cut=PORTRAIT_CUT)
+        print(f"each portrait's own K = 1 projective avatar at its tracked camera, longer side {SIDE} px; IoU = "
+              f"avatar alpha > 0.5 against the portrait matte; {matte}; head PSNR: inside the head-and-neck matte")
+        if self.json:
+            write_json(self.json, rows, matte)
+            print(f"wrote {self.json}")
 
     def _feedforward(self) -> None:
         from engine.eval.feedforward import (DEFINITIONS, DILATE_PX, FaceMetrics, cross_reenact, evaluate_clip,
                                              format_table, load_clip, write_json)
         from engine.generator.api import check_generator
         from engine.headmodel.openhead import load_head_model
-        from engine.metrics.matte import MATTE_DEFINITION
+        from engine.metrics.matte import MATTE_DEFINITION, PORTRAIT_CUT, PORTRAIT_MATTE_DEFINITION
 
         try:
             check_generator(self.generator, self.checkpoint)
@@ -98,7 +128,8 @@ class Eval(OnDevice):
             faces.close()
         print(f"\ngenerator: {self.generator}" + (f" ({self.checkpoint})" if self.checkpoint else ""))
         print(format_table(rows, cross))
-        matte = MATTE_DEFINITION.format(dilate=DILATE_PX)
+        matte = (f"PSNR/SSIM/LPIPS: {PORTRAIT_MATTE_DEFINITION.format(cut=PORTRAIT_CUT)}; "
+                 f"hPSNR/hSSIM: {MATTE_DEFINITION.format(dilate=DILATE_PX)}")
         print(matte)
         for name, text in DEFINITIONS.items():
             print(f"{name}: {text}")
@@ -108,19 +139,18 @@ class Eval(OnDevice):
             write_json(self.json, rows, cross, matte)
             print(f"wrote {self.json}")
 
-    def _aligned(self, avatar, model, data, name: str, video_out, lpips):
-        """``avatar`` scored on the held-out frames after aligning their tracking to it."""
+    def _aligned(self, avatar, model, data, name: str):
+        """``data`` with the held-out frames' tracking aligned to ``avatar``."""
         import dataclasses
 
         from tqdm import tqdm
 
-        from engine.eval.refined import evaluate
         from engine.refine.align import TEST_TIME, align_frames
 
         with tqdm(total=len(data.test), desc=f"aligning ({name})", unit="frame") as bar:
             params = align_frames(avatar, model, data, data.test, TEST_TIME, lambda d, n: bar.update(1),
                                   warm_start=True)
-        return evaluate(avatar, model, dataclasses.replace(data, params=params), name, video_out, lpips=lpips)
+        return dataclasses.replace(data, params=params)
 
     @property
     def _aligned_video(self) -> Path | None:
@@ -157,11 +187,11 @@ class Eval(OnDevice):
             raise SystemExit(str(e)) from e
 
     def _refine(self) -> None:
-        from engine.eval.refined import EVAL_SIDE, evaluate, write_json
+        from engine.eval.refined import EVAL_SIDE, MATTES, evaluate, write_json
         from engine.headmodel.openhead import load_head_model
         from engine.io import load_avatar
         from engine.metrics.image import ms_ssim_min_side
-        from engine.metrics.matte import MATTE_DEFINITION
+        from engine.metrics.matte import MATTE_DEFINITION, PORTRAIT_CUT, PORTRAIT_MATTE_DEFINITION
         from engine.metrics.matte import HEAD_MATTE_DILATE as MATTE_DILATE
         from engine.refine.session import prepare
 
@@ -173,21 +203,31 @@ class Eval(OnDevice):
         refined = load_avatar(avatar_path)
         start, data = prepare(video, model, EVAL_SIDE)
         data, tracking = self._tracking(avatar_path, start, model, data)
-        rows = [evaluate(start, model, data, "feed-forward start", lpips=lpips),
-                evaluate(refined, model, data, f"refined ({avatar_path.name})", self.side_by_side, lpips=lpips)]
-        if self.align_test:
-            rows += [self._aligned(start, model, data, "feed-forward start, aligned", None, lpips),
-                     self._aligned(refined, model, data, "refined, aligned", self._aligned_video, lpips)]
+        aligned = ((self._aligned(start, model, data, "feed-forward start"), self._aligned(refined, model, data, "refined"))
+                   if self.align_test else None)
+        rows = []
+        for matte in MATTES:        # the portrait matte first: the headline
+            video_out = (lambda p: p if matte == "head" else None)
+            rows += [evaluate(start, model, data, "feed-forward start", lpips=lpips, matte=matte),
+                     evaluate(refined, model, data, f"refined ({avatar_path.name})", video_out(self.side_by_side),
+                              lpips=lpips, matte=matte)]
+            if aligned is not None:
+                rows += [evaluate(start, model, aligned[0], "feed-forward start, aligned", lpips=lpips, matte=matte),
+                         evaluate(refined, model, aligned[1], "refined, aligned", video_out(self._aligned_video),
+                                  lpips=lpips, matte=matte)]
         print(f"tracking: {tracking}")
         print(f"held-out frames {data.first_test}..{len(data.found) - 1} of {video.name} ({rows[0].frames} with a face), "
               f"{data.images.shape[2]}x{data.images.shape[1]} px")
-        print(f"{'avatar':<34} {'MSE x1e-3':>10} {'PSNR':>7} {'SSIM':>7} {'MS-SSIM':>8} {'LPIPS':>12}")
+        print(f"{'matte':<9} {'avatar':<34} {'MSE x1e-3':>10} {'PSNR':>7} {'SSIM':>7} {'MS-SSIM':>8} {'LPIPS':>12}")
         for r in rows:
             msssim = "n/a" if r.ms_ssim is None else f"{r.ms_ssim:.4f}"
             lp = "unavailable" if r.lpips is None else f"{r.lpips:.4f}"
-            print(f"{r.name[:34]:<34} {r.mse * 1e3:>10.3f} {r.psnr:>7.2f} {r.ssim:>7.4f} {msssim:>8} {lp:>12}")
-        matte = MATTE_DEFINITION.format(dilate=MATTE_DILATE)
-        print(matte)
+            print(f"{r.matte:<9} {r.name[:34]:<34} {r.mse * 1e3:>10.3f} {r.psnr:>7.2f} {r.ssim:>7.4f} {msssim:>8} "
+                  f"{lp:>12}")
+        mattes = {"portrait": PORTRAIT_MATTE_DEFINITION.format(cut=PORTRAIT_CUT),
+                  "head": MATTE_DEFINITION.format(dilate=MATTE_DILATE)}
+        for m in MATTES:
+            print(mattes[m])
         if self.align_test:
             print("aligned: each held-out frame's tracked rotation, translation, neck, jaw, eyes and expression "
                   "optimised against the frame with the avatar frozen (engine.refine.align); other rows use the "
@@ -201,5 +241,5 @@ class Eval(OnDevice):
             if self.align_test:
                 print(f"wrote {self._aligned_video}")
         if self.json:
-            write_json(self.json, rows, video.name, matte)
+            write_json(self.json, rows, video.name, mattes)
             print(f"wrote {self.json}")

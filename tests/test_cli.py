@@ -175,7 +175,8 @@ def test_eval_align_test_fits_the_held_out_pose_and_scores_higher(offset_clip, o
     plain, data = offset_clip
     model = HeadModel(openhead)
     tracked = evaluate(plain, model, data, "tracked")
-    aligned = Eval("refine", [Path("a.savatar"), Path("v.mp4")], align_test=True)._aligned(plain, model, data,
-                                                                                          "aligned", None, None)
+    realigned = Eval("refine", [Path("a.savatar"), Path("v.mp4")], align_test=True)._aligned(plain, model, data,
+                                                                                            "aligned")
+    aligned = evaluate(plain, model, realigned, "aligned")
     assert aligned.frames == tracked.frames == 1
     assert aligned.psnr > tracked.psnr + 3

@@ -3,9 +3,11 @@
 Self-reenactment (issue: avatar from portraits): build the avatar from K source frames of a
 video's first half (K = 1: frame 0; K = 4: frames 0, ¼, ½, ¾ of the first half) and render up to
 50 frames of its last third with their tracked parameters, at the video's resolution with the
-longer side capped at MAX_SIDE. PSNR, SSIM and (given its weights) LPIPS inside the evaluation
-matte (`engine.metrics.matte`); CSIM, AED, APD and AKD (`engine.metrics.face`) between the
-render on black and the real frame.
+longer side capped at MAX_SIDE. PSNR, SSIM and (given its weights) LPIPS inside the portrait
+matte (`engine.metrics.matte.portrait_matte`: the person with hair, ears, neck and the top of the
+shoulders), and PSNR/SSIM inside the head-and-neck evaluation matte as a second pair (the
+region scored before); CSIM, AED, APD and AKD (`engine.metrics.face`) between the render on
+black and the real frame.
 
 Cross-reenactment: the avatar of video A's first K source frames driven by video B's tracked
 parameters at B's target frames: B's absolute expression (expr, jaw, eyes) and pose (rotation,
@@ -32,7 +34,7 @@ from engine.headmodel.base import HeadModel
 from engine.io.media import VideoReader
 from engine.metrics import psnr, ssim
 from engine.metrics.face import Face, FaceReader, aed, apd, face_akd, face_csim, mean_of
-from engine.metrics.matte import eval_matte, mesh_silhouette
+from engine.metrics.matte import eval_matte, mesh_silhouette, portrait_matte
 from engine.refine.data import tracker_camera
 from engine.track.tracker import Tracked
 from engine.types import Camera
@@ -61,6 +63,8 @@ class FFResult:
     akd: float | None = None
     n_face: int = 0
     generator: str = "projective"
+    psnr_head: float | None = None     # inside the head-and-neck matte (psnr, ssim: the portrait matte)
+    ssim_head: float | None = None
 
 
 @dataclass
@@ -183,19 +187,25 @@ def evaluate_clip(clip: Clip, model: HeadModel, ks: Sequence[int] = (1, 4), n_ta
     results = []
     for k in ks:
         animated = build(clip, model, k, generator, checkpoint)
-        ps, ss, lps, scores = [], [], [], []
+        ps, ss, hps, hss, lps, scores = [], [], [], [], [], []
         for t in targets:
             cam = clip.camera(t)
             params = tr.params.frame(t)
-            sil = mesh_silhouette(model, params, float(cam.K[0, 0]), (cam.height, cam.width))
-            m = torch.from_numpy(eval_matte(_fit(tr.mattes[t], cam), sil, DILATE_PX))[..., None]
-            gt = torch.from_numpy(clip.image(t, cam)).float() / 255 * m
+            focal, size = float(cam.K[0, 0]), (cam.height, cam.width)
+            person = _fit(tr.mattes[t], cam)
+            head = torch.from_numpy(eval_matte(person, mesh_silhouette(model, params, focal, size), DILATE_PX))[..., None]
+            m = torch.from_numpy(portrait_matte(model, params, person, focal, size))[..., None]
+            image = torch.from_numpy(clip.image(t, cam)).float() / 255
+            gt = image * m
             with torch.no_grad():
                 on = cam.to(model.device)
-                frame = renderer.render(animated.gaussians(params.to(model.device), camera=on), on)
-            pred = frame.rgb.cpu().clamp(0, 1) * m               # premultiplied = composited on black
+                frame = renderer.render(animated.gaussians(params, camera=on), on)
+            rgb = frame.rgb.cpu().clamp(0, 1)
+            pred = rgb * m                                        # premultiplied = composited on black
             ps.append(float(psnr(pred, gt)))
             ss.append(float(ssim(pred, gt)))
+            hps.append(float(psnr(rgb * head, image * head)))
+            hss.append(float(ssim(rgb * head, image * head)))
             if lpips is not None:
                 with torch.no_grad():
                     lps.append(float(lpips(pred, gt)))
@@ -204,7 +214,8 @@ def evaluate_clip(clip: Clip, model: HeadModel, ks: Sequence[int] = (1, 4), n_ta
                 scores.append(_face_scores(faces.reader.read(frame.to_uint8((0.0, 0.0, 0.0))), real, real))
         (c, n_face), (e, _), (q, _), (d, _) = _means(scores)
         results.append(FFResult(clip.name, k, float(np.mean(ps)), float(np.mean(ss)), len(ps),
-                                mean_of(lps)[0], c, e, q, d, n_face, generator))
+                                mean_of(lps)[0], c, e, q, d, n_face, generator, float(np.mean(hps)),
+                                float(np.mean(hss))))
     return results
 
 
@@ -257,17 +268,19 @@ def _means(scores: list[tuple[float | None, ...]]) -> list[tuple[float | None, i
     return [mean_of(column) for column in (zip(*scores) if scores else [()] * 4)]
 
 
-COLUMNS = ("PSNR", "SSIM", "LPIPS", "CSIM", "AED", "APD", "AKD")
+COLUMNS = ("PSNR", "SSIM", "LPIPS", "CSIM", "AED", "APD", "AKD", "hPSNR", "hSSIM")
 DEFINITIONS = {
     "CSIM": "cosine similarity of dlib ResNet face descriptors (not ArcFace)",
     "AED": "mean |difference| of concat(expr, jaw) fitted by our tracker to each image alone (not EMOCA)",
     "APD": "mean |difference| of the head axis-angle R(rotation) R(neck), radians, same fits",
     "AKD": "mean distance of 68 FaceMesh landmarks (dlib order), pixels at the evaluation resolution",
+    "hPSNR": "PSNR inside the head-and-neck matte (PSNR, SSIM, LPIPS: inside the portrait matte)",
+    "hSSIM": "SSIM inside the head-and-neck matte",
 }
 
 
 def _cells(values: Sequence[float | None]) -> str:
-    fmt = ("{:>7.2f}", "{:>7.4f}", "{:>7.4f}", "{:>7.4f}", "{:>7.4f}", "{:>7.4f}", "{:>7.2f}")
+    fmt = ("{:>7.2f}", "{:>7.4f}", "{:>7.4f}", "{:>7.4f}", "{:>7.4f}", "{:>7.4f}", "{:>7.2f}", "{:>7.2f}", "{:>7.4f}")
     return " ".join("{:>7}".format("-") if v is None else f.format(v) for f, v in zip(fmt, values))
 
 
@@ -282,11 +295,11 @@ def format_table(self_rows: Sequence[FFResult], cross_rows: Sequence[CrossResult
     head = f"{'lane':<5} {'K':>2} {'video':<44} {columns} {'frames':>6} {'faces':>5}"
     lines = [head]
     for r in self_rows:
-        vals = (r.psnr, r.ssim, r.lpips, r.csim, r.aed, r.apd, r.akd)
+        vals = (r.psnr, r.ssim, r.lpips, r.csim, r.aed, r.apd, r.akd, r.psnr_head, r.ssim_head)
         lines.append(f"{'self':<5} {r.k:>2} {r.video[:44]:<44} {_cells(vals)} {r.n_targets:>6} {r.n_face:>5}")
     for r in cross_rows:
         pair = f"{r.source} -> {r.driver}"
-        vals = (None, None, None, r.csim, r.aed, r.apd, r.akd)
+        vals = (None, None, None, r.csim, r.aed, r.apd, r.akd, None, None)
         lines.append(f"{'cross':<5} {r.k:>2} {pair[:44]:<44} {_cells(vals)} {r.n_targets:>6} {r.n_face:>5}")
     for lane, rows in (("self", self_rows), ("cross", cross_rows)):
         for k in sorted({r.k for r in rows}):
@@ -294,6 +307,7 @@ def format_table(self_rows: Sequence[FFResult], cross_rows: Sequence[CrossResult
             names = ("psnr", "ssim", "lpips") if lane == "self" else ()
             vals = [_mean(sel, n) if n in names else None for n in ("psnr", "ssim", "lpips")]
             vals += [_mean(sel, n) for n in ("csim", "aed", "apd", "akd")]
+            vals += [_mean(sel, n) if lane == "self" else None for n in ("psnr_head", "ssim_head")]
             label = f"mean of {len(sel)}"
             lines.append(f"{lane:<5} {k:>2} {label:<44} {_cells(vals)}")
     return "\n".join(lines)

@@ -1,6 +1,8 @@
 """Held-out evaluation of a refined avatar (the paper's per-subject table): render the test
-frames of its video with their tracked parameters and compare inside the evaluation matte at
-the video's resolution (≤ 512 px): MSE, PSNR, SSIM, MS-SSIM and, given its weights, LPIPS."""
+frames of its video with their tracked parameters and compare inside a matte at the video's
+resolution (≤ 512 px): MSE, PSNR, SSIM, MS-SSIM and, given its weights, LPIPS. The matte is the
+portrait matte (person above a cut below the chin: hair, ears, neck, top of the shoulders; the
+headline) or the head-and-neck matte the refiner trains on (the region scored before)."""
 from __future__ import annotations
 
 import dataclasses
@@ -34,10 +36,30 @@ class HeldOut:
     ms_ssim: float | None
     lpips: float | None
     frames: int
+    matte: str = "head"     # "portrait" or "head"
+
+
+MATTES = ("portrait", "head")
+
+
+def held_out_matte(data: VideoData, model: HeadModel, t: int, matte: str) -> np.ndarray:
+    """float32 [H, W] matte of test frame ``t``: "head" is the frame's head-and-neck matte,
+    "portrait" the portrait matte of its person segmentation and tracking."""
+    from engine.metrics.matte import portrait_matte
+
+    if matte == "head":
+        return data.mattes[t]
+    if matte != "portrait":
+        raise ValueError(f"unknown matte {matte!r}; choose from {', '.join(MATTES)}")
+    if data.person is None:
+        raise ValueError(f"{data.name}: the portrait matte needs the video's person segmentation")
+    h, w = data.images.shape[1:3]
+    return portrait_matte(model, data.params.frame(int(t)), data.person[t], float(data.cameras[t].K[0, 0]), (h, w))
 
 
 def evaluate(avatar: Avatar, model: HeadModel, data: VideoData, name: str, video_out: Path | None = None,
-             fps: float = 30.0, lpips: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> HeldOut:
+             fps: float = 30.0, lpips: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+             matte: str = "head") -> HeldOut:
     """Metrics over ``data.test``; LPIPS with ``lpips`` (`engine.metrics.lpips.load_lpips`);
     optionally an MP4 of ground truth | render | 4x error."""
     from engine.render.select import select
@@ -50,7 +72,7 @@ def evaluate(avatar: Avatar, model: HeadModel, data: VideoData, name: str, video
     ms, ps, ss, mss, lps, frames = [], [], [], [], [], []
     multiscale = min(data.images.shape[1:3]) >= ms_ssim_min_side()
     for t in data.test:
-        m = torch.from_numpy(data.mattes[t])[..., None]
+        m = torch.from_numpy(held_out_matte(data, model, int(t), matte))[..., None]
         gt = torch.from_numpy(data.images[t]).float() / 255 * m
         with torch.no_grad():
             frame = renderer.render(animated.gaussians(dataclasses.replace(params.frame(int(t)), shape=shape)),
@@ -72,12 +94,12 @@ def evaluate(avatar: Avatar, model: HeadModel, data: VideoData, name: str, video
 
         write_video(video_out, frames, fps)
     return HeldOut(name, float(np.mean(ms)), float(np.mean(ps)), float(np.mean(ss)),
-                   float(np.mean(mss)) if mss else None, float(np.mean(lps)) if lps else None, len(ps))
+                   float(np.mean(mss)) if mss else None, float(np.mean(lps)) if lps else None, len(ps), matte)
 
 
-def write_json(path: Path, rows: Sequence[HeldOut], video: str, matte: str) -> None:
+def write_json(path: Path, rows: Sequence[HeldOut], video: str, mattes: dict[str, str]) -> None:
     """The table as a JSON list of rows (null where a metric is unavailable), for scripts that
-    aggregate several videos."""
-    out = [dict(dataclasses.asdict(r), video=video, matte=matte) for r in rows]
+    aggregate several videos; each row names its matte, ``mattes`` defines them."""
+    out = [dict(dataclasses.asdict(r), video=video, matte_definition=mattes[r.matte]) for r in rows]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1) + "\n")

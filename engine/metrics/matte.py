@@ -48,3 +48,41 @@ def head_matte(model: HeadModel, params: HeadParams, person: np.ndarray, focal: 
     mesh silhouette, dilated by HEAD_MATTE_DILATE px at 512 px, scaled to the frame's longer side)."""
     dilate = max(1, round(HEAD_MATTE_DILATE * max(size) / 512))
     return eval_matte(person, mesh_silhouette(model, params, focal, size), dilate)
+
+
+PORTRAIT_CUT = 0.6
+"""The portrait matte ends this many face heights below the chin."""
+CHIN = 152
+"""FaceMesh's chin landmark."""
+PORTRAIT_MATTE_DEFINITION = ("portrait matte = (person segmentation > 0.5) above a horizontal cut {cut} face heights "
+                             "below the chin (face height = vertical extent of the fitted head model's 468 face "
+                             "landmarks): head, all hair, ears, neck and the top of the shoulders, not the torso; "
+                             "ground truth and render composited on black through it; metrics over the full frame")
+
+
+def portrait_cut_row(model: HeadModel, params: HeadParams, focal: float, size: tuple[int, int]) -> float:
+    """Image row (pixels, may lie outside the frame) of the portrait matte's lower edge for one
+    frame: the fitted chin plus PORTRAIT_CUT face heights (the vertical extent of the fitted
+    landmarks among FaceMesh's 468 face points; the lowest of them when the model has no chin)."""
+    h, w = size
+    model = model.host()
+    with torch.no_grad():
+        lmk = model.landmarks(model.vertices(params.frame(0).cpu()))
+        uv, _ = project(lmk, torch.tensor([focal]), torch.tensor([[h, w]], dtype=torch.float32))
+    ids = model.lmk_ids.numpy()
+    y = uv[0, :, 1].numpy()[ids < 468]
+    face = ids[ids < 468]
+    chin = float(y[face == CHIN][0]) if (face == CHIN).any() else float(y.max())
+    return chin + PORTRAIT_CUT * float(y.max() - y.min())
+
+
+def portrait_matte(model: HeadModel, params: HeadParams, person: np.ndarray, focal: float,
+                   size: tuple[int, int]) -> np.ndarray:
+    """float32 [H, W] in {0, 1}: the person segmentation (uint8, or float in [0, 1]) above the
+    portrait cut of `portrait_cut_row` (see PORTRAIT_MATTE_DEFINITION)."""
+    h, w = size
+    p = cv2.resize(person, (w, h), interpolation=cv2.INTER_AREA) if person.shape[:2] != (h, w) else person
+    p = p.astype(np.float32)
+    p = p / 255.0 if p.max() > 1.0 else p
+    rows = np.arange(h, dtype=np.float32)[:, None] + 0.5
+    return ((p > 0.5) & (rows <= portrait_cut_row(model, params, focal, size))).astype(np.float32)

@@ -722,8 +722,11 @@ class App:
             self._refined_on = (video.stem, result.tracking)
             self._avatar_changed([self._video_thumb])
             self._push_pose()
-            text = (f"held-out PSNR {result.psnr_start:.2f} -> {result.psnr_refined:.2f} dB "
-                    f"({result.frames} frames at {result.width}x{result.height}); saved {path}")
+            head = f"{result.psnr_start:.2f} -> {result.psnr_refined:.2f} dB"
+            text = (f"held-out PSNR {result.portrait_start:.2f} -> {result.portrait_refined:.2f} dB in the portrait "
+                    f"matte, {head} in the head-and-neck matte" if result.portrait_start is not None else
+                    f"held-out PSNR {head}")
+            text += f" ({result.frames} frames at {result.width}x{result.height}); saved {path}"
             self.panel.update_result(text)
             self.status("refined: " + text)
         else:

@@ -10,7 +10,7 @@ import torch
 from engine.eval.feedforward import source_frames, target_frames
 from engine.eval.refined import evaluate, write_json
 from engine.headmodel.base import HeadModel
-from engine.metrics.matte import eval_matte, mesh_silhouette
+from engine.metrics.matte import PORTRAIT_CUT, eval_matte, mesh_silhouette, portrait_cut_row, portrait_matte
 from engine.types import Avatar, HeadParams
 
 
@@ -35,6 +35,33 @@ def test_matte_is_the_person_inside_the_dilated_head_silhouette(openhead):
     assert m[person == 0].max() == 0                            # never outside the person
     grown = eval_matte(np.full_like(person, 255), sil, dilate_px=4)
     assert grown.sum() > (sil > 0).sum()                        # the silhouette is dilated
+
+
+def test_portrait_matte_is_the_person_above_the_cut_below_the_chin(openhead):
+    """The cut lies PORTRAIT_CUT face heights below the chin (FaceMesh 152), face height being the
+    vertical extent of the projected face landmarks; above it the whole person counts (hair far
+    outside the head mesh included), below it nothing."""
+    from engine.track.fit import project
+
+    model = HeadModel(openhead)
+    p = dataclasses.replace(model.neutral(), translation=torch.tensor([[0.0, 0.0, -0.8]]))
+    focal, size = 500.0, (400, 300)
+    with torch.no_grad():
+        uv, _ = project(model.landmarks(model.vertices(p)), torch.tensor([focal]), torch.tensor([[400.0, 300.0]]))
+    ids = model.lmk_ids.numpy()
+    y = uv[0, :, 1].numpy()[ids < 468]
+    chin = float(uv[0, list(ids).index(152), 1])
+    want = chin + PORTRAIT_CUT * (y.max() - y.min())
+    assert portrait_cut_row(model, p, focal, size) == pytest.approx(want, abs=1e-3)
+    assert chin < want < 400                                     # below the chin, inside this frame
+    person = np.zeros(size, np.uint8)
+    person[:, 20:280] = 255                                      # wider than any head: hair, shoulders
+    m = portrait_matte(model, p, person, focal, size)
+    cut = int(np.floor(want - 0.5))
+    assert m.dtype == np.float32 and m[:cut, 20:280].min() == 1 and m[cut + 2:].max() == 0
+    assert m[:, :20].max() == 0 and m[5, 25] == 1                # only the person; far above the head too
+    head = eval_matte(person, mesh_silhouette(model, p, focal, size), 4)
+    assert m.sum() > head.sum() and (m >= head)[: cut - 2].all()  # more than the head-and-neck matte above the cut
 
 
 def _plain_avatar(model: HeadModel, grey: bool = False) -> Avatar:
@@ -90,11 +117,13 @@ def test_held_out_metrics_with_and_without_lpips(model, tmp_path):
     assert 0.9 < truth.ms_ssim <= 1.0 and grey.ms_ssim < truth.ms_ssim
     assert truth.lpips is not None and truth.lpips >= 0 and grey.lpips is None       # never made up
     out = tmp_path / "eval" / "table.json"
-    write_json(out, [truth, grey], "synthetic.mp4", "matte text")
+    write_json(out, [truth, grey], "synthetic.mp4", {"head": "matte text"})
     rows = json.loads(out.read_text())
     assert [r["name"] for r in rows] == ["truth", "grey"] and rows[1]["lpips"] is None
-    assert set(rows[0]) == {"name", "mse", "psnr", "ssim", "ms_ssim", "lpips", "frames", "video", "matte"}
-    assert rows[0]["ms_ssim"] == pytest.approx(truth.ms_ssim) and rows[0]["matte"] == "matte text"
+    assert set(rows[0]) == {"name", "mse", "psnr", "ssim", "ms_ssim", "lpips", "frames", "video", "matte",
+                            "matte_definition"}
+    assert rows[0]["ms_ssim"] == pytest.approx(truth.ms_ssim) and rows[0]["matte"] == "head"
+    assert rows[0]["matte_definition"] == "matte text"
 
 
 def test_ms_ssim_is_unavailable_on_frames_too_small_for_it(model):
