@@ -139,6 +139,7 @@ def test_refine_video_tracks_photometrically_then_refines(model, offset_clip, mo
     from engine.refine.tracking import STAGES
 
     plain, data = offset_clip
+    data = dataclasses.replace(data, person=(data.mattes * 255).astype(np.uint8))   # a segmentation: the portrait matte
     size = data.images.shape[1]
     monkeypatch.setattr(session, "prepare", lambda *a, **k: (plain, data))
     svc = AvatarService(model, avatar=plain_avatar(model), size=64)
@@ -160,6 +161,7 @@ def test_refine_video_tracks_photometrically_then_refines(model, offset_clip, mo
     assert [s for s in stages if s in order] == sorted((s for s in stages if s in order), key=order.index)
     assert result.avatar.metadata["refined"]["iterations"] == 3 and svc.avatar is result.avatar
     assert result.frames == 1 and np.isfinite(result.psnr_refined)
+    assert np.isfinite(result.portrait_start) and np.isfinite(result.portrait_refined)    # the portrait matte too
     assert not torch.equal(result.tracking.translation, data.params.translation)    # aligned
 
     stages = []     # polish: the tracking it is given, no tracking stage
