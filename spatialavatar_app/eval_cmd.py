@@ -206,15 +206,15 @@ class Eval(OnDevice):
         aligned = ((self._aligned(start, model, data, "feed-forward start"), self._aligned(refined, model, data, "refined"))
                    if self.align_test else None)
         rows = []
-        for matte in MATTES:        # the portrait matte first: the headline
-            video_out = (lambda p: p if matte == "head" else None)
+        for matte in MATTES:        # the portrait matte first: the headline; the MP4s show the head matte's
+            head = matte == "head"
             rows += [evaluate(start, model, data, "feed-forward start", lpips=lpips, matte=matte),
-                     evaluate(refined, model, data, f"refined ({avatar_path.name})", video_out(self.side_by_side),
-                              lpips=lpips, matte=matte)]
+                     evaluate(refined, model, data, f"refined ({avatar_path.name})",
+                              self.side_by_side if head else None, lpips=lpips, matte=matte)]
             if aligned is not None:
                 rows += [evaluate(start, model, aligned[0], "feed-forward start, aligned", lpips=lpips, matte=matte),
-                         evaluate(refined, model, aligned[1], "refined, aligned", video_out(self._aligned_video),
-                                  lpips=lpips, matte=matte)]
+                         evaluate(refined, model, aligned[1], "refined, aligned",
+                                  self._aligned_video if head else None, lpips=lpips, matte=matte)]
         print(f"tracking: {tracking}")
         print(f"held-out frames {data.first_test}..{len(data.found) - 1} of {video.name} ({rows[0].frames} with a face), "
               f"{data.images.shape[2]}x{data.images.shape[1]} px")
