@@ -238,7 +238,7 @@ class AvatarService:
         while refining. ``tracking``: train on these parameters (a `RefineResult.tracking` of
         the same video) instead of tracking photometrically, as the polish preset must to
         continue the avatar it refined."""
-        from engine.eval.refined import evaluate
+        from engine.eval.refined import evaluate_mattes
         from engine.refine.align import AlignCancelled
         from engine.refine.config import load_refine_config, training_side
         from engine.refine.refiner import RefineCancelled, refine_stages
@@ -273,14 +273,13 @@ class AvatarService:
         except RefineCancelled:
             raise Cancelled() from None
         report("scoring", 1.0, None)
-        before, after = evaluate(avatar, self.model, data, "start"), evaluate(refined, self.model, data, "refined")
-        portrait = (None, None)
-        if data.person is not None:
-            portrait = tuple(evaluate(a, self.model, data, n, matte="portrait").psnr
-                             for a, n in ((avatar, "start"), (refined, "refined")))
+        mattes = ("head", "portrait") if data.person is not None else ("head",)
+        before, after = (evaluate_mattes(a, self.model, data, n, mattes) for a, n in ((avatar, "start"),
+                                                                                      (refined, "refined")))
+        portrait = (before["portrait"].psnr, after["portrait"].psnr) if "portrait" in before else (None, None)
         self.set_avatar(refined)
-        return RefineResult(refined, before.psnr, after.psnr, after.frames, data.images.shape[2], data.images.shape[1],
-                            data.params, *portrait)
+        return RefineResult(refined, before["head"].psnr, after["head"].psnr, after["head"].frames,
+                            data.images.shape[2], data.images.shape[1], data.params, *portrait)
 
     def export_ply(self, path: Path) -> None:
         from engine.io import export_ply

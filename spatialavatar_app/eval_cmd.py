@@ -187,7 +187,7 @@ class Eval(OnDevice):
             raise SystemExit(str(e)) from e
 
     def _refine(self) -> None:
-        from engine.eval.refined import EVAL_SIDE, MATTES, evaluate, write_json
+        from engine.eval.refined import EVAL_SIDE, MATTES, evaluate_mattes, write_json
         from engine.headmodel.openhead import load_head_model
         from engine.io import load_avatar
         from engine.metrics.image import ms_ssim_min_side
@@ -205,16 +205,15 @@ class Eval(OnDevice):
         data, tracking = self._tracking(avatar_path, start, model, data)
         aligned = ((self._aligned(start, model, data, "feed-forward start"), self._aligned(refined, model, data, "refined"))
                    if self.align_test else None)
-        rows = []
-        for matte in MATTES:        # the portrait matte first: the headline; the MP4s show the head matte's
-            head = matte == "head"
-            rows += [evaluate(start, model, data, "feed-forward start", lpips=lpips, matte=matte),
-                     evaluate(refined, model, data, f"refined ({avatar_path.name})",
-                              self.side_by_side if head else None, lpips=lpips, matte=matte)]
-            if aligned is not None:
-                rows += [evaluate(start, model, aligned[0], "feed-forward start, aligned", lpips=lpips, matte=matte),
-                         evaluate(refined, model, aligned[1], "refined, aligned",
-                                  self._aligned_video if head else None, lpips=lpips, matte=matte)]
+        runs = [(start, data, "feed-forward start", None),
+                (refined, data, f"refined ({avatar_path.name})", self.side_by_side)]
+        if aligned is not None:
+            runs += [(start, aligned[0], "feed-forward start, aligned", None),
+                     (refined, aligned[1], "refined, aligned", self._aligned_video)]
+        # One render per held-out frame and avatar, scored in both mattes; the MP4s show the head matte's.
+        scored = [evaluate_mattes(a, model, d, name, ("head", "portrait"), video_out, lpips=lpips)
+                  for a, d, name, video_out in runs]
+        rows = [by[matte] for matte in MATTES for by in scored]       # the portrait matte first: the headline
         print(f"tracking: {tracking}")
         print(f"held-out frames {data.first_test}..{len(data.found) - 1} of {video.name} ({rows[0].frames} with a face), "
               f"{data.images.shape[2]}x{data.images.shape[1]} px")

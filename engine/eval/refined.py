@@ -60,8 +60,16 @@ def held_out_matte(data: VideoData, model: HeadModel, t: int, matte: str) -> np.
 def evaluate(avatar: Avatar, model: HeadModel, data: VideoData, name: str, video_out: Path | None = None,
              fps: float = 30.0, lpips: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
              matte: str = "head") -> HeldOut:
-    """Metrics over ``data.test``; LPIPS with ``lpips`` (`engine.metrics.lpips.load_lpips`);
-    optionally an MP4 of ground truth | render | 4x error."""
+    """Metrics over ``data.test`` inside ``matte``; LPIPS with ``lpips``
+    (`engine.metrics.lpips.load_lpips`); optionally an MP4 of ground truth | render | 4x error."""
+    return evaluate_mattes(avatar, model, data, name, (matte,), video_out, fps, lpips)[matte]
+
+
+def evaluate_mattes(avatar: Avatar, model: HeadModel, data: VideoData, name: str, mattes: Sequence[str] = MATTES,
+                    video_out: Path | None = None, fps: float = 30.0,
+                    lpips: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> dict[str, HeldOut]:
+    """`evaluate` in each of ``mattes`` from one render of every held-out frame; the MP4 shows
+    the first matte's."""
     from engine.render.select import select
 
     device = model.device
@@ -69,32 +77,37 @@ def evaluate(avatar: Avatar, model: HeadModel, data: VideoData, name: str, video
     animated = AnimatedAvatar(avatar, model)
     params = data.params.to(device)
     shape = avatar.shape[None].to(device)
-    ms, ps, ss, mss, lps, frames = [], [], [], [], [], []
+    scores = {m: ([], [], [], [], []) for m in mattes}          # mse, psnr, ssim, ms-ssim, lpips
+    frames = []
     multiscale = min(data.images.shape[1:3]) >= ms_ssim_min_side()
     for t in data.test:
-        m = torch.from_numpy(held_out_matte(data, model, int(t), matte))[..., None]
-        gt = torch.from_numpy(data.images[t]).float() / 255 * m
         with torch.no_grad():
             frame = renderer.render(animated.gaussians(dataclasses.replace(params.frame(int(t)), shape=shape)),
                                     data.cameras[t].to(device))
-        pred = frame.rgb.cpu().clamp(0, 1) * m      # scored on the host
-        ms.append(float(mse(pred, gt)))
-        ps.append(float(psnr(pred, gt)))
-        ss.append(float(ssim(pred, gt)))
-        if multiscale:
-            mss.append(float(ms_ssim(pred, gt)))
-        if lpips is not None:
-            with torch.no_grad():
-                lps.append(float(lpips(pred, gt)))
-        if video_out is not None:
-            err = ((pred - gt).abs() * 4).clamp(0, 1)
-            frames.append((torch.cat([gt, pred, err], 1).numpy() * 255 + 0.5).astype(np.uint8))
+        rgb = frame.rgb.cpu().clamp(0, 1)           # scored on the host
+        image = torch.from_numpy(data.images[t]).float() / 255
+        for matte in mattes:
+            m = torch.from_numpy(held_out_matte(data, model, int(t), matte))[..., None]
+            pred, gt = rgb * m, image * m
+            ms, ps, ss, mss, lps = scores[matte]
+            ms.append(float(mse(pred, gt)))
+            ps.append(float(psnr(pred, gt)))
+            ss.append(float(ssim(pred, gt)))
+            if multiscale:
+                mss.append(float(ms_ssim(pred, gt)))
+            if lpips is not None:
+                with torch.no_grad():
+                    lps.append(float(lpips(pred, gt)))
+            if video_out is not None and matte == mattes[0]:
+                err = ((pred - gt).abs() * 4).clamp(0, 1)
+                frames.append((torch.cat([gt, pred, err], 1).numpy() * 255 + 0.5).astype(np.uint8))
     if video_out is not None:
         from engine.io.media import write_video
 
         write_video(video_out, frames, fps)
-    return HeldOut(name, float(np.mean(ms)), float(np.mean(ps)), float(np.mean(ss)),
-                   float(np.mean(mss)) if mss else None, float(np.mean(lps)) if lps else None, len(ps), matte)
+    return {matte: HeldOut(name, float(np.mean(ms)), float(np.mean(ps)), float(np.mean(ss)),
+                           float(np.mean(mss)) if mss else None, float(np.mean(lps)) if lps else None, len(ps), matte)
+            for matte, (ms, ps, ss, mss, lps) in scores.items()}
 
 
 def write_json(path: Path, rows: Sequence[HeldOut], video: str, mattes: dict[str, str]) -> None:

@@ -360,23 +360,23 @@ class App:
         self.renders.request()
 
     def _set_camera(self) -> None:
-        """The service's camera: the window's aspect (so nothing is letterboxed), the panel's
-        resolution times the interactive scale (1 at rest, and always while recording)."""
-        fw, fh = self.stage.size
+        """The service's camera at the interactive scale (1 at rest, and always while recording)."""
         self.interactive.enabled = self.recorder is None
-        w, h = scaled_size(self.state.resolution, fw / max(fh, 1), self.interactive.scale())
-        self.service.set_camera(self.state.view.camera(w, h))
+        self.service.set_camera(self.state.view.camera(*self._render_size(self.interactive.scale())))
+
+    def _render_size(self, scale: float) -> tuple[int, int]:
+        """(width, height): the window's aspect (so nothing is letterboxed), the panel's resolution
+        times ``scale``."""
+        fw, fh = self.stage.size
+        return scaled_size(self.state.resolution, fw / max(fh, 1), scale)
 
     def full_camera(self):
         """The camera at the panel's full resolution (screenshots)."""
-        fw, fh = self.stage.size
-        w, h = scaled_size(self.state.resolution, fw / max(fh, 1), 1.0)
-        return self.state.view.camera(w, h)
+        return self.state.view.camera(*self._render_size(1.0))
 
     def _full_size(self, size: tuple[int, int]) -> bool:
         """Whether a picture of ``size`` (height, width) is at the full resolution (not the interactive size)."""
-        full = self.full_camera()
-        return tuple(size) == (full.height, full.width)
+        return tuple(size) == self._render_size(1.0)[::-1]
 
     # ---- opening things
     def open_paths(self, paths: Sequence[str | Path]) -> None:
