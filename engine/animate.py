@@ -8,10 +8,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dataclasses import replace
+
 from engine.binding import Activated, UVSlots, pose_slots
 from engine.headmodel.base import HeadModel
 from engine.residual import ExpressionResidual, add_residual
-from engine.types import Avatar, Camera, Gaussians, HeadParams
+from engine.types import Avatar, Camera, Gaussians, HeadParams, UVGaussians
 
 
 class AnimatedAvatar:
@@ -36,6 +38,34 @@ class AnimatedAvatar:
         # Per-slot attributes activated once rather than on every pose (per expression with a residual).
         self._attrs = Activated.of(**base)
         self._cond: tuple = (None, self._attrs)      # (expression key, activated attributes) of the last pose
+        self._outer: tuple | None = None             # (outer layer, its activated attributes)
+        if avatar.outer is not None:
+            self._bind_outer(avatar.outer)
+
+    def _bind_outer(self, uvg: UVGaussians) -> None:
+        outer = self.model.outer()
+        if uvg.resolution != outer.slots.resolution or not torch.equal(outer.slots.valid, uvg.valid.cpu()):
+            raise ValueError("the avatar's outer layer does not match its head model's outer page")
+        attrs = {k: outer.slots.gather(v.to(self.model.device)).contiguous() for k, v in uvg.maps().items()}
+        self._outer = (outer, Activated.of(**attrs))
+
+    def with_outer(self, uvg: UVGaussians) -> "AnimatedAvatar":
+        """This avatar with ``uvg`` as its outer layer (hair shell and bust); returns itself."""
+        self._bind_outer(uvg)
+        self.avatar = replace(self.avatar, outer=uvg)
+        return self
+
+    def outer_gaussians(self, params: HeadParams) -> Gaussians | None:
+        """World-space Gaussians of the outer layer for frame 0 of ``params`` (None without one)."""
+        if self._outer is None:
+            return None
+        outer, attrs = self._outer
+        p = params.frame(0).to(self.model.device)
+        return pose_slots(outer.slots, outer.pose(self.model, p)[0], outer.faces, attrs)
+
+    def _with_outer(self, g: Gaussians, params: HeadParams) -> Gaussians:
+        o = self.outer_gaussians(params)
+        return g if o is None else concat(g, o)
 
     def activated(self, cond: Tensor) -> Activated:
         """The per-slot attributes for the expression code ``cond`` [E+12] (`HeadParams.condition`):
@@ -61,7 +91,7 @@ class AnimatedAvatar:
         Gaussians depend on the view (a network avatar's view-conditioned heads); ignored here."""
         p = params.frame(0).to(self.model.device)       # trackers pose on the host
         verts = self.model.vertices(p)[0]
-        return pose_slots(self.slots, verts, self.model.faces, self.activated(p.condition()[0]))
+        return self._with_outer(pose_slots(self.slots, verts, self.model.faces, self.activated(p.condition()[0])), p)
 
 
 class StaticScene:
@@ -79,3 +109,8 @@ class StaticScene:
 
     def gaussians(self, params: HeadParams, camera: Camera | None = None) -> Gaussians:
         return self._gaussians
+
+
+def concat(*parts: Gaussians) -> Gaussians:
+    """One set of Gaussians holding ``parts`` in order."""
+    return Gaussians(*(torch.cat([getattr(g, f) for g in parts]) for f in ("means", "quats", "scales", "opacities", "colors")))

@@ -284,7 +284,7 @@ def bench_refine(video, sizes: Sequence[int] = (256, 512), iterations: int = 300
         if avatar is None:
             avatar, data = prepare(video, model, size, log=log, tracked=tracked)
         else:
-            data = load_video_data(video, tracked, model, size)
+            data = load_video_data(video, tracked, model, size, data.matte)
         for preset in ("default", "residual"):
             cfg = load_refine_config(preset, iterations=warmup, aspect_start=0, scale_freeze=0, checkpoint_every=0,
                                      preview_every=0, resolution=size)

@@ -263,7 +263,9 @@ class Avatar:
     ``metadata`` is JSON-serialisable (source files, creation time, generator, ...);
     ``thumbnail`` is a uint8 [H, W, 3] numpy image or None; ``residual`` is None or a refined
     avatar's expression residual (`engine.residual.ExpressionResidual.state`: tensors by name,
-    the per-slot features as a UV map [C, R, R]).
+    the per-slot features as a UV map [C, R, R]); ``outer`` is None or the Gaussians of the head
+    model's outer page (hair shell and bust, `engine.headmodel.outer`), rigid with the head
+    and the torso. An avatar without it (made before the outer layer) shows the head only.
     """
 
     gaussians: UVGaussians
@@ -272,6 +274,7 @@ class Avatar:
     metadata: dict
     thumbnail: object = None
     residual: dict | None = None
+    outer: UVGaussians | None = None
 
     def __post_init__(self) -> None:
         check_shape(self.shape, (None,), "Avatar.shape")

@@ -62,6 +62,9 @@ class Eval(OnDevice):
     """refine: the tracking to score with. Default: the one `refine` wrote beside the avatar
     (<avatar stem>.tracking.npz) when it exists; otherwise the video is tracked again as refine's
     default preset tracks it (landmarks, then the photometric stages: several minutes)."""
+    outer: bool = True
+    """ff, portraits: build the avatars with their outer layer (hair shell and bust); with
+    --no-outer, the head page alone, as avatars were before it had one."""
     landmark_tracking: bool = False
     """refine: score with the landmark tracker's parameters as they are (no photometric stage)."""
 
@@ -82,13 +85,14 @@ class Eval(OnDevice):
         rows = []
         for path in self.videos:
             try:
-                rows.append(evaluate_portrait(path, model, renderer))
+                rows.append(evaluate_portrait(path, model, renderer, outer=self.outer))
             except (MediaError, ValueError) as e:
                 print(f"skipped {path.name}: {e}", file=sys.stderr)
         print(format_table(rows))
         matte = PORTRAIT_MATTE_DEFINITION.format(cut=PORTRAIT_CUT)
         print(f"each portrait's own K = 1 projective avatar at its tracked camera, longer side {SIDE} px; IoU = "
-              f"avatar alpha > 0.5 against the portrait matte; {matte}; head PSNR: inside the head-and-neck matte")
+              f"avatar alpha > 0.5 against the portrait matte, above its cut; {matte}; head PSNR: inside the "
+              "head-and-neck matte")
         if self.json:
             write_json(self.json, rows, matte)
             print(f"wrote {self.json}")
@@ -114,7 +118,7 @@ class Eval(OnDevice):
             for v in self.videos:
                 clips.append(load_clip(v, model, n_targets=self.targets))
                 new = evaluate_clip(clips[-1], model, n_targets=self.targets, generator=self.generator,
-                                    checkpoint=self.checkpoint, lpips=lpips, faces=faces)
+                                    checkpoint=self.checkpoint, lpips=lpips, faces=faces, outer=self.outer)
                 rows += new
                 print("\n".join(format_table(new).splitlines()[1 : 1 + len(new)]), flush=True)
             if self.cross:

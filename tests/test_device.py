@@ -287,5 +287,6 @@ def test_build_and_export_commands_on_the_fake_gpu(face_video, gpu, tmp_path, ca
     assert load_avatar(out).thumbnail is not None and iio.imread(tmp_path / "strip.png").shape[0] == 256
     assert len(RecordingGsplat.calls) == 1 + 1 + 5     # the test frame, the thumbnail, the strip's five views
     main(["export", "--avatar", str(out), "--ply", str(tmp_path / "a.ply"), "--bundle", str(tmp_path / "b.savatar")])
-    assert len(read_ply(tmp_path / "a.ply").means) == int(load_avatar(out).gaussians.valid.sum())
+    saved = load_avatar(out)
+    assert len(read_ply(tmp_path / "a.ply").means) == int(saved.gaussians.valid.sum()) + int(saved.outer.valid.sum())
     assert all(c == {"cuda"} for c in RecordingGsplat.calls)

@@ -159,11 +159,13 @@ def load_clip(path: Path, model: HeadModel, ks: Sequence[int] = (1, 4), n_target
     return Clip(Path(path).name, tracked, frames)
 
 
-def build(clip: Clip, model: HeadModel, k: int, generator: str = "projective", checkpoint: Path | None = None):
-    """The avatar of ``clip``'s K source frames (`engine.generator.api.generate`)."""
+def build(clip: Clip, model: HeadModel, k: int, generator: str = "projective", checkpoint: Path | None = None,
+          outer: bool = True):
+    """The avatar of ``clip``'s K source frames (`engine.generator.api.generate`; ``outer``: with its
+    hair shell and bust, else the head page alone)."""
     tr = clip.tracked
     sources = [Source(clip.frames[i], tr.mattes[i], tr.params.frame(i), tr.K[i]) for i in source_frames(clip.n, k)]
-    return generate(generator, model, sources, tr.params.shape[0], checkpoint)
+    return generate(generator, model, sources, tr.params.shape[0], checkpoint, outer=outer)
 
 
 def _targets(clip: Clip, n_targets: int) -> list[int]:
@@ -176,7 +178,7 @@ def _targets(clip: Clip, n_targets: int) -> list[int]:
 
 def evaluate_clip(clip: Clip, model: HeadModel, ks: Sequence[int] = (1, 4), n_targets: int = 50, renderer=None,
                   generator: str = "projective", checkpoint: Path | None = None, lpips: Lpips | None = None,
-                  faces: FaceMetrics | None = None) -> list[FFResult]:
+                  faces: FaceMetrics | None = None, outer: bool = True) -> list[FFResult]:
     """Self-reenactment of a loaded clip for each K; face metrics only with ``faces``."""
     from engine.render.select import select
 
@@ -186,7 +188,7 @@ def evaluate_clip(clip: Clip, model: HeadModel, ks: Sequence[int] = (1, 4), n_ta
     targets = _targets(clip, n_targets)
     results = []
     for k in ks:
-        animated = build(clip, model, k, generator, checkpoint)
+        animated = build(clip, model, k, generator, checkpoint, outer)
         ps, ss, hps, hss, lps, scores = [], [], [], [], [], []
         for t in targets:
             cam = clip.camera(t)

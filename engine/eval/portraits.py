@@ -6,7 +6,8 @@ against the portrait inside the *portrait matte* (`engine.metrics.matte.portrait
 person segmentation above a cut 0.6 face heights below the chin, so hair, ears, neck and the top
 of the shoulders count):
 
-- silhouette IoU of the avatar (alpha > 0.5) against the portrait matte;
+- silhouette IoU of the avatar (alpha > 0.5) against the portrait matte, both above the
+  matte's cut (below it the torso is neither scored nor penalised);
 - PSNR and SSIM of the render and the portrait, both composited on black through the matte;
 - the same PSNR inside the head-and-neck matte (`head_matte`), the region scored before.
 """
@@ -23,7 +24,7 @@ import torch
 
 from engine.headmodel.base import HeadModel
 from engine.metrics import psnr, ssim
-from engine.metrics.matte import head_matte, portrait_matte
+from engine.metrics.matte import head_matte, portrait_cut_row, portrait_matte
 
 SIDE = 512
 """Portraits are scored with their longer side at this many pixels."""
@@ -32,7 +33,7 @@ SIDE = 512
 @dataclass(frozen=True)
 class PortraitScore:
     name: str
-    iou: float          # avatar alpha > 0.5 against the portrait matte
+    iou: float          # avatar alpha > 0.5 against the portrait matte, above its cut
     psnr: float         # inside the portrait matte, dB
     ssim: float
     psnr_head: float    # inside the head-and-neck matte, dB
@@ -40,8 +41,10 @@ class PortraitScore:
     height: int
 
 
-def evaluate_portrait(path: Path, model: HeadModel, renderer=None, side: int = SIDE) -> PortraitScore:
-    """Score one portrait's own K = 1 avatar at its tracked camera (see the module docstring)."""
+def evaluate_portrait(path: Path, model: HeadModel, renderer=None, side: int = SIDE, outer: bool = True
+                      ) -> PortraitScore:
+    """Score one portrait's own K = 1 avatar at its tracked camera (see the module docstring);
+    ``outer``: with its hair shell and bust, else the head page alone."""
     from engine.generator.api import generate
     from engine.generator.projective import Source
     from engine.io.media import read_image
@@ -55,7 +58,7 @@ def evaluate_portrait(path: Path, model: HeadModel, renderer=None, side: int = S
     image = read_image(path)
     params = tracked.params.frame(0)
     animated = generate("projective", model, [Source(image, tracked.mattes[0], params, tracked.K[0])],
-                        tracked.params.shape[0])
+                        tracked.params.shape[0], outer=outer)
     cam = tracker_camera(tracked.K[0], tuple(int(x) for x in image.shape[:2]), side)
     small = cv2.resize(image, (cam.width, cam.height), interpolation=cv2.INTER_AREA)
     person = cv2.resize(tracked.mattes[0], (cam.width, cam.height), interpolation=cv2.INTER_AREA)
@@ -69,7 +72,8 @@ def evaluate_portrait(path: Path, model: HeadModel, renderer=None, side: int = S
                         ("head", head_matte(model, params, person, focal, size))):
         m = torch.from_numpy(matte)[..., None]
         scores[name] = (float(psnr(rgb * m, gt * m)), float(ssim(rgb * m, gt * m)), matte)
-    inside, covered = scores["portrait"][2] > 0.5, alpha.numpy() > 0.5
+    above = (np.arange(cam.height)[:, None] + 0.5) <= portrait_cut_row(model, params, focal, size)
+    inside, covered = scores["portrait"][2] > 0.5, (alpha.numpy() > 0.5) & above
     iou = float((inside & covered).sum() / max(1, (inside | covered).sum()))
     return PortraitScore(path.name, iou, scores["portrait"][0], scores["portrait"][1], scores["head"][0],
                          cam.width, cam.height)

@@ -45,16 +45,16 @@ MATTES = ("portrait", "head")
 def held_out_matte(data: VideoData, model: HeadModel, t: int, matte: str) -> np.ndarray:
     """float32 [H, W] matte of test frame ``t``: "head" is the frame's head-and-neck matte,
     "portrait" the portrait matte of its person segmentation and tracking."""
-    from engine.metrics.matte import portrait_matte
+    from engine.metrics.matte import matte_of
 
-    if matte == "head":
-        return data.mattes[t]
-    if matte != "portrait":
+    if matte not in MATTES:
         raise ValueError(f"unknown matte {matte!r}; choose from {', '.join(MATTES)}")
+    if matte == data.matte:
+        return data.mattes[t]
     if data.person is None:
-        raise ValueError(f"{data.name}: the portrait matte needs the video's person segmentation")
+        raise ValueError(f"{data.name}: the {matte} matte needs the video's person segmentation")
     h, w = data.images.shape[1:3]
-    return portrait_matte(model, data.params.frame(int(t)), data.person[t], float(data.cameras[t].K[0, 0]), (h, w))
+    return matte_of(matte, model, data.params.frame(int(t)), data.person[t], float(data.cameras[t].K[0, 0]), (h, w))
 
 
 def evaluate(avatar: Avatar, model: HeadModel, data: VideoData, name: str, video_out: Path | None = None,

@@ -4,7 +4,8 @@
 ``generate("network", ..., checkpoint=PATH)`` runs the paper's feed-forward network
 (`engine.generator.network`). Both return an object with ``gaussians(params, camera=None)``
 (`engine.animate.AnimatedAvatar` or its network subclass) and ``.avatar`` (the bundle-able
-`Avatar`) and ``.confidence`` ([N] per slot: how well the sources saw it).
+`Avatar`) and ``.confidence`` ([N] per slot: how well the sources saw it). Both fit the head
+model's outer layer (hair shell and bust, `engine.generator.outer`) to the sources too.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Sequence
 import torch
 
 from engine.animate import AnimatedAvatar
+from engine.generator.outer import fit_outer
 from engine.generator.projective import Source, projective_gaussians
 from engine.headmodel.base import HeadModel
 from engine.types import Avatar
@@ -49,13 +51,17 @@ def _network(checkpoint: Path, model: HeadModel):
 
 
 def generate(kind: str, model: HeadModel, sources: Sequence[Source], shape: torch.Tensor,
-             checkpoint: Path | None = None) -> AnimatedAvatar:
-    """The avatar of ``sources`` (tracked portraits of one person sharing ``shape`` [S])."""
+             checkpoint: Path | None = None, outer: bool = True) -> AnimatedAvatar:
+    """The avatar of ``sources`` (tracked portraits of one person sharing ``shape`` [S]);
+    ``outer``: with its outer layer fitted, else the head page alone (as avatars were before it)."""
     check_generator(kind, checkpoint)
+    host = model.host()         # the warp and the fit are numpy-sized work on the host
+    outer = fit_outer(host, list(sources), shape.cpu()) if outer else None
     if kind == "projective":
-        uvg, confidence = projective_gaussians(model.host(), list(sources), shape.cpu())   # numpy warp
-        animated = AnimatedAvatar(Avatar(uvg, model.name, shape, {"generator": "projective"}), model)
+        uvg, confidence = projective_gaussians(host, list(sources), shape.cpu())
+        animated = AnimatedAvatar(Avatar(uvg, model.name, shape, {"generator": "projective"}, outer=outer), model)
         animated.confidence = animated.slots.gather(confidence[None].to(model.device))[:, 0]
         return animated
-    host = model.host()         # the network runs on the host; its Gaussians are moved to the renderer's device
-    return _network(Path(checkpoint), host).avatar(host, list(sources), shape.cpu())
+    # the network runs on the host; its Gaussians are moved to the renderer's device
+    animated = _network(Path(checkpoint), host).avatar(host, list(sources), shape.cpu())
+    return animated if outer is None else animated.with_outer(outer)

@@ -464,7 +464,7 @@ class NetworkAvatar(AnimatedAvatar):
             if self._cond[0] != cond_key:
                 self._cond = (cond_key, self.net.residual_outputs(self.enc, cond))
             attrs = self.net.combine(self.enc, self._view[1], self._cond[1])
-        return place(slot_frames(self.slots, verts, self.model.faces), **attrs)
+        return self._with_outer(place(slot_frames(self.slots, verts, self.model.faces), **attrs), p)
 
 
 def save_generator(net: FeedForwardNetwork, path: Path, extra: dict | None = None) -> None:

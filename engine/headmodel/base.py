@@ -136,7 +136,11 @@ class HeadModel:
         self.lmk_bary = t(data.lmk_bary)                                       # [L, 3]
         self.lmk_ids = t(data.lmk_ids, torch.int64)                            # [L] FaceMesh index of each
         self.expr_names = data.expr_names
+        # The joints' rest positions and their blendshape directions, for rigid parts (`engine.headmodel.outer`).
+        self.joints_template = self.J_regressor @ self.v_template                             # [J, 3]
+        self.joint_dirs = torch.einsum("jv,vcs->jcs", self.J_regressor, self.dirs)             # [J, 3, S+E]
         self._slots: dict = {}
+        self._outer = None
         self._host: HeadModel | None = None
 
     def host(self) -> "HeadModel":
@@ -156,6 +160,15 @@ class HeadModel:
             slots = rasterize_uv(self.uvs.cpu().numpy(), self.uv_faces.cpu().numpy(), resolution)
             self._slots[resolution] = slots.to(self.device)
         return self._slots[resolution]
+
+    def outer(self):
+        """The outer layer of this model (hair shell and bust, `engine.headmodel.outer`) on its device (built once)."""
+        from engine.headmodel.outer import build_outer
+
+        if self._outer is None:
+            self._outer = (self.host()._outer or build_outer(self.host())).to(self.device) if self.device != HOST \
+                else build_outer(self)
+        return self._outer
 
     @property
     def n_shape(self) -> int:

@@ -17,7 +17,7 @@ from engine.headmodel.base import HeadModel, HeadModelData, HeadModelError
 
 
 
-_NOT_BUILD = {"openhead.py", "flame.py", "preview.py", "fit_face.py", "__init__.py"}
+_NOT_BUILD = {"openhead.py", "flame.py", "preview.py", "fit_face.py", "outer.py", "__init__.py"}
 
 
 def cache_dir() -> Path:

@@ -34,6 +34,14 @@ one is still written as schema 1, so older readers open it:
     float32, NAME and shape as `engine.residual.state_shapes` gives them (``features`` is a UV
     map ``[C, R, R]``).
 
+Schema 3 adds the outer layer (hair shell and bust, `engine.headmodel.outer`); an avatar
+without one is written as schema 1 or 2 as before:
+
+``manifest.json`` ``"outer": {"resolution": Ro}``
+    The outer page's raster size; its arrays are listed in ``arrays`` like the others.
+``outer/NAME.npy`` for NAME in local_position, rotation, log_scale, color, opacity, valid
+    The outer page's UV maps, float32 ``[C, Ro, Ro]``, and its texel mask, bool ``[Ro, Ro]``.
+
 Entry names are fixed by the format (not read from the manifest); other entries are
 ignored, so a later schema may add entries that schema-1 readers skip.
 
@@ -62,9 +70,11 @@ from engine.residual import state_shapes
 from engine.types import UV_MAP_CHANNELS, Avatar, UVGaussians
 
 FORMAT = "spatialavatar-bundle"
-SCHEMA = 2
-"""The newest schema; files without a residual are written as schema 1."""
+SCHEMA = 3
+"""The newest schema; a file is written with the oldest schema that holds it (1: no residual,
+no outer layer; 2: a residual; 3: an outer layer)."""
 RESIDUAL_PREFIX = "residual/"
+OUTER_PREFIX = "outer/"
 SUFFIX = ".savatar"
 
 MANIFEST_ENTRY = "manifest.json"
@@ -80,6 +90,10 @@ _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 def _entry_name(array_name: str) -> str:
     """The zip entry holding array ``array_name``."""
     return f"maps/{array_name}.npy" if array_name in UV_MAP_CHANNELS else f"{array_name}.npy"
+
+
+def _schema(avatar: Avatar) -> int:
+    return 3 if avatar.outer is not None else 2 if avatar.residual is not None else 1
 
 
 def _sha256(data: bytes) -> str:
@@ -101,11 +115,14 @@ def save_avatar(avatar: Avatar, path: str | os.PathLike) -> None:
     arrays["shape"] = _float32(avatar.shape)                # [S]
     if avatar.residual is not None:
         arrays.update({RESIDUAL_PREFIX + k: _float32(v) for k, v in avatar.residual.items()})
+    if avatar.outer is not None:
+        arrays.update({OUTER_PREFIX + k: _float32(v) for k, v in avatar.outer.maps().items()})
+        arrays[OUTER_PREFIX + "valid"] = avatar.outer.valid.detach().cpu().numpy()
     entries = {_entry_name(name): _npy_bytes(a) for name, a in arrays.items()}
 
     manifest = {
         "format": FORMAT,
-        "schema": 1 if avatar.residual is None else SCHEMA,
+        "schema": _schema(avatar),
         "head_model": avatar.head_model,
         "resolution": g.resolution,
         "metadata": avatar.metadata,
@@ -119,6 +136,8 @@ def save_avatar(avatar: Avatar, path: str | os.PathLike) -> None:
         r = avatar.residual
         manifest["residual"] = {"features": int(r["features"].shape[0]), "hidden": int(r["film_in.weight"].shape[0]),
                                 "condition": int(r["film_in.weight"].shape[1])}
+    if avatar.outer is not None:
+        manifest["outer"] = {"resolution": avatar.outer.resolution}
     if avatar.thumbnail is not None:
         png = _png_bytes(avatar.thumbnail)
         entries[THUMBNAIL_ENTRY] = png
@@ -175,7 +194,10 @@ def load_avatar(path: str | os.PathLike) -> Avatar:
     t = {name: torch.from_numpy(a) for name, a in arrays.items()}
     gaussians = UVGaussians(**{name: t[name] for name in UV_MAP_CHANNELS}, valid=t["valid"])
     residual = {k[len(RESIDUAL_PREFIX):]: v for k, v in t.items() if k.startswith(RESIDUAL_PREFIX)} or None
-    return Avatar(gaussians, manifest["head_model"], t["shape"], manifest["metadata"], thumbnail, residual)
+    outer = None
+    if "outer" in manifest:
+        outer = UVGaussians(**{name: t[OUTER_PREFIX + name] for name in UV_MAP_CHANNELS}, valid=t[OUTER_PREFIX + "valid"])
+    return Avatar(gaussians, manifest["head_model"], t["shape"], manifest["metadata"], thumbnail, residual, outer)
 
 
 def _open_zip(path: str | os.PathLike) -> zipfile.ZipFile:
@@ -210,7 +232,7 @@ def _read_manifest(zf: zipfile.ZipFile, path: str | os.PathLike) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else None
         raise AvatarFileError(path, f"not a {FORMAT} file ({MANIFEST_ENTRY} format is {found!r})")
-    if manifest.get("schema") not in (1, SCHEMA):
+    if manifest.get("schema") not in range(1, SCHEMA + 1):
         raise AvatarFileError(path, f"unknown schema {manifest.get('schema')!r} (this version reads schemas 1 to {SCHEMA})")
     for key, kind in _MANIFEST_FIELDS.items():
         if key not in manifest:
@@ -238,6 +260,13 @@ def _expected_arrays(manifest: dict, path: str | os.PathLike) -> dict[str, tuple
             raise AvatarFileError(path, f"{MANIFEST_ENTRY} field 'residual' must give positive integers {', '.join(keys)}")
         shapes = state_shapes(sizes["features"], sizes["hidden"], sizes["condition"], r)
         expected.update({RESIDUAL_PREFIX + k: ("float32", shape) for k, shape in shapes.items()})
+    if "outer" in manifest:
+        sizes = manifest["outer"]
+        ro = sizes.get("resolution") if isinstance(sizes, dict) else None
+        if type(ro) is not int or not 0 < ro <= 1024:
+            raise AvatarFileError(path, f"{MANIFEST_ENTRY} field 'outer' must give a resolution from 1 to 1024")
+        expected.update({OUTER_PREFIX + name: ("float32", [c, ro, ro]) for name, c in UV_MAP_CHANNELS.items()})
+        expected[OUTER_PREFIX + "valid"] = ("bool", [ro, ro])
     return expected
 
 

@@ -86,3 +86,17 @@ def portrait_matte(model: HeadModel, params: HeadParams, person: np.ndarray, foc
     p = p / 255.0 if p.max() > 1.0 else p
     rows = np.arange(h, dtype=np.float32)[:, None] + 0.5
     return ((p > 0.5) & (rows <= portrait_cut_row(model, params, focal, size))).astype(np.float32)
+
+
+MATTES = ("portrait", "head")
+"""The mattes frames are scored and trained in, the headline first."""
+
+
+def matte_of(kind: str, model: HeadModel, params: HeadParams, person: np.ndarray, focal: float,
+             size: tuple[int, int]) -> np.ndarray:
+    """float32 [H, W]: the ``kind`` ("portrait" or "head") matte of one frame."""
+    if kind == "portrait":
+        return portrait_matte(model, params, person, focal, size)
+    if kind == "head":
+        return head_matte(model, params, person, focal, size)
+    raise ValueError(f"unknown matte {kind!r}; choose from {', '.join(MATTES)}")

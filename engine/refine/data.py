@@ -1,4 +1,5 @@
-"""Training data of the refiner: a tracked video, downscaled, split, with head-and-neck mattes."""
+"""Training data of the refiner: a tracked video, downscaled, split, with a matte per frame
+(the portrait matte for avatars with an outer layer, else the head-and-neck matte)."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,7 +12,7 @@ import torch
 
 from engine.headmodel.base import HeadModel
 from engine.io.media import VideoReader
-from engine.metrics.matte import head_matte
+from engine.metrics.matte import matte_of
 from engine.types import Camera, HeadParams
 
 LONG_VIDEO = 1400         # frames from which the paper's fixed 350-frame test split is used
@@ -44,9 +45,10 @@ def tracker_camera(K: np.ndarray, size: tuple[int, int], longer_side: int) -> Ca
 
 @dataclass
 class VideoData:
-    """Frames [N, h, w, 3] uint8 and eval mattes [N, h, w] float32 at the working resolution;
-    ``person``: the person mattes [N, h, w] uint8 the eval mattes were cut from (None: the
-    mattes are fixed, as in synthetic tests)."""
+    """Frames [N, h, w, 3] uint8 and training mattes [N, h, w] float32 at the working resolution;
+    ``person``: the person mattes [N, h, w] uint8 the training mattes were cut from (None: the
+    mattes are fixed, as in synthetic tests); ``matte``: which matte they are
+    (`engine.metrics.matte.matte_of`: "head" or "portrait")."""
 
     name: str
     images: np.ndarray
@@ -56,17 +58,18 @@ class VideoData:
     found: np.ndarray
     first_test: int
     person: np.ndarray | None = None
+    matte: str = "head"
 
     def with_params(self, params: HeadParams, model: HeadModel) -> "VideoData":
-        """The same frames tracked by ``params``; the head-and-neck mattes follow the new mesh.
+        """The same frames tracked by ``params``; the mattes follow the new tracking.
         ValueError when ``params`` does not track every frame of the video."""
         if len(params.expr) != len(self.found):
             raise ValueError(f"the tracking has {len(params.expr)} frames; the video has {len(self.found)}")
         if self.person is None:
             return dataclasses.replace(self, params=params)
         h, w = self.images.shape[1:3]
-        mattes = np.stack([head_matte(model, params.frame(i), self.person[i], float(self.cameras[i].K[0, 0]), (h, w))
-                           for i in range(len(self.found))])
+        mattes = np.stack([matte_of(self.matte, model, params.frame(i), self.person[i],
+                                    float(self.cameras[i].K[0, 0]), (h, w)) for i in range(len(self.found))])
         return dataclasses.replace(self, params=params, mattes=mattes)
 
     def resized(self, longer_side: int, model: HeadModel) -> "VideoData":
@@ -106,8 +109,8 @@ class VideoData:
         return int(tr[int(jaw.argmin())])
 
 
-def load_video_data(path: Path, tracked, model: HeadModel, longer_side: int) -> VideoData:
-    """Read ``path`` again at the working resolution, with the head-and-neck matte per frame."""
+def load_video_data(path: Path, tracked, model: HeadModel, longer_side: int, matte: str = "head") -> VideoData:
+    """Read ``path`` again at the working resolution, with the ``matte`` matte per frame."""
     n = len(tracked.found)
     first_test = split(n)
     if first_test - int((~tracked.found[:first_test]).sum()) < MIN_TRAIN:
@@ -124,5 +127,5 @@ def load_video_data(path: Path, tracked, model: HeadModel, longer_side: int) -> 
                 break
             images[i] = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA) if rgb.shape[:2] != (h, w) else rgb
             person[i] = cv2.resize(tracked.mattes[i], (w, h), interpolation=cv2.INTER_AREA)
-            mattes[i] = head_matte(model, tracked.params.frame(i), person[i], float(cams[i].K[0, 0]), (h, w))
-    return VideoData(Path(path).stem, images, mattes, tracked.params, cams, tracked.found, first_test, person)
+            mattes[i] = matte_of(matte, model, tracked.params.frame(i), person[i], float(cams[i].K[0, 0]), (h, w))
+    return VideoData(Path(path).stem, images, mattes, tracked.params, cams, tracked.found, first_test, person, matte)

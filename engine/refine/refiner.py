@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from engine.animate import concat
 from engine.binding import UVSlots, place, slot_frames
 from engine.headmodel.base import HeadModel
 from engine.metrics import ssim
@@ -79,11 +80,16 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
     # every step.
     attrs = {k: slots.gather(v.to(device)).detach().clone().requires_grad_(True)
              for k, v in avatar.gaussians.maps().items()}
+    # the outer layer (hair shell and bust), trained like the head page, rigid with its joints
+    outer = model.outer() if avatar.outer is not None else None
+    outer_attrs = {} if outer is None else {k: outer.slots.gather(v.to(device)).detach().clone().requires_grad_(True)
+                                            for k, v in avatar.outer.maps().items()}
     state = None
     if resume and checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
     residual = _residual(avatar, slots, model, cfg, state)
-    groups = [{"params": [attrs[k]], "lr": getattr(cfg, MAP_LR[k]), "name": k} for k in UV_MAP_CHANNELS]
+    groups = [{"params": [attrs[k]] + ([outer_attrs[k]] if outer_attrs else []), "lr": getattr(cfg, MAP_LR[k]),
+               "name": k} for k in UV_MAP_CHANNELS]
     if residual is not None:
         groups.append({"params": list(residual.parameters()), "lr": cfg.lr_residual, "name": "residual"})
     opt = torch.optim.Adam(groups, eps=1e-15, fused=True)   # one kernel per tensor instead of ~10 passes
@@ -92,6 +98,8 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
         with torch.no_grad():
             for k in attrs:
                 attrs[k].copy_(slots.gather(state["maps"][k]))
+            for k in outer_attrs if state.get("outer_maps") is not None else ():
+                outer_attrs[k].copy_(outer.slots.gather(state["outer_maps"][k]))
         opt.load_state_dict(state["optimizer"])
         start = int(state["iteration"])
     train = data.train
@@ -99,6 +107,9 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
     shape = avatar.shape[None].to(device)
     with torch.no_grad():   # every training frame's posed mesh, once
         verts = {int(i): model.vertices(dataclasses.replace(params.frame(int(i)), shape=shape))[0] for i in train}
+        outer_frames = {} if outer is None else {
+            int(i): slot_frames(outer.slots, outer.pose(model, dataclasses.replace(params.frame(int(i)), shape=shape))[0],
+                                outer.faces) for i in train}
     conds = params.condition().detach()
     images = torch.from_numpy(data.images)      # on the host; one frame a step goes to the device
     mattes = torch.from_numpy(data.mattes)
@@ -114,6 +125,8 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
         use = residual is not None and not (cfg.residual_dropout > 0 and rng.random() < cfg.residual_dropout)
         delta = residual(conds[i]) if use else None
         g = place(frames, **(attrs if delta is None else add_residual(attrs, delta)))
+        if outer is not None:
+            g = concat(g, place(outer_frames[i], **outer_attrs))
         cam = cameras[i]
         frame = renderer.render(g, cam)
         bg = (torch.from_numpy(rng.random(3).astype(np.float32)) if cfg.random_background else torch.ones(3)).to(device)
@@ -133,17 +146,22 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if it < cfg.scale_freeze:
-            attrs["log_scale"].grad = None
+            for a in (attrs, outer_attrs):
+                if a:
+                    a["log_scale"].grad = None
         opt.step()
         if cfg.log_scale_max is not None and it >= cfg.scale_freeze:
             with torch.no_grad():
-                attrs["log_scale"].clamp_(max=cfg.log_scale_max)
+                for a in (attrs, outer_attrs):
+                    if a:
+                        a["log_scale"].clamp_(max=cfg.log_scale_max)
         value = float(loss.detach())
         loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
         done = it + 1
         if checkpoint is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
             _save_checkpoint(checkpoint, _to_maps(attrs, slots, avatar.gaussians), opt, done, cfg,
-                             None if residual is None else residual.state(slots))
+                             None if residual is None else residual.state(slots),
+                             None if outer is None else _to_maps(outer_attrs, outer.slots, avatar.outer))
         if progress is not None:
             rate = (done - start) / max(time.perf_counter() - t0, 1e-9)
             preview = frame.to_uint8() if cfg.preview_every and done % cfg.preview_every == 0 else None
@@ -154,8 +172,10 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
                                            "skipped_frames": int((~data.found[: data.first_test]).sum()),
                                            **({"continues": avatar.metadata["refined"]}
                                               if "refined" in avatar.metadata else {})}}
+    refined_outer = None if outer is None else \
+        UVGaussians(**_to_maps(outer_attrs, outer.slots, avatar.outer), valid=avatar.outer.valid)
     return dataclasses.replace(avatar, gaussians=refined, metadata=meta, thumbnail=None,
-                               residual=None if residual is None else residual.state(slots))
+                               residual=None if residual is None else residual.state(slots), outer=refined_outer)
 
 
 STEP_COST_EXPONENT = 1.3
@@ -222,10 +242,11 @@ def _to_maps(attrs: dict, slots: UVSlots, start: UVGaussians) -> dict:
 
 
 def _save_checkpoint(path: Path, maps: dict, opt, iteration: int, cfg: RefineConfig,
-                     residual: dict | None = None) -> None:
+                     residual: dict | None = None, outer_maps: dict | None = None) -> None:
     """Atomic: a crash or cancel mid-write leaves the previous checkpoint loadable."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"maps": {k: v.detach() for k, v in maps.items()}, "optimizer": opt.state_dict(),
-                "iteration": iteration, "config": dataclasses.asdict(cfg), "residual": residual}, tmp)
+                "iteration": iteration, "config": dataclasses.asdict(cfg), "residual": residual,
+                "outer_maps": None if outer_maps is None else {k: v.detach() for k, v in outer_maps.items()}}, tmp)
     os.replace(tmp, path)

@@ -27,7 +27,10 @@ def prepare(video: Path, model: HeadModel, resolution: int, avatar: Avatar | Non
     if tracked is None:
         log(f"tracking {video} ...")
         tracked = track_video(video, model, progress=progress)
-    data = load_video_data(video, tracked, model, resolution)
+    # an avatar with an outer layer (every new one) trains on the portrait matte: hair, ears,
+    # neck and shoulders; one made before it, on the head-and-neck matte its Gaussians cover
+    matte = "portrait" if avatar is None or avatar.outer is not None else "head"
+    data = load_video_data(video, tracked, model, resolution, matte)
     if avatar is None:
         ref = data.reference_frame()
         with VideoReader(video) as frames:
@@ -36,7 +39,8 @@ def prepare(video: Path, model: HeadModel, resolution: int, avatar: Avatar | Non
         start = generate(kind, model, [Source(rgb, tracked.mattes[ref], tracked.params.frame(ref), tracked.K[ref])],
                          tracked.params.shape[0], network).avatar
         avatar = Avatar(start.gaussians, model.name, tracked.params.shape[0],
-                        {"generator": kind, "sources": [f"{video}#frame{ref}"], "reference_frame": ref})
+                        {"generator": kind, "sources": [f"{video}#frame{ref}"], "reference_frame": ref},
+                        outer=start.outer)
         log(f"reference frame {ref}; {len(data.train)} training and {len(data.test)} held-out frames")
     elif avatar.head_model != model.name:
         raise ValueError(f"the avatar was made for {avatar.head_model!r}, not {model.name!r}")

@@ -64,8 +64,10 @@ def test_exports_are_written_and_readable(run):
     out, res = run
     assert res["exports"] == ["avatar.ply", "avatar.savatar", "recording.mp4", "screenshot.png"]
     files = {p.name.split("-")[0] + p.suffix: p for p in (out / "exports").iterdir()}
-    assert len(read_ply(files["avatar.ply"]).means) == 62_494
-    assert load_avatar(files["avatar.savatar"]).gaussians.valid.sum() == 62_494
+    saved = load_avatar(files["avatar.savatar"])
+    assert saved.gaussians.valid.sum() == 62_494                        # the head page
+    assert saved.outer is not None and saved.outer.valid.sum() == 13_576   # hair shell and bust
+    assert len(read_ply(files["avatar.ply"]).means) == 62_494 + 13_576
     first = min((out / "exports").glob("recording-*.mp4"))    # the export's, not the later drive recording
     with VideoReader(first) as v:
         assert sum(1 for _ in v) >= 30

@@ -157,8 +157,8 @@ def test_missing_entry_is_rejected(saved: Path, tmp_path: Path, entry: str) -> N
 
 def test_unknown_schema_is_rejected(saved: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.savatar"
-    edit_manifest(saved, bad, schema=3)
-    expect_error(bad, "unknown schema 3")
+    edit_manifest(saved, bad, schema=4)
+    expect_error(bad, "unknown schema 4")
 
 
 # ----------------------------------------------------------------------------- expression residual
@@ -188,6 +188,42 @@ def test_an_avatar_without_residual_stays_schema_1(saved: Path) -> None:
     with zipfile.ZipFile(saved) as zf:
         assert json.loads(zf.read("manifest.json"))["schema"] == 1
     assert load_avatar(saved).residual is None
+
+
+def with_outer(avatar: Avatar, ro: int = 8) -> Avatar:
+    g = torch.Generator().manual_seed(2)
+    valid = torch.rand(ro, ro, generator=g) > 0.3
+    maps = {name: torch.randn(c, ro, ro, generator=g) * valid for name, c in UV_MAP_CHANNELS.items()}
+    return dataclasses.replace(avatar, outer=UVGaussians(**maps, valid=valid))
+
+
+def test_an_outer_layer_round_trips_bit_exactly_as_schema_3(tmp_path: Path) -> None:
+    a = with_outer(with_residual(make_avatar()))
+    path = tmp_path / "o.savatar"
+    save_avatar(a, path)
+    b = load_avatar(path)
+    assert_same(a, b)
+    for name in (*UV_MAP_CHANNELS, "valid"):
+        x, y = getattr(a.outer, name), getattr(b.outer, name)
+        assert x.dtype == y.dtype and torch.equal(x, y), name
+    with zipfile.ZipFile(path) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+        assert "outer/local_position.npy" in zf.namelist()
+    assert manifest["schema"] == 3 and manifest["outer"] == {"resolution": 8}
+    assert load_avatar(tmp_path / "o.savatar").residual is not None
+
+
+def test_an_avatar_without_outer_layer_loads_without_one(saved: Path) -> None:
+    assert load_avatar(saved).outer is None
+
+
+def test_an_outer_layer_of_the_wrong_size_is_rejected(tmp_path: Path) -> None:
+    path, bad = tmp_path / "o.savatar", tmp_path / "bad.savatar"
+    save_avatar(with_outer(make_avatar()), path)
+    edit_manifest(path, bad, outer={"resolution": 9})
+    expect_error(bad, "outer/local_position.npy", "[3, 9, 9]")
+    edit_manifest(path, bad, outer={"resolution": 100000})
+    expect_error(bad, "'outer'")
 
 
 def test_a_residual_of_the_wrong_size_is_rejected(tmp_path: Path) -> None:

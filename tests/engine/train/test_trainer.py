@@ -76,7 +76,7 @@ def test_train_writes_checkpoints_validates_and_resumes(model, tmp_path):
     avatar = generate("network", model, src, clip.params.shape[0], tmp_path / "run" / "network.pt")
     assert isinstance(avatar, NetworkAvatar)
     g = avatar.gaussians(clip.params.frame(1))
-    assert torch.isfinite(g.means).all() and len(g.means) == len(avatar.slots)
+    assert torch.isfinite(g.means).all() and len(g.means) == len(avatar.slots) + len(avatar.model.outer())
 
 
 def test_training_lowers_the_loss_of_a_learnable_task(model, tmp_path):
