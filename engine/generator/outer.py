@@ -20,7 +20,8 @@ from the bust's axis for the bust) to where the person's silhouette says the sur
    person matte as opacity, mean-pooled over sources by cos(view angle)². Unseen slots take
    their mirror's colour or are filled in UV; an unseen slot is opaque where the fitted
    surface stands clear of the head mesh (hair or body hidden behind it) and transparent
-   where it lies on the skull, which the head page paints already. Last, the visual hull:
+   where it lies on the skull, which the head page paints already; so is a seen slot beside the
+   face (opacity ramps up with the distance it stands off the head). Last, the visual hull:
    a slot whose point projects outside any source's person matte is made transparent.
 
 Measured by ``python main.py eval portraits``: silhouette IoU and PSNR in the portrait
@@ -56,6 +57,11 @@ class OuterConfig:
     silhouette from the front without there being hair behind the neck."""
     clear: float = 0.012
     """An unseen slot this far (m) outside its template radius is opaque (hidden hair or body)."""
+    bust_min: float = 0.5
+    """The bust may shrink to this fraction of its template radius."""
+    on_head: float = 0.003
+    """A slot beside the face at most this far (m) outside its template radius lies on the head
+    mesh and stays transparent; opacity ramps up from here to ``clear``."""
     smooth: float = 1.0
     """Gaussian smoothing of the fitted radius in the page (texels)."""
     thickness: float = 0.5
@@ -91,8 +97,9 @@ def silhouette_radius(model: HeadModel, outer: OuterLayer, src: Source, cfg: Out
     ray must end even inside the silhouette (the hair's rays at the bust)."""
     o, d = _posed_rays(model, outer, src.params)
     h, w = src.rgb.shape[:2]
-    n_steps = int(np.ceil((cfg.max_radius - float(outer.radius.min())) / cfg.step)) + 1
-    t = outer.radius[:, None] + cfg.step * torch.arange(n_steps, dtype=torch.float32)[None]   # [N, S]
+    start = lowest_radius(outer, cfg)
+    n_steps = int(np.ceil((cfg.max_radius - float(start.min())) / cfg.step)) + 1
+    t = start[:, None] + cfg.step * torch.arange(n_steps, dtype=torch.float32)[None]   # [N, S]
     t = torch.minimum(t, torch.full_like(t, cfg.max_radius))
     pts = o[:, None] + t[..., None] * d[:, None]
     f = float(src.K[0, 0])
@@ -114,7 +121,7 @@ def silhouette_radius(model: HeadModel, outer: OuterLayer, src: Source, cfg: Out
     to_cam = F.normalize(-(o + outer.radius[:, None] * d), dim=-1)
     sin = (1 - ((d * to_cam).sum(-1)) ** 2).clamp_min(0).sqrt()
     # the surface lies between the last sample inside and the first outside
-    radius = torch.maximum(outer.radius, (t_exit - 0.5 * cfg.step) * sin)
+    radius = torch.maximum(start, (t_exit - 0.5 * cfg.step) * sin)
     min_sin = torch.tensor(cfg.min_sin, dtype=torch.float32)[outer.chart]
     weight = torch.where((sin > min_sin) & ~cropped, sin ** 2, torch.zeros_like(sin))
     return radius, weight
@@ -190,7 +197,14 @@ def _fit_radius(model: HeadModel, outer: OuterLayer, sources: list[Source], cfg:
     use_mirror = ~known & known[outer.mirror]
     radius[use_mirror] = radius[outer.mirror[use_mirror]]
     known = known | use_mirror
-    return (_fill_page(outer, radius - outer.radius, known, cfg.smooth, along_rows=True) - cfg.inset).clamp_min(0)
+    excess = _fill_page(outer, radius - outer.radius, known, cfg.smooth, along_rows=True) - cfg.inset
+    return torch.maximum(excess, lowest_radius(outer, cfg) - outer.radius)
+
+
+def lowest_radius(outer: OuterLayer, cfg: OuterConfig) -> torch.Tensor:
+    """[N] the smallest radius a slot may take: the hair shell never goes inside the head mesh;
+    the bust may shrink to ``cfg.bust_min`` of its template (narrow shoulders, a thin neck)."""
+    return outer.radius * torch.where(outer.chart == 1, cfg.bust_min, 1.0)
 
 
 def inside_bust(outer: OuterLayer, radius: torch.Tensor):
@@ -251,8 +265,14 @@ def fit_outer(model: HeadModel, sources: list[Source], shape: torch.Tensor, cfg:
         carve = torch.minimum(carve, torch.where(in_frame, matte, torch.ones_like(matte)))
     seen = wsum > 0.05
     color = torch.where(seen[:, None], col / wsum.clamp_min(1e-9)[:, None], torch.zeros(1, 3))
-    hidden_body = excess > cfg.clear
-    opacity = torch.where(seen, mat / wsum.clamp_min(1e-9), hidden_body.float()) * carve
+    hidden_body = (excess > cfg.clear) | (outer.chart == 1)
+    # beside the face, on the head (no volume beyond it) the head page paints the person: a shell
+    # slot there would only double it, and turned, stand off the cheeks as a strip of the face's
+    # colours (over the crown and the back, the doubled layer covers the skull's faded edge)
+    d = outer.direction
+    beside_face = (outer.chart == 0) & (d[:, 2] > -0.17) & (d[:, 1] < 0.57)   # azimuth within ±100°, below 35°
+    stands_off = torch.where(beside_face, ((excess - cfg.on_head) / (cfg.clear - cfg.on_head)).clamp(0, 1), 1.0)
+    opacity = torch.where(seen, mat / wsum.clamp_min(1e-9), hidden_body.float()) * carve * stands_off
     # colours known: seen on the person (a seen slot off the matte holds the background's colour)
     seen = seen & (mat / wsum.clamp_min(1e-9) > 0.5)
     use_mirror = ~seen & seen[outer.mirror]

@@ -164,3 +164,59 @@ def test_fit_is_symmetric_where_unseen(built, model: HeadModel) -> None:
     back = (outer.chart == 0) & (outer.direction[:, 2] < -0.8) & (outer.direction[:, 1] > 0.0)
     assert back.sum() > 100
     assert abs(float(excess[back].median()) - 0.025) < 0.01
+
+
+def test_any_head_model_gets_an_outer_layer_that_hugs_it(openhead) -> None:
+    """The same construction on another head model (here OpenHead scaled by 1.15 and moved, as
+    FLAME's template sits elsewhere): the hair shell's template encloses the head mesh."""
+    d = openhead
+    moved = dataclasses.replace(d, name="other-head", v_template=(d.v_template * 1.15 + np.array([0.0, 0.03, 0.02]))
+                                .astype(np.float32))
+    other = HeadModel(moved)
+    outer = other.outer()
+    hair = outer.chart == 0
+    c = outer.origin[hair][0]
+    v = other.v_template - c
+    r = v.norm(dim=-1)
+    dirs = v / r[:, None]
+    # every head vertex in the shell's directions lies inside the shell: nearest ray's radius >= its own
+    near = (dirs @ outer.direction[hair].T).argmax(1)
+    cos = (dirs * outer.direction[hair][near]).sum(-1)
+    covered = cos > 0.9995                                             # within ~1.8 degrees of a ray
+    assert covered.sum() > 2000
+    assert float((outer.radius[hair][near] - r)[covered].min()) > -0.004
+    # the bust hangs below the head mesh, round the neck joint's vertical axis
+    bust = outer.chart == 1
+    assert float(outer.origin[bust, 1].max()) < float(other.v_template[:, 1].min()) + 0.07
+    assert torch.allclose(outer.origin[bust, 2], other.joints_rest()[JOINT_NAMES.index("neck"), 2].expand(int(bust.sum())))
+
+
+def test_the_refiner_trains_the_outer_layer(model: HeadModel) -> None:
+    """Started from the known subject with a grey outer layer, a few refiner steps on renders of
+    the known subject move the outer layer's colours towards the truth's."""
+    from engine.refine.config import load_refine_config
+    from engine.refine.data import VideoData
+    from engine.refine.refiner import refine
+
+    truth = known_subject(model)
+    size, n = 64, 4
+    K = intrinsics(np.array([FOCAL * size / SIZE]), np.array([[size, size]]))[0]
+    cam = tracker_camera(K, (size, size), size)
+    params = [pose(model, 0.25 * (i - 1.5)) for i in range(n)]
+    frames = [render(truth, p, cam) for p in params]
+    imgs = np.stack([(f[0] * 255 + 0.5).to(torch.uint8).numpy() for f in frames])
+    mattes = np.stack([f[1].numpy() for f in frames]).astype(np.float32)
+    stacked = type(params[0])(*(torch.cat([getattr(p, f.name) for p in params]) for f in dataclasses.fields(params[0])))
+    data = VideoData("outer", imgs, mattes, stacked, [cam] * n, np.ones(n, bool), first_test=3)
+    start = truth.avatar
+    grey = dataclasses.replace(start.outer, color=torch.full_like(start.outer.color, 0.5) * start.outer.valid)
+    start = dataclasses.replace(start, outer=grey)
+    cfg = load_refine_config("default", iterations=60, aspect_start=0, scale_freeze=0, checkpoint_every=0,
+                             preview_every=0, resolution=size, random_background=False)
+    out = refine(start, model, data, cfg)
+    outer = model.outer()
+    want = outer.slots.gather(truth.avatar.outer.color)
+    seen = outer.slots.gather(truth.avatar.outer.opacity)[:, 0] > 0      # the opaque hair and bust
+    before = (outer.slots.gather(grey.color) - want).abs()[seen].mean()
+    after = (outer.slots.gather(out.outer.color) - want).abs()[seen].mean()
+    assert out.outer is not None and float(after) < 0.8 * float(before), (float(before), float(after))
