@@ -32,7 +32,10 @@ import torch
 from smplx.lbs import batch_rigid_transform, batch_rodrigues
 from torch import Tensor
 
-from engine.binding import UVSlots
+from dataclasses import fields
+
+from engine.binding import SlotFrames, UVSlots, slot_frames
+from engine.rotations import quat_multiply, rotmat_to_quat
 from engine.types import JOINT_NAMES, HeadParams
 
 DEG = np.pi / 180
@@ -58,6 +61,8 @@ class OuterLayer:
     direction: Tensor    # [N, 3] unit ray direction
     radius: Tensor       # [N] template radius along the ray (m)
     mirror: Tensor       # [N] index of the slot mirrored left/right (x -> -x)
+    rest: SlotFrames     # every slot's triangle frame on the rest vertices
+    slot_joint: Tensor   # [N] joint each slot is rigid with
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -66,8 +71,10 @@ class OuterLayer:
         d = torch.device(device)
         if self.verts.device == d:
             return self
+        rest = SlotFrames(*(getattr(self.rest, f.name).to(d) for f in fields(SlotFrames)))
         return OuterLayer(self.verts.to(d), self.faces.to(d), self.joint.to(d), self.slots.to(d), self.chart.to(d),
-                          self.origin.to(d), self.direction.to(d), self.radius.to(d), self.mirror.to(d))
+                          self.origin.to(d), self.direction.to(d), self.radius.to(d), self.mirror.to(d), rest,
+                          self.slot_joint.to(d))
 
     def points(self, radius: Tensor) -> Tensor:
         """Rest-frame points [N, 3] at ``radius`` [N] along every slot's ray."""
@@ -81,8 +88,20 @@ class OuterLayer:
 
     def transform_points(self, model, params: HeadParams, points: Tensor) -> Tensor:
         """Rest-frame points [N, 3] of the outer slots posed rigidly with each slot's joint: [N, 3] (frame 0)."""
-        A = joint_transforms(model, params)[0][self.joint[self.faces[self.slots.face, 0]]]   # [N, 4, 4]
+        A = joint_transforms(model, params)[0][self.slot_joint]                        # [N, 4, 4]
         return torch.einsum("nij,nj->ni", A[:, :3, :3], points) + A[:, :3, 3]
+
+    def slot_frames(self, model, params: HeadParams) -> SlotFrames:
+        """The slots' frames posed for frame 0 of ``params``: `engine.binding.slot_frames` of the
+        posed outer vertices, computed as the rigid motion of the rest frames (one rotation per
+        joint instead of a frame per triangle)."""
+        A = joint_transforms(model, params)[0]                                         # [J, 4, 4]
+        R, t = A[:, :3, :3], A[:, :3, 3]
+        q = rotmat_to_quat(R)                                                          # [J, 4]
+        j = self.slot_joint
+        rot = R[j] @ self.rest.rotation
+        centroid = torch.einsum("nij,nj->ni", R[j], self.rest.centroid) + t[j]
+        return SlotFrames(rot, quat_multiply(q[j], self.rest.quat), centroid, self.rest.scale)
 
 
 def joint_transforms(model, params: HeadParams) -> Tensor:
@@ -205,8 +224,10 @@ def build_outer(model) -> OuterLayer:
     row, col = texel[order] // PAGE, texel[order] % PAGE
     mirror = np.array([pos[int(r * PAGE + (PAGE - 1 - c))] for r, c in zip(row, col)], np.int64)
     f32 = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)  # noqa: E731
-    return OuterLayer(f32(verts), torch.from_numpy(faces), torch.from_numpy(joint), slots, torch.from_numpy(chart),
-                      f32(origin), f32(direction), f32(radius), torch.from_numpy(mirror))
+    verts_t, faces_t, joint_t = f32(verts), torch.from_numpy(faces), torch.from_numpy(joint)
+    return OuterLayer(verts_t, faces_t, joint_t, slots, torch.from_numpy(chart), f32(origin), f32(direction),
+                      f32(radius), torch.from_numpy(mirror), slot_frames(slots, verts_t, faces_t),
+                      joint_t[faces_t[slots.face, 0]])
 
 
 def _dirs(psi: np.ndarray, theta: np.ndarray) -> np.ndarray:

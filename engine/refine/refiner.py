@@ -107,9 +107,6 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
     shape = avatar.shape[None].to(device)
     with torch.no_grad():   # every training frame's posed mesh, once
         verts = {int(i): model.vertices(dataclasses.replace(params.frame(int(i)), shape=shape))[0] for i in train}
-        outer_frames = {} if outer is None else {
-            int(i): slot_frames(outer.slots, outer.pose(model, dataclasses.replace(params.frame(int(i)), shape=shape))[0],
-                                outer.faces) for i in train}
     conds = params.condition().detach()
     images = torch.from_numpy(data.images)      # on the host; one frame a step goes to the device
     mattes = torch.from_numpy(data.mattes)
@@ -125,8 +122,10 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
         use = residual is not None and not (cfg.residual_dropout > 0 and rng.random() < cfg.residual_dropout)
         delta = residual(conds[i]) if use else None
         g = place(frames, **(attrs if delta is None else add_residual(attrs, delta)))
-        if outer is not None:
-            g = concat(g, place(outer_frames[i], **outer_attrs))
+        if outer is not None:         # rigid: its frames are one rotation per joint, cheap per step
+            with torch.no_grad():
+                ofr = outer.slot_frames(model, dataclasses.replace(params.frame(i), shape=shape))
+            g = concat(g, place(ofr, **outer_attrs))
         cam = cameras[i]
         frame = renderer.render(g, cam)
         bg = (torch.from_numpy(rng.random(3).astype(np.float32)) if cfg.random_background else torch.ones(3)).to(device)

@@ -220,3 +220,16 @@ def test_the_refiner_trains_the_outer_layer(model: HeadModel) -> None:
     before = (outer.slots.gather(grey.color) - want).abs()[seen].mean()
     after = (outer.slots.gather(out.outer.color) - want).abs()[seen].mean()
     assert out.outer is not None and float(after) < 0.8 * float(before), (float(before), float(after))
+
+
+def test_rigid_slot_frames_are_the_frames_of_the_posed_layer(model: HeadModel) -> None:
+    from engine.binding import slot_frames
+
+    outer = model.outer()
+    p = dataclasses.replace(pose(model, 0.5, 0.3), rotation=torch.tensor([[0.1, 0.5, 0.2]]))
+    fast, slow = outer.slot_frames(model, p), slot_frames(outer.slots, outer.pose(model, p)[0], outer.faces)
+    assert torch.allclose(fast.centroid, slow.centroid, atol=1e-6)
+    assert torch.allclose(fast.rotation, slow.rotation, atol=1e-3)
+    assert torch.allclose(fast.scale, slow.scale, atol=1e-6)
+    same = torch.minimum((fast.quat - slow.quat).abs().amax(1), (fast.quat + slow.quat).abs().amax(1))
+    assert float(same.max()) < 1e-3
