@@ -2,7 +2,8 @@
 frames of its video with their tracked parameters and compare inside a matte at the video's
 resolution (≤ 512 px): MSE, PSNR, SSIM, MS-SSIM and, given its weights, LPIPS. The matte is the
 portrait matte (person above a cut below the chin: hair, ears, neck, top of the shoulders; the
-headline) or the head-and-neck matte the refiner trains on (the region scored before)."""
+headline; the refiner trains on it for avatars with an outer layer) or the head-and-neck matte
+(the region scored before)."""
 from __future__ import annotations
 
 import dataclasses

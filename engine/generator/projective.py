@@ -16,7 +16,7 @@ so with several sources the most neutral one paints it.
 At the silhouette: opacity is the person matte at each texel's projection (pooled like the
 colour), so where OpenHead's skull or neck is wider than the person, those Gaussians fade
 instead of painting the background onto the head; unseen texels stay opaque. Hair and
-shoulders beyond the head mesh are not modelled (the skull takes the hair's colour).
+shoulders beyond the head mesh are the outer layer's (`engine.generator.outer`).
 """
 from __future__ import annotations
 
