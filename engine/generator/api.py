@@ -5,7 +5,8 @@
 (`engine.generator.network`). Both return an object with ``gaussians(params, camera=None)``
 (`engine.animate.AnimatedAvatar` or its network subclass) and ``.avatar`` (the bundle-able
 `Avatar`) and ``.confidence`` ([N] per slot: how well the sources saw it). Both fit the head
-model's outer layer (hair shell and bust, `engine.generator.outer`) to the sources too.
+model's outer layer (hair shell and bust, `engine.generator.outer`) to the sources too; the
+projective avatar then takes a few photometric steps at the sources' cameras (`polish`).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Sequence
 import torch
 
 from engine.animate import AnimatedAvatar
-from engine.generator.outer import fit_outer
+from engine.generator.outer import fit_outer, polish
 from engine.generator.projective import Source, projective_gaussians
 from engine.headmodel.base import HeadModel
 from engine.types import Avatar
@@ -61,7 +62,7 @@ def generate(kind: str, model: HeadModel, sources: Sequence[Source], shape: torc
         uvg, confidence = projective_gaussians(host, list(sources), shape.cpu())
         animated = AnimatedAvatar(Avatar(uvg, model.name, shape, {"generator": "projective"}, outer=outer), model)
         animated.confidence = animated.slots.gather(confidence[None].to(model.device))[:, 0]
-        return animated
+        return animated if outer is None else polish(animated, list(sources))
     # the network runs on the host; its Gaussians are moved to the renderer's device
     animated = _network(Path(checkpoint), host).avatar(host, list(sources), shape.cpu())
     return animated if outer is None else animated.with_outer(outer)
