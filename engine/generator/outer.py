@@ -3,29 +3,33 @@
 Each outer slot moves along its ray (from the skull's centre for the hair, horizontally
 from the bust's axis for the bust) to where the person's silhouette says the surface is:
 
-1. **Silhouette radius, per source.** The ray is marched outward from its template radius
-   in 2 mm steps, posed as in the photo and projected; the first step outside the person
-   matte is the silhouette-cone radius ``t``. A ray seen at angle ``a`` to the line of
-   sight leaves the cone of a round body of radius ``r`` at ``t = r / sin a``, so
-   ``t·sin a`` estimates the body's radius in that direction; it counts with weight
-   ``sin² a`` and not at all below ``sin a = 0.5`` (rays nearly along the line of sight
-   say nothing about depth) or when the ray leaves the frame before the person.
-2. **Pooling and filling.** The K sources' estimates are weighted-averaged; directions
-   no source constrains take their left/right mirror's, then are filled in the page from
-   their neighbours (the back of the head from the sides and the crown), and the field is
-   smoothed in UV, so the surface is smooth and symmetric where it was not seen.
+1. **Silhouette radius, per source.** The ray is marched outward in 2 mm steps, posed as in
+   the photo and projected; the first step outside the person matte is the silhouette-cone
+   radius ``t``. A ray seen at angle ``a`` to the line of sight leaves the cone of a round
+   body of radius ``r`` at ``t = r / sin a``, so ``t·sin a`` estimates the body's radius in
+   that direction; it counts with weight ``sin² a``, and not at all below ``OuterConfig.
+   min_sin`` (rays nearly along the line of sight say nothing about depth) or when the ray
+   leaves the frame before the person. The bust is fitted first; the hair's rays end where
+   they enter it.
+2. **Pooling and filling.** The K sources' estimates are weighted-averaged; directions no
+   source constrains take their left/right mirror's, then their own row's (the back of the
+   head the sides' volume at its height), then the page's neighbours' (`push_pull`), and the
+   field is smoothed in UV: smooth, and symmetric where it was not seen.
 3. **Colour and opacity,** as the projective stage does for the head page: each slot's
-   fitted point is projected into every source; where it is visible (not behind the head
-   mesh or nearer outer points, and facing the camera) it takes the image colour and the
-   person matte as opacity, mean-pooled over sources by cos(view angle)². Unseen slots take
-   their mirror's colour or are filled in UV; an unseen slot is opaque where the fitted
-   surface stands clear of the head mesh (hair or body hidden behind it) and transparent
-   where it lies on the skull, which the head page paints already; so is a seen slot beside the
-   face (opacity ramps up with the distance it stands off the head). Last, the visual hull:
-   a slot whose point projects outside any source's person matte is made transparent.
+   fitted point is projected into every source; where nothing hides it (a z-buffer of the
+   head page's points and the shell's) it takes the image colour and the person matte as
+   opacity, mean-pooled over sources by cos(view angle)². Unseen slots take their mirror's
+   colour or are filled in UV; an unseen slot is opaque where the fitted surface stands clear
+   of the head mesh (hair or body hidden behind it) and transparent where it lies on the
+   skull, which the head page paints already; so is a seen slot beside the face (opacity
+   ramps up with the distance it stands off the head). Last, the visual hull: a slot whose
+   point projects outside any source's person matte is made transparent.
+4. **Polish** (`polish`, for the projective avatar): a few steps of the differentiable
+   renderer at the sources' cameras on the colours and the outer layer's opacity.
 
-Measured by ``python main.py eval portraits``: silhouette IoU and PSNR in the portrait
-matte at each portrait's own camera (docs/evaluation.md).
+Measured by ``python main.py eval portraits`` (silhouette IoU and PSNR in the portrait matte
+at each portrait's own camera), ``eval ff`` and ``tests/engine/test_outer.py`` (turned views of
+a synthetic subject); docs/evaluation.md.
 """
 from __future__ import annotations
 
@@ -39,7 +43,7 @@ from engine.binding import triangle_frames
 from engine.generator.projective import Source, _sample, _visible, slot_points, ProjectiveConfig
 from engine.headmodel.base import HeadModel
 from engine.headmodel.outer import OuterLayer, PAGE
-from engine.track.fit import FLIP, project
+from engine.track.fit import project
 from engine.types import HeadParams, UVGaussians
 
 
@@ -76,11 +80,6 @@ class OuterConfig:
     default takes every slot nothing hides: the fitted surface's normal is only its ray's
     direction, and a slot the camera sees from behind (the inside of the shell, past the
     face's edge) still shows what the photo shows there."""
-
-
-def _rest(model: HeadModel, shape: torch.Tensor) -> HeadParams:
-    z3 = torch.zeros(1, 3)
-    return HeadParams(shape[None], torch.zeros(1, model.n_expr), z3, z3, z3, torch.zeros(1, 6), z3)
 
 
 def _posed_rays(model: HeadModel, outer: OuterLayer, params: HeadParams) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,7 +226,11 @@ def inside_bust(outer: OuterLayer, radius: torch.Tensor):
 
 def fit_outer(model: HeadModel, sources: list[Source], shape: torch.Tensor, cfg: OuterConfig = OuterConfig(),
               head: ProjectiveConfig = ProjectiveConfig()) -> UVGaussians:
-    """The outer page's UV Gaussians of the subject of ``sources`` (on the host)."""
+    """The outer page's UV Gaussians of the subject of ``sources`` (on the host). ``shape`` is the
+    subject's identity; the fit measures from the template's radii (the outer layer has no
+    identity basis), so it is only checked."""
+    if shape.shape[-1] != model.n_shape:
+        raise ValueError(f"{model.name} takes shape[{model.n_shape}], got shape[{shape.shape[-1]}]")
     outer = model.outer()
     N = len(outer)
     # 1-2. the surface: silhouette radius per source, pooled, mirrored, filled, smoothed

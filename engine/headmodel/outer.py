@@ -25,14 +25,12 @@ radius along it, which is what the fit moves the Gaussian along.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
 from smplx.lbs import batch_rigid_transform, batch_rodrigues
 from torch import Tensor
-
-from dataclasses import fields
 
 from engine.binding import SlotFrames, UVSlots, slot_frames
 from engine.rotations import quat_multiply, rotmat_to_quat
