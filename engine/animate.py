@@ -55,6 +55,11 @@ class AnimatedAvatar:
         self.avatar = replace(self.avatar, outer=uvg)
         return self
 
+    @property
+    def outer_layer(self):
+        """(the head model's `OuterLayer`, this avatar's activated outer attributes), or None."""
+        return self._outer
+
     def outer_gaussians(self, params: HeadParams) -> Gaussians | None:
         """World-space Gaussians of the outer layer for frame 0 of ``params`` (None without one)."""
         if self._outer is None:

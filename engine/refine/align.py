@@ -1,9 +1,9 @@
 """Photometric alignment of tracked frames with an avatar held fixed (analysis by synthesis).
 
 The landmark tracker's per-frame head rotation, translation, neck, jaw, eye and expression
-parameters are moved so that the avatar's render matches the frame inside its evaluation matte
-(L1 on black, as `engine.eval.refined` scores it), with a weak pull of the expression towards
-the tracked one. The avatar and the identity shape do not change.
+parameters are moved so that the avatar's render (its outer layer included) matches the frame
+inside the data's matte (the portrait matte for avatars with an outer layer; L1 on black, as
+`engine.eval.refined` scores it), with a weak pull of the expression towards the tracked one. The avatar and the identity shape do not change.
 
 Two uses:
 
@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import torch
 
-from engine.animate import AnimatedAvatar
+from engine.animate import AnimatedAvatar, concat
 from engine.binding import place_activated, slot_frames
 from engine.headmodel.base import HeadModel
 from engine.refine.data import VideoData, shrunk_size
@@ -104,7 +104,11 @@ def align_frames(avatar: Avatar, model: HeadModel, data: VideoData, frames: Sequ
             posed = dataclasses.replace(tracked, **var)
             verts = model.vertices(posed)[0]
             attrs = animated.activated(posed.condition()[0])     # the avatar's residual follows the expression
-            frame = renderer.render(place_activated(slot_frames(slots, verts, model.faces), attrs), cam)
+            g = place_activated(slot_frames(slots, verts, model.faces), attrs)
+            if animated.outer_layer is not None:      # hair and bust: the matte is the portrait's then
+                outer, outer_attrs = animated.outer_layer
+                g = concat(g, place_activated(outer.slot_frames(model, posed), outer_attrs))
+            frame = renderer.render(g, cam)
             loss = (frame.rgb * m - target).abs().mean() + cfg.w_expr * ((var["expr"] - tracked.expr) ** 2).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -121,7 +125,7 @@ def track_photometric(start: Avatar, model: HeadModel, data: VideoData, cfg: Ali
                       progress: Callable[[int, int], None] | None = None,
                       cancel: threading.Event | None = None) -> VideoData:
     """``data`` with every tracked frame aligned to the ``start`` avatar (warm-started along the
-    video) and the head-and-neck mattes recut around the aligned mesh. Frames without a face keep
+    video) and the training mattes recut around the aligned mesh. Frames without a face keep
     the landmark tracker's smoothed values."""
     frames = np.flatnonzero(data.found)
     params = align_frames(start, model, data, frames, cfg, progress, cancel, warm_start=True)
