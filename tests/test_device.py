@@ -15,6 +15,7 @@ import torch
 
 import engine.device as device_mod
 from engine.device import HOST, decide, resolve
+from engine.generator.outer import PolishConfig
 from engine.render.base import RenderOptions
 from engine.types import Frame
 
@@ -285,7 +286,8 @@ def test_build_and_export_commands_on_the_fake_gpu(face_video, gpu, tmp_path, ca
     main(["build", str(src), "--out", str(out), "--preview", str(tmp_path / "strip.png")])
     assert "device: cuda:0" in capsys.readouterr().out
     assert load_avatar(out).thumbnail is not None and iio.imread(tmp_path / "strip.png").shape[0] == 256
-    assert len(RecordingGsplat.calls) == 1 + 1 + 5     # the test frame, the thumbnail, the strip's five views
+    # the test frame, the build's photometric polish, the thumbnail, the strip's five views
+    assert len(RecordingGsplat.calls) == 1 + PolishConfig().steps + 1 + 5
     main(["export", "--avatar", str(out), "--ply", str(tmp_path / "a.ply"), "--bundle", str(tmp_path / "b.savatar")])
     saved = load_avatar(out)
     assert len(read_ply(tmp_path / "a.ply").means) == int(saved.gaussians.valid.sum()) + int(saved.outer.valid.sum())
