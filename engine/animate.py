@@ -5,10 +5,10 @@ computed once per avatar.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor
-
-from dataclasses import replace
 
 from engine.binding import Activated, UVSlots, pose_slots
 from engine.headmodel.base import HeadModel
