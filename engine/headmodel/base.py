@@ -166,8 +166,7 @@ class HeadModel:
         from engine.headmodel.outer import build_outer
 
         if self._outer is None:
-            self._outer = (self.host()._outer or build_outer(self.host())).to(self.device) if self.device != HOST \
-                else build_outer(self)
+            self._outer = build_outer(self) if self.device == HOST else self.host().outer().to(self.device)
         return self._outer
 
     @property
