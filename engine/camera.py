@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import torch
+
 from engine.types import Camera
 
 HEAD_TARGET = (0.0, -0.01, -0.03)   # a point inside the head, between the ears
@@ -18,3 +21,18 @@ def orbit_camera(yaw_deg: float = 0.0, pitch_deg: float = 0.0, distance: float =
     eye = (target[0] + distance * math.cos(p) * math.sin(y), target[1] + distance * math.sin(p),
            target[2] + distance * math.cos(p) * math.cos(y))
     return Camera.look_at(eye, target, fov_y_deg=fov_y_deg, width=size, height=size)
+
+
+def shrunk_size(width: int, height: int, longer_side: int) -> tuple[int, int] | None:
+    """(width, height) with the longer side scaled down to ``longer_side``; None when it is no larger."""
+    s = longer_side / max(width, height)
+    return (round(width * s), round(height * s)) if s < 1 else None
+
+
+def tracker_camera(K: np.ndarray, size: tuple[int, int], longer_side: int) -> Camera:
+    """The tracker's camera (origin, looking down -z) for a frame, scaled so its longer side is
+    at most ``longer_side``."""
+    h, w = size
+    cam = Camera(torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0])), torch.tensor(K, dtype=torch.float32), w, h)
+    small = shrunk_size(w, h, longer_side)
+    return cam.resized(*small) if small else cam

@@ -353,7 +353,8 @@ def polish(animated, sources: list[Source], cfg: PolishConfig = PolishConfig()):
     from engine.binding import place
     from engine.metrics.matte import portrait_matte
     from engine.render.select import select
-    from engine.types import Camera, Gaussians
+    from engine.camera import tracker_camera
+    from engine.types import Gaussians
 
     model = animated.model
     outer = model.outer()
@@ -362,12 +363,9 @@ def polish(animated, sources: list[Source], cfg: PolishConfig = PolishConfig()):
     attrs = {k: outer.slots.gather(v.to(model.device)).detach().clone() for k, v in uvg.maps().items()}
     views = []
     for src in sources:
-        h, w = src.rgb.shape[:2]
-        s = min(1.0, cfg.side / max(h, w))
-        hh, ww = max(1, round(h * s)), max(1, round(w * s))
-        K = torch.as_tensor(src.K, dtype=torch.float32).clone()
-        K[:2] *= torch.tensor([ww / w, hh / h])[:, None]
-        cam = Camera(torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0])), K, ww, hh).to(model.device)
+        cam = tracker_camera(src.K, tuple(src.rgb.shape[:2]), cfg.side)
+        hh, ww, K = cam.height, cam.width, cam.K
+        cam = cam.to(model.device)
         img = cv2.resize(src.rgb, (ww, hh), interpolation=cv2.INTER_AREA)
         person = cv2.resize(src.matte, (ww, hh), interpolation=cv2.INTER_AREA)
         m = torch.from_numpy(portrait_matte(model, src.params, person, float(K[0, 0]), (hh, ww)))[..., None]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
+from engine.camera import shrunk_size, tracker_camera  # noqa: F401 - re-exported: the refiner's callers import them here
 from engine.headmodel.base import HeadModel
 from engine.io.media import VideoReader
 from engine.metrics.matte import matte_of
@@ -26,21 +26,6 @@ def split(n: int) -> int:
     SplattingAvatar protocol), the last quarter of a shorter one."""
     held = LONG_HOLDOUT if n >= LONG_VIDEO else round(SHORT_HOLDOUT * n)
     return n - held
-
-
-def shrunk_size(width: int, height: int, longer_side: int) -> tuple[int, int] | None:
-    """(width, height) with the longer side scaled down to ``longer_side``; None when it is no larger."""
-    s = longer_side / max(width, height)
-    return (round(width * s), round(height * s)) if s < 1 else None
-
-
-def tracker_camera(K: np.ndarray, size: tuple[int, int], longer_side: int) -> Camera:
-    """The tracker's camera (origin, looking down -z) for a frame, scaled so its longer side is
-    at most ``longer_side``."""
-    h, w = size
-    cam = Camera(torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0])), torch.tensor(K, dtype=torch.float32), w, h)
-    small = shrunk_size(w, h, longer_side)
-    return cam.resized(*small) if small else cam
 
 
 @dataclass
