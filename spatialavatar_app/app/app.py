@@ -743,7 +743,8 @@ class App:
             return
         meta = avatar.metadata
         sources = [Path(s).name for s in meta.get("sources", [])]
-        text = f"{meta.get('generator', 'avatar')} avatar, {int(avatar.gaussians.valid.sum()):,} Gaussians"
+        n = int(avatar.gaussians.valid.sum()) + (0 if avatar.outer is None else int(avatar.outer.valid.sum()))
+        text = f"{meta.get('generator', 'avatar')} avatar, {n:,} Gaussians"
         if sources:
             text += f", from {', '.join(sources)}"
         if "refined" in meta:
