@@ -53,6 +53,9 @@ class Refine(OnDevice):
     """Ablation: no scale freeze at the start."""
     no_random_background: bool = False
     """Ablation: white background instead of a shared random one."""
+    outer: bool = True
+    """Start with the outer layer (hair shell and bust) and train on the portrait matte; with
+    --no-outer, the head page alone on the head-and-neck matte, as avatars were before they had one."""
     landmark_tracking: bool = False
     """Train on the landmark tracker's parameters as they are (no photometric tracking stage)."""
     tracking: Optional[Path] = None
@@ -86,7 +89,7 @@ class Refine(OnDevice):
         model = load_head_model(device=self.compute_device())
         start = load_avatar(self.avatar) if self.avatar else None
         avatar, data = prepare(self.video, model, data_side(cfg), start, log=lambda s: print(s, file=sys.stderr),
-                               network=self.network)
+                               network=self.network, outer=self.outer)
         ckpt = self.checkpoint or self.out.with_suffix(".ckpt")
         stop = threading.Event()
         if cfg.photometric_tracking or self.tracking is not None:

@@ -13,12 +13,13 @@ from engine.types import Avatar
 def prepare(video: Path, model: HeadModel, resolution: int, avatar: Avatar | None = None,
             log: Callable[[str], None] = print,
             progress: Callable[[int, int], None] | None = None, tracked=None,
-            network: Path | None = None) -> tuple[Avatar, VideoData]:
+            network: Path | None = None, outer: bool = True) -> tuple[Avatar, VideoData]:
     """(starting avatar, training data). Without ``avatar`` the start is the feed-forward
     avatar of the reference frame (least jaw opening among the training frames): the projective
     stage's, or the trained network's when ``network`` (its checkpoint) is given.
     ``progress(frames done, frames)`` follows the tracking; ``tracked`` (a `track_video` result
-    for ``video``) skips it."""
+    for ``video``) skips it. ``outer=False`` starts from the head page alone (no hair shell or
+    bust), trained on the head-and-neck matte as avatars were before they had an outer layer."""
     from engine.generator.api import generate
     from engine.generator.projective import Source
     from engine.io.media import VideoReader
@@ -29,7 +30,7 @@ def prepare(video: Path, model: HeadModel, resolution: int, avatar: Avatar | Non
         tracked = track_video(video, model, progress=progress)
     # an avatar with an outer layer (every new one) trains on the portrait matte: hair, ears,
     # neck and shoulders; one made before it, on the head-and-neck matte its Gaussians cover
-    matte = "portrait" if avatar is None or avatar.outer is not None else "head"
+    matte = "portrait" if (avatar is None and outer) or (avatar is not None and avatar.outer is not None) else "head"
     data = load_video_data(video, tracked, model, resolution, matte)
     if avatar is None:
         ref = data.reference_frame()
@@ -37,7 +38,7 @@ def prepare(video: Path, model: HeadModel, resolution: int, avatar: Avatar | Non
             rgb = next(f for i, f in enumerate(frames) if i == ref)
         kind = "network" if network is not None else "projective"
         start = generate(kind, model, [Source(rgb, tracked.mattes[ref], tracked.params.frame(ref), tracked.K[ref])],
-                         tracked.params.shape[0], network).avatar
+                         tracked.params.shape[0], network, outer=outer).avatar
         avatar = Avatar(start.gaussians, model.name, tracked.params.shape[0],
                         {"generator": kind, "sources": [f"{video}#frame{ref}"], "reference_frame": ref},
                         outer=start.outer)
