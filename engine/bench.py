@@ -367,3 +367,41 @@ def bench_pose(runs: int = 30, threads: Sequence[int] = (1, 2)) -> list[PoseTimi
     finally:
         torch.set_num_threads(before)
     return rows
+
+
+@dataclass(frozen=True)
+class BuildTiming:
+    portrait: str
+    runs: int
+    seconds: float          # median of the whole K = 1 build (`engine.service.build_animated`)
+    tracking: float         # median of its tracking stage: FaceMesh, person matte, landmark fit
+    gaussians: int          # Gaussians of the avatar (head page and outer layer)
+
+    @property
+    def generating(self) -> float:
+        """The rest: the warp into UV, the outer layer's fit and the photometric polish."""
+        return self.seconds - self.tracking
+
+
+def bench_build(paths: Sequence[Path], runs: int = 3, device: torch.device | None = None) -> list[BuildTiming]:
+    """K = 1 builds of each portrait in a warm process, as the app's second drop runs them: one
+    untimed build first loads FaceMesh, the segmenter and the native code. The tracking stage is
+    timed through the build's own progress reports (it ends when "warping into UV" begins)."""
+    from engine.headmodel.openhead import load_head_model
+    from engine.service import build_animated
+
+    model = load_head_model(device=device)
+    build_animated([Path(paths[0])], model)
+    rows = []
+    for path in paths:
+        totals, tracks = [], []
+        for _ in range(runs):
+            marks: dict[str, float] = {}
+            t0 = time.perf_counter()
+            animated = build_animated([Path(path)], model,
+                                      progress=lambda stage, f: marks.setdefault(stage, time.perf_counter()))
+            totals.append(time.perf_counter() - t0)
+            tracks.append(marks["warping into UV"] - t0)
+        rows.append(BuildTiming(Path(path).name, runs, statistics.median(totals), statistics.median(tracks),
+                                animated.avatar.n_gaussians))
+    return rows

@@ -278,3 +278,8 @@ class Avatar:
 
     def __post_init__(self) -> None:
         check_shape(self.shape, (None,), "Avatar.shape")
+
+    @property
+    def n_gaussians(self) -> int:
+        """Gaussians of the head page and, when there is one, the outer layer (one per valid slot)."""
+        return int(self.gaussians.valid.sum()) + (0 if self.outer is None else int(self.outer.valid.sum()))

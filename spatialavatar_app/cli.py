@@ -325,9 +325,11 @@ class Bench(OnDevice):
     expression residual and for a static avatar, and seconds per frame of its photometric tracking.
     `bench ui`: the app's UI and avatar frame rates while a slider is dragged, at each size, in
     the real app on the default avatar (needs an X display; Xvfb will do), with the interactive
-    render size it used. `bench pose`: posing the avatar's Gaussians, torch against native."""
+    render size it used. `bench pose`: posing the avatar's Gaussians, torch against native.
+    `bench build PORTRAIT…`: K = 1 builds in a warm process (as the app's second drop), whole
+    and their tracking stage."""
 
-    what: Annotated[Literal["render", "refine", "ui", "pose"], tyro.conf.Positional] = "render"
+    what: Annotated[Literal["render", "refine", "ui", "pose", "build"], tyro.conf.Positional] = "render"
     """What to benchmark."""
     backends: tuple[str, ...] = ("native", "gl", "reference")
     """render: renderers to time (names as for engine.render.select; unavailable ones are reported and skipped)."""
@@ -343,6 +345,10 @@ class Bench(OnDevice):
     """refine: the talking-head video to refine on."""
     seconds: float = 5.0
     """ui: seconds of slider dragging per size."""
+    portraits: tuple[Path, ...] = ()
+    """build: the portraits, each built on its own (default: the default avatar's astronaut)."""
+    build_runs: int = 3
+    """build: timed builds per portrait (median reported), after one warm-up build."""
 
     def run(self) -> None:
         from engine.bench import OtherCpuUse, bench_refine, bench_render, format_table, machine_load
@@ -351,6 +357,8 @@ class Bench(OnDevice):
             return self._ui()
         if self.what == "pose":
             return self._pose()
+        if self.what == "build":
+            return self._build()
         if self.what == "refine" and self.video is None:
             raise SystemExit("bench refine needs --video VIDEO")
         print(f"before: {machine_load()}")
@@ -392,6 +400,31 @@ class Bench(OnDevice):
             print(f"{r.threads:>7d} {r.path:>7s} {r.ms:>8.2f} {r.full_ms:>7.2f}")
         print("place = slot frames + placement of 62K slots; pose = AnimatedAvatar.gaussians (head model included); "
               f"median of {self.runs} runs after 3")
+
+    def _build(self) -> None:
+        import tempfile
+
+        from engine.bench import OtherCpuUse, bench_build, machine_load
+
+        runs = self.build_runs
+        print(f"before: {machine_load()}")
+        with tempfile.TemporaryDirectory() as tmp, OtherCpuUse() as others:
+            paths = list(self.portraits)
+            if not paths:
+                import imageio.v3 as iio
+                from skimage import data
+
+                paths = [Path(tmp) / "astronaut.png"]
+                iio.imwrite(paths[0], data.astronaut())
+            rows = bench_build(paths, runs, device=self.compute_device())
+        print(f"{'portrait':>24s} {'build s':>7s} {'tracking s':>10s} {'the rest s':>10s} {'Gaussians':>9s}")
+        for r in rows:
+            print(f"{r.portrait[-24:]:>24s} {r.seconds:>7.2f} {r.tracking:>10.2f} {r.generating:>10.2f} {r.gaussians:>9,d}")
+        print(f"after: {machine_load()}")
+        if others.cores is not None:
+            print(f"other processes used {others.cores:.2f} cores on average during the run (noise)")
+        print(f"median of {runs} K = 1 builds a portrait after one warm-up build; tracking = FaceMesh, person matte "
+              "and landmark fit; the rest = the warp into UV, the outer layer's fit and the photometric polish")
 
     def _ui(self) -> None:
         from engine.bench import OtherCpuUse, machine_load

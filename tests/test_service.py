@@ -60,6 +60,19 @@ def test_save_load_and_export(service, tmp_path):
     assert (tmp_path / "a.ply").stat().st_size > 62_000 * 62 * 4 * 0.9
 
 
+def test_bench_build_times_the_tracking_inside_the_build(openhead, astronaut, monkeypatch):
+    """`bench build`'s tracking stage is a part of the build it is timed in, and the count is
+    the avatar's own (head page and outer layer)."""
+    import engine.headmodel.openhead as oh
+    from engine.bench import bench_build
+
+    monkeypatch.setattr(oh, "load_head_model", lambda device=None: HeadModel(openhead))
+    row, = bench_build([astronaut], runs=1)
+    assert 0 < row.tracking < row.seconds and row.generating > 0
+    built = build_avatar([astronaut], HeadModel(openhead))
+    assert row.gaussians == built.n_gaussians == int(built.gaussians.valid.sum()) + int(built.outer.valid.sum())
+
+
 @pytest.mark.parametrize("n", [0, 5])
 def test_wrong_number_of_portraits(model, astronaut, n):
     with pytest.raises(ValueError, match="1 to 4 portraits"):

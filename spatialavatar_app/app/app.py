@@ -743,8 +743,7 @@ class App:
             return
         meta = avatar.metadata
         sources = [Path(s).name for s in meta.get("sources", [])]
-        n = int(avatar.gaussians.valid.sum()) + (0 if avatar.outer is None else int(avatar.outer.valid.sum()))
-        text = f"{meta.get('generator', 'avatar')} avatar, {n:,} Gaussians"
+        text = f"{meta.get('generator', 'avatar')} avatar, {avatar.n_gaussians:,} Gaussians"
         if sources:
             text += f", from {', '.join(sources)}"
         if "refined" in meta:
