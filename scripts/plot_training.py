@@ -25,7 +25,7 @@ def main(log: Path, out: Path) -> None:
     if ckpt.exists():              # its history also has step 0 (the untrained network)
         import torch
 
-        val |= {r["step"]: r for r in torch.load(ckpt, map_location="cpu", weights_only=False).get("history", [])}
+        val |= {r["step"]: r for r in torch.load(ckpt, map_location="cpu", weights_only=True).get("history", [])}
     val = [val[k] for k in sorted(val)]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     x = np.array([r["step"] for r in steps])

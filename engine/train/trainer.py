@@ -13,7 +13,6 @@ checkpoints. Training resumes from ``<out>/last.pt`` when it exists.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -245,7 +244,7 @@ def train(cfg: TrainConfig, model: HeadModel, log: Callable[[str], None] = print
     start, history = 0, []
     last = out / "last.pt"
     if last.exists():
-        state = torch.load(last, map_location="cpu", weights_only=False)
+        state = load_resume_state(last)
         net.load_state_dict(state["weights"])
         opt.load_state_dict(state["optimizer"])
         start, history = int(state["step"]), state.get("history", [])
@@ -327,9 +326,25 @@ def train(cfg: TrainConfig, model: HeadModel, log: Callable[[str], None] = print
     return last
 
 
+def load_resume_state(last: Path) -> dict:
+    """The state in a trainer's ``last.pt``, read as tensors and plain containers only
+    (``weights_only``): a file planted in an output folder is refused, never run. ValueError
+    names the file when it is not a resumable checkpoint."""
+    try:
+        state = torch.load(last, map_location="cpu", weights_only=True)
+    except Exception as e:    # noqa: BLE001 - any unreadable file is the same user error
+        raise ValueError(f"{last}: not a resumable training checkpoint ({type(e).__name__}); "
+                         "move it away to start afresh") from None
+    if not isinstance(state, dict) or state.get("format") != "spatialavatar-network-1" or \
+            not {"weights", "optimizer", "step"} <= state.keys():
+        raise ValueError(f"{last}: not a resumable training checkpoint written by `python main.py train`")
+    return state
+
+
 def _checkpoint(net: FeedForwardNetwork, opt, step: int, cfg: TrainConfig, history: list, out: Path) -> None:
     """``last.pt`` (resumable: weights, optimiser, step, validation history) and ``network.pt``
-    (weights only: what `--checkpoint` takes)."""
+    (weights only: what `--checkpoint` takes). Both hold only tensors and plain containers, so
+    they are read back with ``weights_only``."""
     save_generator(net, out / "last.pt", {"optimizer": opt.state_dict(), "step": step, "history": history,
-                                          "train_config": dataclasses.asdict(cfg)})
+                                          "train_config": json.loads(cfg.to_json())})
     save_generator(net, out / "network.pt", {"step": step, "history": history})

@@ -63,7 +63,7 @@ def test_train_writes_checkpoints_validates_and_resumes(model, tmp_path):
     vals = [r for r in log if "val_psnr" in r]
     assert [r["step"] for r in vals] == [0, 3] and all(np.isfinite(r["val_psnr"]) for r in vals)
     assert "step 0: held-out PSNR" in lines[0]
-    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)     # plain containers only
     assert state["step"] == 3 and [h["step"] for h in state["history"]] == [0, 3]
     # resume: continues at step 4, keeps the history
     train(TrainConfig(**{**cfg.__dict__, "steps": 5}), model, log=lines.append)
@@ -77,6 +77,36 @@ def test_train_writes_checkpoints_validates_and_resumes(model, tmp_path):
     assert isinstance(avatar, NetworkAvatar)
     g = avatar.gaussians(clip.params.frame(1))
     assert torch.isfinite(g.means).all() and len(g.means) == len(avatar.slots) + len(avatar.model.outer())
+
+
+class _Payload:
+    """A pickle that, if unpickled with full pickle, creates the file it names."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_planted_last_pt_is_refused_not_run(model, tmp_path):
+    """A pickle planted as OUT/last.pt is a one-line error naming it; its code never runs."""
+    from engine.train.trainer import load_resume_state
+
+    marker = tmp_path / "ran"
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"format": "spatialavatar-network-1", "weights": {}, "optimizer": {}, "step": 1,
+                "evil": _Payload(marker)}, run / "last.pt")
+    with pytest.raises(ValueError, match="last.pt: not a resumable training checkpoint"):
+        load_resume_state(run / "last.pt")
+    data = tmp_path / "data"
+    fake_clip(model, "a", seed=1).save(data / "a.clip.npz")
+    cfg = TrainConfig(data=str(data), out=str(run), steps=1, warmup=1, network=TINY, validation_targets=1,
+                      targets_per_sample=2)
+    with pytest.raises(ValueError, match="not a resumable training checkpoint"):
+        train(cfg, model, log=lambda s: None)
+    assert not marker.exists()
 
 
 def test_training_lowers_the_loss_of_a_learnable_task(model, tmp_path):
