@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -127,11 +128,14 @@ class App:
 
         now = time.perf_counter()
         glfw.poll_events()
+        # Every handler runs guarded: a failure is a red line and the app (with a running refine
+        # and anything unsaved) stays up; Dear PyGui's own run_callbacks would re-raise it.
         while self._drops:
-            self.open_paths(self._drops.pop(0))
-        self.dpg.run_callbacks(self.dpg.get_callback_queue())
+            paths = self._drops.pop(0)
+            self._guard("drop", lambda: self.open_paths(paths), trace=True)
+        self._run_callbacks(self.dpg.get_callback_queue())
         for ev in self.jobs.drain():
-            self._on_job(ev)
+            self._guard("job result", lambda: self._on_job(ev), trace=True)
         if self.renders.error:
             self.status(self.renders.error, error=True)
             self.renders.error = None
@@ -243,11 +247,28 @@ class App:
         self.events.append(("error: " if error else "") + text)
         self.panel.status(text, error)
 
-    def _guard(self, what: str, fn: Callable[[], object]) -> object:
-        """Run ``fn``; any failure becomes an error line naming ``what``."""
+    def _run_callbacks(self, jobs) -> None:
+        """Dear PyGui's queued callbacks, each guarded: one that raises is an error line naming
+        its control, and the rest still run."""
+        for job in jobs or ():
+            if job[0] is not None:
+                self._guard(self._control_name(job[1]), lambda: self.dpg.run_callbacks([job]), trace=True)
+
+    def _control_name(self, item) -> str:
+        """The label of the panel item ``item`` (what an error line names), or "control"."""
+        try:
+            return self.dpg.get_item_label(item) or "control"
+        except Exception:  # noqa: BLE001 - an item gone or not a widget: a name is all we want
+            return "control"
+
+    def _guard(self, what: str, fn: Callable[[], object], trace: bool = False) -> object:
+        """Run ``fn``; any failure becomes an error line naming ``what`` (``trace``: and its
+        traceback on stderr, for failures nothing expected)."""
         try:
             return fn()
         except Exception as e:  # noqa: BLE001 - the UI shows errors, it never crashes
+            if trace:
+                traceback.print_exc()
             self.status(f"{what}: {e}", error=True)
             return None
 
@@ -406,9 +427,9 @@ class App:
         from engine.io.params import load_params
         from engine.refine.session import tracking_path
 
-        refined = (self.service.avatar.metadata or {}).get("refined") if self.service.avatar else None
+        refined = _meta(self.service.avatar, "refined", dict) if self.service.avatar else None
         beside = tracking_path(path)
-        if not refined or not beside.exists():
+        if not refined or not isinstance(refined.get("video"), str) or not beside.exists():
             return None
         try:
             tracking = load_params(beside)[0]
@@ -535,12 +556,19 @@ class App:
             return
         opts = self.panel.drive_options()
         cfg = TransferConfig(relative=opts["relative"], head_pose=opts["head_pose"], gaze=opts["gaze"])
-        pipeline = DrivePipeline(self.service.model.expr_names, self.service.neutral(), cfg, opts["smoothing"])
         # One torch thread while driving: tracking and rendering then each have a core (LiveDriver's note).
-        self._threads_before_drive = torch.get_num_threads()
+        threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        tracker = RealtimeTracker(self.service.model, RealtimeConfig(threads=None))
-        self.live = LiveDriver(src, tracker, pipeline).start()
+        try:
+            pipeline = DrivePipeline(self.service.model.expr_names, self.service.neutral(), cfg, opts["smoothing"])
+            tracker = RealtimeTracker(self.service.model, RealtimeConfig(threads=None))
+            self.live = LiveDriver(src, tracker, pipeline).start()
+        except Exception as e:  # noqa: BLE001 - a drive that cannot start is a message; the camera is let go
+            torch.set_num_threads(threads)
+            self._guard("close the source", src.close)
+            self.status(f"drive: cannot start ({e})", error=True)
+            return
+        self._threads_before_drive = threads
         self._live_seq = -1
         self.status(f"driving from {'camera ' + str(device) if source == 'webcam' else self.state.video.name}")
 
@@ -602,9 +630,20 @@ class App:
     def set_export_dir(self, text: str) -> None:
         self.state.export_dir = Path(text).expanduser()
 
-    def _export_path(self, stem: str, suffix: str) -> Path:
-        self.state.export_dir.mkdir(parents=True, exist_ok=True)
-        return self.state.export_dir / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}{suffix}"
+    def _export_path(self, stem: str, suffix: str) -> Path | None:
+        """A new file in the export folder (``stem-DATE-TIME[-N]suffix``: never an existing one),
+        or None with an error line when the folder cannot be made."""
+        folder = self.state.export_dir
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            self.status(f"export folder {folder}: cannot be created ({e.strerror or e})", error=True)
+            return None
+        base = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        path, n = folder / f"{base}{suffix}", 2
+        while path.exists():
+            path, n = folder / f"{base}-{n}{suffix}", n + 1
+        return path
 
     def screenshot(self) -> Path | None:
         """The frame on stage as an RGBA PNG (transparent background)."""
@@ -625,7 +664,8 @@ class App:
             rgb = (f.rgb.cpu() / a.clamp_min(1e-6)).clamp(0, 1) * (a > 0)
             rgba = (np.concatenate([rgb.numpy(), a.numpy()], -1) * 255 + 0.5).astype(np.uint8)
             path = self._export_path("screenshot", ".png")
-            iio.imwrite(path, rgba)
+            if path is not None:
+                iio.imwrite(path, rgba)
             return path
         path = self._guard("screenshot", write)
         if path is not None:
@@ -634,17 +674,21 @@ class App:
 
     def export_ply(self) -> None:
         path = self._export_path("avatar", ".ply")
-        self._start_job("export .ply", lambda r: (self.service.export_ply(path), path)[1], f"writing {path} ...")
+        if path is not None:
+            self._start_job("export .ply", lambda r: (self.service.export_ply(path), path)[1], f"writing {path} ...")
 
     def save_avatar(self) -> None:
         path = self._export_path("avatar", ".savatar")
-        self._start_job("save avatar", lambda r: (self.service.save(path), path)[1], f"writing {path} ...")
+        if path is not None:
+            self._start_job("save avatar", lambda r: (self.service.save(path), path)[1], f"writing {path} ...")
 
     def toggle_recording(self) -> None:
         from spatialavatar_app.app.recorder import Recorder
 
         if self.recorder is None:
             path = self._export_path("recording", ".mp4")
+            if path is None:
+                return
             self._record_camera_width = 0
             if self.live is not None and self._live_rgb is not None and self.last_frame is not None \
                     and self.panel.drive_options()["record_camera"]:
@@ -713,9 +757,8 @@ class App:
             avatar, thumbs, t0 = ev.value
             self._avatar_changed(thumbs)
             self._push_pose()
-            notes = avatar.metadata.get("notes") or []
-            for n in notes:
-                self.status(n, error=True)
+            for n in _meta(avatar, "notes", list) or []:
+                self.status(str(n), error=True)
             self._time_next_frame("avatar built", t0)
         elif ev.job == "refine":
             result, path, video = ev.value
@@ -741,19 +784,27 @@ class App:
             self.panel.update_info("static .ply scene (no head-model binding: the sliders do not move it)")
             self.panel.update_thumbnails([])
             return
-        meta = avatar.metadata
-        sources = [Path(s).name for s in meta.get("sources", [])]
-        text = f"{meta.get('generator', 'avatar')} avatar, {avatar.n_gaussians:,} Gaussians"
+        sources = [Path(str(s)).name for s in _meta(avatar, "sources", list) or []]
+        text = f"{_meta(avatar, 'generator', str) or 'avatar'} avatar, {avatar.n_gaussians:,} Gaussians"
         if sources:
             text += f", from {', '.join(sources)}"
-        if "refined" in meta:
-            text += f"; refined on {meta['refined'].get('video')} ({meta['refined'].get('iterations')} it)"
+        refined = _meta(avatar, "refined", dict)
+        if refined is not None:
+            text += f"; refined on {refined.get('video')} ({refined.get('iterations')} it)"
         if avatar.residual is not None:
             text += ", with an expression residual"
         self.panel.update_info(text)
         if thumbs is None:
             thumbs = [avatar.thumbnail] if avatar.thumbnail is not None else []
         self.panel.update_thumbnails(thumbs)
+
+
+def _meta(avatar, key: str, kind: type):
+    """``avatar.metadata[key]`` when it is a ``kind``, else None: a bundle's metadata may hold
+    anything JSON can, and what the panel shows must not depend on it."""
+    meta = avatar.metadata if isinstance(avatar.metadata, dict) else {}
+    value = meta.get(key)
+    return value if isinstance(value, kind) else None
 
 
 def _with_landmarks(rgb: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray:

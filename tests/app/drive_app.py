@@ -159,6 +159,36 @@ def main(out: Path, measure: bool) -> None:
     pump(lambda: any(e.startswith("error: build failed") for e in app.events[mark:]), 120, "no-face build")
     res["avatar_after_failed_build"] = Path(app.service.avatar.metadata["sources"][0]).name
 
+    # Faults are red lines and the app stays up: an export folder that cannot be made, a panel
+    # callback that raises (through the real callback dispatch), a bundle with odd metadata.
+    import dataclasses
+
+    from engine.io import save_avatar
+
+    blocker = out / "a-file"
+    blocker.write_text("a file where the export folder should be")
+    app.set_export_dir(str(blocker / "exports"))
+    app.export_ply()
+    app.screenshot()
+    app.set_export_dir(str(out / "exports"))
+    button = app.dpg.add_button(label="Boom", parent=app.panel.window)
+
+    def boom() -> None:
+        raise RuntimeError("a callback failed")
+
+    app._run_callbacks([(boom, button, None, None), (lambda: res.setdefault("next_callback_ran", True), button,
+                                                     None, None)])
+    app.dpg.delete_item(button)
+    app.step()
+    kept = sorted((out / "exports").glob("avatar-*.savatar"))[0]
+    save_avatar(dataclasses.replace(app.service.avatar, metadata={"sources": 5, "generator": ["x"], "refined": "yes",
+                                                                  "notes": 7}), out / "odd.savatar")
+    app._drops.append([str(out / "odd.savatar")])
+    wait_for("opened odd.savatar", 60)
+    res["odd_sources"] = app.service.avatar.metadata["sources"]
+    app._drops.append([str(kept)])
+    wait_for(f"opened {kept.name}", 60)
+
     # A video: load it, refine 50 iterations.
     clip = out / "clip.mp4"
     make_clip(app, clip)

@@ -82,7 +82,12 @@ def test_bad_drops_and_a_missing_camera_are_messages(run):
                           "error: 5 portraits dropped; an avatar is built from 1 to 4 portraits of one person"]
     assert errors[2].startswith("error: build failed: no portrait with a usable face") and "coffee.png" in errors[2]
     assert res["avatar_after_failed_build"] == "portrait2.png"      # nothing the user made is lost
-    assert errors[3:] == ["error: polish continues an avatar refined on clip.mp4: refine it with the full schedule first",
+    blocked = str(out / "a-file" / "exports")
+    assert errors[3:6] == [f"error: export folder {blocked}: cannot be created (Not a directory)"] * 2 + \
+        ["error: Boom: a callback failed"]
+    assert res["next_callback_ran"]                                 # the queue went on after the failure
+    assert res["odd_sources"] == 5                                  # odd metadata opens; the panel copes
+    assert errors[6:] == ["error: polish continues an avatar refined on clip.mp4: refine it with the full schedule first",
                           "error: webcam: camera 9: no camera at this index (or it is in use by another program)"]
 
 
