@@ -146,7 +146,7 @@ class App:
         if self.interactive.settle(now):           # the input is still: the full-resolution picture
             self._push_view()
         if not self._present(now) and self.recorder is not None:
-            self.recorder.tick(now, None)          # keeps the recording's clock with the last picture
+            self._record(now, None)          # keeps the recording's clock with the last picture
         self.stage.draw()
         self._glx.restore()
         self._update_stats(now)
@@ -178,7 +178,7 @@ class App:
             self._waiting_for = None
             self.status(f"{what}: on screen {now - t0:.2f} s after the request")
         if self.recorder is not None and self._full_size(self._shown_size):   # not a frame asked before it began
-            self.recorder.tick(now, self._stage_image(self.last_frame))
+            self._record(now, self._stage_image(self.last_frame))
         return True
 
     @property
@@ -699,7 +699,7 @@ class App:
             if self.recorder is not None:
                 self._push_view()                   # recordings are full size: no interactive scale
                 if self.frames_shown and self._full_size(self._shown_size):
-                    self.recorder.tick(time.perf_counter(), self._stage_image(self.last_frame))
+                    self._record(time.perf_counter(), self._stage_image(self.last_frame))
                 self.panel.update_recording(True)
                 self.status(f"recording to {path} ...")
             return
@@ -708,6 +708,16 @@ class App:
         path = self._guard("recording", rec.stop)
         if path is not None:
             self.status(f"wrote {path} ({rec.frames} frames at {rec.fps:.0f} FPS)")
+
+    def _record(self, now: float, image: np.ndarray | None) -> None:
+        """The recorder's tick; a failed encoder ends the recording with a red line (what it wrote
+        before the failure is not kept: the file is replaced only when complete)."""
+        try:
+            self.recorder.tick(now, image)
+        except OSError as e:
+            self.recorder = None
+            self.panel.update_recording(False)
+            self.status(str(e), error=True)
 
     def _stage_image(self, frame) -> np.ndarray:
         """What a recording shows: the avatar on the stage background, with the camera frame to
