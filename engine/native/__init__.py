@@ -9,18 +9,29 @@ The extension is compiled at first use with ``-O3 -march=native`` into
 ``$XDG_CACHE_HOME/spatialavatar/torch_extensions/<key>`` (default ``~/.cache/...``). The key
 hashes the C++ sources and headers, the torch version, the compiler flags and the CPU's feature flags,
 so a cache shared between machines (an NFS home, a copied container) never loads code
-built for instructions this CPU lacks, and an edited source is rebuilt.
+built for instructions this CPU lacks, and an edited source is rebuilt; two checkouts of the
+same sources share one build (it does not depend on where the sources lie).
+
+The build is atomic: it compiles in a private ``<key>.tmp-<pid>-*`` folder that is renamed
+into place when complete, and a finished build is loaded directly, without torch's build lock.
+While one process compiles, ``<key>.building`` holds its pid; another process that needs the
+extension says so and waits for it, and a marker or a half-built folder left by a process that
+died (killed during its first-use compile) is cleared, never waited on.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 from types import ModuleType
+from typing import Callable
 
 import torch
 
@@ -96,17 +107,87 @@ def available() -> bool:
 def _compile_or_load() -> ModuleType:
     from torch.utils.cpp_extension import load as load_extension
 
-    directory = build_dir()
-    directory.mkdir(parents=True, exist_ok=True)
     name = f"spatialavatar_native_{cache_key()}"
-    cached = any(directory.glob(f"{name}*.so"))
-    if not cached:
-        print(f"spatialavatar: compiling the native CPU code (once per machine, about a minute) into "
-              f"{directory} ...", file=sys.stderr, flush=True)
-    t0 = time.perf_counter()
-    module = load_extension(name=name, sources=[str(s) for s in SOURCES], extra_cflags=CFLAGS,
-                            extra_ldflags=LDFLAGS, build_directory=str(directory), verbose=False)
-    if not cached:
-        print(f"spatialavatar: native code compiled in {time.perf_counter() - t0:.0f} s", file=sys.stderr,
-              flush=True)
+    built: list[ModuleType] = []
+
+    def compile_into(directory: Path) -> None:
+        built.append(load_extension(name=name, sources=[str(s) for s in SOURCES], extra_cflags=CFLAGS,
+                                    extra_ldflags=LDFLAGS, build_directory=str(directory), verbose=False))
+
+    so = ensure_built(build_dir(), name, compile_into)
+    if built:                              # compiled (and imported) by this process
+        return built[0]
+    spec = importlib.util.spec_from_file_location(name, so)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     return module
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:         # another user's process: alive
+        return True
+    return True
+
+
+def _owner(path: Path) -> int | None:
+    """The pid in a ``.building`` marker or a ``.tmp-<pid>-*`` folder's name, if readable."""
+    try:
+        text = path.read_text() if path.is_file() else path.name.split(".tmp-", 1)[1].split("-", 1)[0]
+        return int(text.strip())
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def ensure_built(final: Path, name: str, compile_into: Callable[[Path], None], wait_s: float = 1800.0,
+                 log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> Path:
+    """The path of ``final/<name>.so``, compiling it first with ``compile_into(folder)`` when it
+    is not there: in a private folder renamed to ``final`` when complete (see the module's
+    docstring for the marker and the clearing of what dead processes left)."""
+    so = final / f"{name}.so"
+    if so.exists():
+        return so
+    final.parent.mkdir(parents=True, exist_ok=True)
+    marker = final.with_name(final.name + ".building")
+    for left in final.parent.glob(final.name + ".tmp-*"):      # half-built by processes that died
+        pid = _owner(left)
+        if pid is not None and not _alive(pid):
+            shutil.rmtree(left, ignore_errors=True)
+    told, t0 = False, time.monotonic()
+    while marker.exists() and not so.exists():
+        pid = _owner(marker)
+        if pid is None or pid == os.getpid() or not _alive(pid):
+            marker.unlink(missing_ok=True)                          # left by a process that died
+            break
+        if not told:
+            log(f"spatialavatar: waiting for process {pid}, which is compiling the native CPU code into {final} ...")
+            told = True
+        if time.monotonic() - t0 > wait_s:
+            raise TimeoutError(f"process {pid} has been compiling the native code for over {wait_s:.0f} s; "
+                               f"stop it or delete {marker}")
+        time.sleep(0.5)
+    if so.exists():
+        return so
+    if final.exists():                                          # an interrupted build of older code
+        shutil.rmtree(final, ignore_errors=True)
+    marker.write_text(str(os.getpid()))
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f"{final.name}.tmp-{os.getpid()}-"))
+    try:
+        log(f"spatialavatar: compiling the native CPU code (once per machine, about a minute) into {final} ...")
+        t1 = time.perf_counter()
+        compile_into(tmp)
+        if not (tmp / so.name).exists():
+            raise NativeBuildError(f"the compiler left no {so.name} in {tmp}")
+        try:
+            os.rename(tmp, final)
+        except OSError:                                         # another process finished first: use its build
+            if not so.exists():
+                raise
+        log(f"spatialavatar: native code compiled in {time.perf_counter() - t1:.0f} s")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        marker.unlink(missing_ok=True)
+    return so
