@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -63,12 +64,45 @@ def aspect_penalty(cov2d: torch.Tensor, visible: torch.Tensor, tau: float) -> to
     return torch.relu(0.5 * torch.log(eigen_ratio(cov2d[visible])) - tau).mean()
 
 
+MAX_BAD_STEPS = 20
+"""Consecutive steps with a non-finite loss after which a refine stops as diverged (one such
+step is skipped: its gradients never reach the avatar or a checkpoint)."""
+
+
+class RefineDiverged(ValueError):
+    """The refine's loss or Gaussians stopped being finite; the last checkpoint is kept."""
+
+
+def run_identity(avatar: Avatar, data: VideoData, stage: int = 0, token: str = "") -> dict:
+    """What a checkpoint must match to be resumed: the video (name and frame count), the head
+    model, the stage of a preset's chain and ``token``, one random string per run shared by its
+    stages (so a stale later-stage checkpoint of another run is never picked)."""
+    return {"video": data.name, "frames": int(len(data.found)), "head_model": avatar.head_model,
+            "stage": int(stage), "token": token}
+
+
+def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
+    """A refine checkpoint's state (tensors and plain containers only); ValueError naming the
+    file when it is damaged or not one."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:    # noqa: BLE001 - any unreadable file is the same user error
+        raise ValueError(f"{path}: not a readable refine checkpoint ({type(e).__name__}); "
+                         "refine without --resume starts afresh") from None
+    if not isinstance(state, dict) or not {"maps", "optimizer", "iteration"} <= state.keys():
+        raise ValueError(f"{path}: not a refine checkpoint; refine without --resume starts afresh")
+    return state
+
+
 def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig = RefineConfig(),
            progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None,
-           checkpoint: Path | None = None, resume: bool = False) -> Avatar:
+           checkpoint: Path | None = None, resume: bool = False, run: dict | None = None) -> Avatar:
     """The refined avatar. Frames larger than ``cfg.resolution`` are downscaled to it first.
     ``checkpoint``: where to write resumable state every ``cfg.checkpoint_every`` iterations;
-    with ``resume`` it is read first if it exists."""
+    with ``resume`` it is read first if it exists, and refused (ValueError) unless it was written
+    by the same run (``run``, `run_identity`; default: this video, head model and stage 0).
+    A step whose loss is not finite is skipped; `MAX_BAD_STEPS` in a row, or Gaussians that stop
+    being finite, raise `RefineDiverged` and leave the last checkpoint as it was."""
     from engine.render.select import select
 
     device = model.device
@@ -84,9 +118,17 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
     outer = model.outer() if avatar.outer is not None else None
     outer_attrs = {} if outer is None else {k: outer.slots.gather(v.to(device)).detach().clone().requires_grad_(True)
                                             for k, v in avatar.outer.maps().items()}
+    run = run or run_identity(avatar, data)
     state = None
     if resume and checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        state = read_checkpoint(checkpoint, device)
+        theirs = state.get("run") or {}
+        if any(theirs.get(k) != v for k, v in run.items() if k != "token") or \
+                (run.get("token") and theirs.get("token") != run["token"]):
+            raise ValueError(f"{checkpoint}: a checkpoint of another run (refine of {theirs.get('video', 'an unknown video')}"
+                             f", {theirs.get('frames', '?')} frames, stage {theirs.get('stage', 0) + 1}), not of "
+                             f"{run['video']}; refine without --resume starts afresh and replaces it, or give "
+                             "--checkpoint")
     residual = _residual(avatar, slots, model, cfg, state)
     groups = [{"params": [attrs[k]] + ([outer_attrs[k]] if outer_attrs else []), "lr": getattr(cfg, MAP_LR[k]),
                "name": k} for k in UV_MAP_CHANNELS]
@@ -111,7 +153,7 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
     images = torch.from_numpy(data.images)      # on the host; one frame a step goes to the device
     mattes = torch.from_numpy(data.mattes)
     cameras = [c.to(device) for c in data.cameras]
-    t0, loss_avg = time.perf_counter(), None
+    t0, loss_avg, bad = time.perf_counter(), None, 0
     for it in range(start, cfg.iterations):
         if cancel is not None and cancel.is_set():
             raise RefineCancelled()
@@ -143,6 +185,13 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
             proj = project_gaussians(sub, cam)
             loss = loss + cfg.lambda_aspect * aspect_penalty(proj.cov2d, proj.visible, cfg.aspect_tau)
         opt.zero_grad(set_to_none=True)
+        if not bool(torch.isfinite(loss)):
+            bad += 1
+            if bad >= MAX_BAD_STEPS:
+                raise RefineDiverged(f"the refine diverged: the loss was not finite for {bad} steps in a row "
+                                     f"(steps {it + 2 - bad}-{it + 1}); the last checkpoint is kept")
+            continue
+        bad = 0
         loss.backward()
         if it < cfg.scale_freeze:
             for a in (attrs, outer_attrs):
@@ -158,13 +207,15 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
         loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
         done = it + 1
         if checkpoint is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
+            _check_finite(attrs, outer_attrs, done)
             _save_checkpoint(checkpoint, _to_maps(attrs, slots, avatar.gaussians), opt, done, cfg,
                              None if residual is None else residual.state(slots),
-                             None if outer is None else _to_maps(outer_attrs, outer.slots, avatar.outer))
+                             None if outer is None else _to_maps(outer_attrs, outer.slots, avatar.outer), run)
         if progress is not None:
             rate = (done - start) / max(time.perf_counter() - t0, 1e-9)
             preview = frame.to_uint8() if cfg.preview_every and done % cfg.preview_every == 0 else None
             progress(Progress(done, cfg.iterations, loss_avg, rate, (cfg.iterations - done) / rate, preview))
+    _check_finite(attrs, outer_attrs, cfg.iterations)
     refined = UVGaussians(**_to_maps(attrs, slots, avatar.gaussians), valid=avatar.gaussians.valid)
     meta = {**avatar.metadata, "refined": {"video": data.name, "iterations": cfg.iterations,
                                            "config": dataclasses.asdict(cfg), "train_frames": int(len(train)),
@@ -196,9 +247,13 @@ def refine_stages(avatar: Avatar, model: HeadModel, data: VideoData, cfg: Refine
     ckpts = [None if checkpoint is None else
              checkpoint if k == 0 else checkpoint.with_name(f"{checkpoint.stem}.stage{k + 1}{checkpoint.suffix}")
              for k in range(len(plan))]
-    first = 0
-    if resume:
-        first = max((k for k, c in enumerate(ckpts) if c is not None and c.exists()), default=0)
+    first, token = 0, secrets.token_hex(8)
+    if resume and checkpoint is not None:
+        # the run's token is its first stage's; a later stage's checkpoint counts only with it
+        mine = [(k, read_checkpoint(c).get("run") or {}) for k, c in enumerate(ckpts) if c.exists()]
+        if mine:
+            token = mine[0][1].get("token") or token
+            first = max((k for k, r in mine if k == mine[0][0] or r.get("token") == token), default=0)
     total = sum(c.iterations for c in plan)
     for k in range(first, len(plan)):
         stage, before = plan[k], sum(c.iterations for c in plan[:k])
@@ -211,7 +266,7 @@ def refine_stages(avatar: Avatar, model: HeadModel, data: VideoData, cfg: Refine
                                          eta_seconds=p.eta_seconds + rest))
 
         avatar = refine(avatar, model, data, stage, report if progress is not None else None, cancel, ckpts[k],
-                        resume and k == first)
+                        resume and k == first, run_identity(avatar, data, k, token))
     return avatar
 
 
@@ -240,12 +295,27 @@ def _to_maps(attrs: dict, slots: UVSlots, start: UVGaussians) -> dict:
     return out
 
 
+def _check_finite(attrs: dict, outer_attrs: dict, step: int) -> None:
+    """RefineDiverged when a Gaussian attribute is NaN or infinite (before it reaches a checkpoint)."""
+    for name, a in (*attrs.items(), *outer_attrs.items()):
+        if not bool(torch.isfinite(a).all()):
+            raise RefineDiverged(f"the refine diverged: the Gaussians' {name} is not finite at step {step}; "
+                                 "the last checkpoint is kept")
+
+
 def _save_checkpoint(path: Path, maps: dict, opt, iteration: int, cfg: RefineConfig,
-                     residual: dict | None = None, outer_maps: dict | None = None) -> None:
+                     residual: dict | None = None, outer_maps: dict | None = None, run: dict | None = None) -> None:
     """Atomic: a crash or cancel mid-write leaves the previous checkpoint loadable."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"maps": {k: v.detach() for k, v in maps.items()}, "optimizer": opt.state_dict(),
-                "iteration": iteration, "config": dataclasses.asdict(cfg), "residual": residual,
-                "outer_maps": None if outer_maps is None else {k: v.detach() for k, v in outer_maps.items()}}, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save({"maps": {k: v.detach() for k, v in maps.items()}, "optimizer": opt.state_dict(),
+                    "iteration": iteration, "config": dataclasses.asdict(cfg), "residual": residual,
+                    "outer_maps": None if outer_maps is None else {k: v.detach() for k, v in outer_maps.items()},
+                    "run": run}, tmp)
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, (RuntimeError, OSError)):     # torch.save reports a full disk as a RuntimeError
+            raise OSError(f"{path}: the checkpoint could not be written ({e}); the previous one is kept") from None
+        raise
