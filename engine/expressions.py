@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -49,9 +50,12 @@ def parse_weights(text: str) -> dict[str, float]:
         if not sep:
             raise ValueError(f"expression {item!r} needs a weight, as in {item}=0.5")
         try:
-            out[name.strip()] = float(value)
+            weight = float(value)
         except ValueError:
             raise ValueError(f"expression {name.strip()!r}: weight {value!r} is not a number") from None
+        if not math.isfinite(weight):
+            raise ValueError(f"expression {name.strip()!r}: weight {value!r} is not a finite number")
+        out[name.strip()] = weight
     return out
 
 

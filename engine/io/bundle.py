@@ -79,6 +79,10 @@ SUFFIX = ".savatar"
 
 MANIFEST_ENTRY = "manifest.json"
 THUMBNAIL_ENTRY = "thumbnail.png"
+MAX_RESOLUTION = 1024          # UV pages: 256 today; 1024² Gaussians would be ~15 GB of optimiser state
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_THUMBNAIL_BYTES = 32 << 20
+_NPY_HEADER_SLACK = 4096       # an .npy header is 128 bytes or a few multiples of it
 # Top-level manifest fields besides format and schema, with their JSON types.
 _MANIFEST_FIELDS: dict[str, type | tuple[type, ...]] = {
     "head_model": str, "resolution": int, "metadata": dict, "arrays": dict, "thumbnail": (dict, type(None)),
@@ -203,6 +207,8 @@ def load_avatar(path: str | os.PathLike) -> Avatar:
 def _open_zip(path: str | os.PathLike) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(path)
+    except (NotImplementedError, RuntimeError, RecursionError, ValueError, OverflowError) as e:
+        raise AvatarFileError(path, f"unsupported or damaged zip archive ({type(e).__name__}: {e})") from None
     except zipfile.BadZipFile:
         with open(path, "rb") as f:
             head = f.read(4)
@@ -213,21 +219,29 @@ def _open_zip(path: str | os.PathLike) -> zipfile.ZipFile:
         raise AvatarFileError(path, f"not a zip archive, so not a {SUFFIX} bundle") from None
 
 
-def _read_entry(zf: zipfile.ZipFile, path: str | os.PathLike, entry: str) -> bytes:
-    """The bytes of ``entry``; zip-level damage (bad CRC, bad deflate stream) is an AvatarFileError."""
+def _read_entry(zf: zipfile.ZipFile, path: str | os.PathLike, entry: str, max_bytes: int) -> bytes:
+    """The bytes of ``entry``, refused before decompression when the archive says it holds more
+    than ``max_bytes`` (a zip bomb; zipfile never inflates past the size the archive states);
+    zip-level damage (bad CRC, bad deflate stream, an unsupported method, encryption) is an
+    AvatarFileError."""
     try:
-        return zf.read(entry)
+        size = zf.getinfo(entry).file_size
     except KeyError:
         raise AvatarFileError(path, f"missing entry {entry}") from None
-    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
-        raise AvatarFileError(path, f"damaged entry {entry} ({e})") from None
+    if size > max_bytes:
+        raise AvatarFileError(path, f"entry {entry} claims {size:,} bytes, more than the {max_bytes:,} it may hold")
+    try:
+        return zf.read(entry)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, RecursionError,
+            ValueError, OverflowError) as e:
+        raise AvatarFileError(path, f"damaged or unsupported entry {entry} ({type(e).__name__}: {e})") from None
 
 
 def _read_manifest(zf: zipfile.ZipFile, path: str | os.PathLike) -> dict:
     """Parse manifest.json and check its top-level fields (types, format, schema)."""
     try:
-        manifest = json.loads(_read_entry(zf, path, MANIFEST_ENTRY).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        manifest = json.loads(_read_entry(zf, path, MANIFEST_ENTRY, MAX_MANIFEST_BYTES).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise AvatarFileError(path, f"{MANIFEST_ENTRY} is not valid JSON ({e})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else None
@@ -239,8 +253,9 @@ def _read_manifest(zf: zipfile.ZipFile, path: str | os.PathLike) -> dict:
             raise AvatarFileError(path, f"{MANIFEST_ENTRY} has no field {key!r}")
         if not isinstance(manifest[key], kind) or isinstance(manifest[key], bool):  # JSON true is no int
             raise AvatarFileError(path, f"{MANIFEST_ENTRY} field {key!r} has the wrong type")
-    if manifest["resolution"] <= 0:
-        raise AvatarFileError(path, f"{MANIFEST_ENTRY} resolution must be positive, got {manifest['resolution']}")
+    if not 0 < manifest["resolution"] <= MAX_RESOLUTION:
+        raise AvatarFileError(path, f"{MANIFEST_ENTRY} resolution must be from 1 to {MAX_RESOLUTION}, "
+                                    f"got {manifest['resolution']}")
     return manifest
 
 
@@ -256,15 +271,17 @@ def _expected_arrays(manifest: dict, path: str | os.PathLike) -> dict[str, tuple
     if "residual" in manifest:
         sizes = manifest["residual"]
         keys = ("features", "hidden", "condition")
-        if not (isinstance(sizes, dict) and all(type(sizes.get(k)) is int and sizes[k] > 0 for k in keys)):
-            raise AvatarFileError(path, f"{MANIFEST_ENTRY} field 'residual' must give positive integers {', '.join(keys)}")
+        if not (isinstance(sizes, dict) and all(type(sizes.get(k)) is int and 0 < sizes[k] <= 4096 for k in keys)):
+            raise AvatarFileError(path, f"{MANIFEST_ENTRY} field 'residual' must give integers from 1 to 4096 for "
+                                        f"{', '.join(keys)}")
         shapes = state_shapes(sizes["features"], sizes["hidden"], sizes["condition"], r)
         expected.update({RESIDUAL_PREFIX + k: ("float32", shape) for k, shape in shapes.items()})
     if "outer" in manifest:
         sizes = manifest["outer"]
         ro = sizes.get("resolution") if isinstance(sizes, dict) else None
-        if type(ro) is not int or not 0 < ro <= 1024:
-            raise AvatarFileError(path, f"{MANIFEST_ENTRY} field 'outer' must give a resolution from 1 to 1024")
+        if type(ro) is not int or not 0 < ro <= MAX_RESOLUTION:
+            raise AvatarFileError(path, f"{MANIFEST_ENTRY} field 'outer' must give a resolution from 1 to "
+                                        f"{MAX_RESOLUTION}")
         expected.update({OUTER_PREFIX + name: ("float32", [c, ro, ro]) for name, c in UV_MAP_CHANNELS.items()})
         expected[OUTER_PREFIX + "valid"] = ("bool", [ro, ro])
     return expected
@@ -290,7 +307,9 @@ def _read_array(zf: zipfile.ZipFile, path: str | os.PathLike, name: str, spec: d
         raise AvatarFileError(path, f"wrong dtype for {entry}: manifest says {spec['dtype']}, expected {dtype}")
     if spec["shape"] != shape:
         raise AvatarFileError(path, f"wrong shape for {entry}: manifest says {spec['shape']}, expected {shape}")
-    data = _read_entry(zf, path, entry)
+    if name == "shape" and not 0 < shape[0] <= 10_000:
+        raise AvatarFileError(path, f"wrong shape for {entry}: {shape[0]} identity coefficients")
+    data = _read_entry(zf, path, entry, np.dtype(dtype).itemsize * int(np.prod(shape)) + _NPY_HEADER_SLACK)
     if _sha256(data) != spec["sha256"]:
         raise AvatarFileError(path, f"checksum mismatch for {entry}")
     try:
@@ -300,13 +319,15 @@ def _read_array(zf: zipfile.ZipFile, path: str | os.PathLike, name: str, spec: d
     if a.dtype != np.dtype(dtype) or list(a.shape) != shape:
         found = f"{a.dtype} {list(a.shape)}"
         raise AvatarFileError(path, f"wrong shape for {entry}: holds {found}, expected {dtype} {shape}")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise AvatarFileError(path, f"{entry} holds NaN or infinite values")
     return a
 
 
 def _read_thumbnail(zf: zipfile.ZipFile, path: str | os.PathLike, spec: dict | None) -> np.ndarray | None:
     if spec is None:
         return None
-    data = _read_entry(zf, path, THUMBNAIL_ENTRY)
+    data = _read_entry(zf, path, THUMBNAIL_ENTRY, MAX_THUMBNAIL_BYTES)
     if _sha256(data) != spec.get("sha256"):
         raise AvatarFileError(path, f"checksum mismatch for {THUMBNAIL_ENTRY}")
     try:

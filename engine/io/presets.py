@@ -5,6 +5,7 @@ Presets hold values only. Unknown keys are an error, so a typo never passes sile
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from engine.io.errors import AvatarFileError
@@ -39,6 +40,11 @@ def _preset_path(kind: str, name_or_path: str | Path) -> Path:
     raise ValueError(f"no {kind.rstrip('s')} preset {name_or_path!r}; known: {', '.join(preset_names(kind))}")
 
 
+def _finite(v) -> bool:
+    """A JSON number that is finite (Python's json reads NaN and Infinity; true is no number)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _read_preset(path: Path, keys: set[str]) -> dict:
     try:
         data = json.loads(path.read_text())
@@ -56,8 +62,8 @@ def load_expression_preset(name_or_path: str | Path) -> dict[str, float]:
     """The weights of an expression preset (bundled or saved, by name) or of a preset file (by path)."""
     path = _preset_path("expressions", name_or_path)
     weights = _read_preset(path, EXPRESSION_KEYS).get("weights", {})
-    if not isinstance(weights, dict) or not all(isinstance(v, (int, float)) for v in weights.values()):
-        raise AvatarFileError(path, "'weights' must map expression names to numbers")
+    if not isinstance(weights, dict) or not all(_finite(v) for v in weights.values()):
+        raise AvatarFileError(path, "'weights' must map expression names to finite numbers")
     return {str(k): float(v) for k, v in weights.items()}
 
 
@@ -86,6 +92,6 @@ def load_camera_preset(name_or_path: str | Path) -> dict[str, float]:
     path = _preset_path("cameras", name_or_path)
     data = _read_preset(path, CAMERA_KEYS)
     out = {k: data[k] for k in ("yaw", "pitch", "distance", "fov_y") if k in data}
-    if not all(isinstance(v, (int, float)) for v in out.values()):
-        raise AvatarFileError(path, "camera values must be numbers")
+    if not all(_finite(v) for v in out.values()):
+        raise AvatarFileError(path, "camera values must be finite numbers")
     return {k: float(v) for k, v in out.items()}

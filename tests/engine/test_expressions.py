@@ -44,6 +44,13 @@ def test_parse_weights_rejects_non_number_naming_item_and_value() -> None:
         parse_weights("x=abc")
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity"])
+def test_parse_weights_rejects_non_finite_weights(value) -> None:
+    """--expr jawOpen=nan rendered a blank picture with exit 0."""
+    with pytest.raises(ValueError, match=re.escape(f"expression 'jawOpen': weight '{value}' is not a finite number")):
+        parse_weights(f"jawOpen={value}")
+
+
 # --- apply_expressions ---------------------------------------------------------------------------
 
 def test_apply_expressions_sets_named_expr_components_in_every_frame() -> None:

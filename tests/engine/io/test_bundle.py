@@ -306,3 +306,65 @@ def test_crash_while_writing_leaves_existing_file_untouched(saved: Path, monkeyp
         save_avatar(make_avatar(seed=1), saved)
     assert saved.read_bytes() == before
     assert [p.name for p in saved.parent.iterdir()] == [saved.name]  # temp file cleaned up
+
+
+def test_a_bundle_with_nan_values_is_rejected(tmp_path: Path) -> None:
+    """A NaN anywhere in the arrays rendered an invisible avatar with exit 0."""
+    avatar = make_avatar()
+    color = avatar.gaussians.color.clone()
+    color[0, 3, 3] = float("nan")
+    save_avatar(dataclasses.replace(avatar, gaussians=dataclasses.replace(avatar.gaussians, color=color)),
+                tmp_path / "nan.savatar")
+    expect_error(tmp_path / "nan.savatar", "maps/color.npy", "NaN or infinite")
+
+
+def test_a_zip_bomb_is_refused_before_it_is_inflated(saved: Path, tmp_path: Path) -> None:
+    """An entry that inflates far beyond what its array needs (1.5 MB of zeros -> 2.5 GB before)
+    is refused from the size the archive states, without inflating it."""
+    import tracemalloc
+
+    bomb = tmp_path / "bomb.savatar"
+    rewrite(saved, bomb, replace={"maps/color.npy": bytes(200 << 20)})          # 200 MB of zeros, ~200 KB packed
+    assert bomb.stat().st_size < 2 << 20
+    tracemalloc.start()
+    expect_error(bomb, "maps/color.npy", "claims 209,715,200 bytes")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20 << 20
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("resolution", 16384, ("resolution must be from 1 to 1024", "16384")),
+    ("residual", {"features": 10 ** 6, "hidden": 4, "condition": 7}, ("'residual'", "from 1 to 4096")),
+])
+def test_sizes_that_would_exhaust_memory_are_refused(saved: Path, tmp_path: Path, field, value, words) -> None:
+    edit_manifest(saved, tmp_path / "big.savatar", **{field: value})
+    expect_error(tmp_path / "big.savatar", *words)
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("method", ("unsupported", "NotImplementedError")),
+    ("encrypted", ("RuntimeError",)),
+])
+def test_zip_errors_beyond_bad_zip_are_one_clear_error(saved: Path, tmp_path: Path, damage: str, words) -> None:
+    """An unknown compression method or the encryption flag raised NotImplementedError / RuntimeError."""
+    data = bytearray(saved.read_bytes())
+    with zipfile.ZipFile(saved) as zf:
+        info = zf.getinfo("maps/color.npy")
+    # patch the entry's local header and its central-directory record alike
+    offsets = [info.header_offset]
+    pos = 0
+    while (pos := data.find(b"PK\x01\x02", pos)) != -1:
+        name_len = int.from_bytes(data[pos + 28:pos + 30], "little")
+        if data[pos + 46:pos + 46 + name_len] == b"maps/color.npy":
+            offsets.append(pos)
+        pos += 4
+    assert len(offsets) == 2
+    for off in offsets:
+        flag_at, method_at = (off + 6, off + 8) if data[off:off + 4] == b"PK\x03\x04" else (off + 8, off + 10)
+        if damage == "method":
+            data[method_at:method_at + 2] = (99).to_bytes(2, "little")
+        else:
+            data[flag_at] |= 0x1
+    (tmp_path / "odd.savatar").write_bytes(bytes(data))
+    expect_error(tmp_path / "odd.savatar", *words)

@@ -28,7 +28,10 @@ def test_unknown_preset_name_lists_the_bundled_ones():
 @pytest.mark.parametrize("content,message", [
     ({"schema": 2, "weights": {}}, "unknown preset schema 2"),
     ({"schema": 1, "weights": {}, "code": "x"}, "unknown key"),
-    ({"schema": 1, "weights": {"mouthSmile_L": "lots"}}, "must map expression names to numbers"),
+    ({"schema": 1, "weights": {"mouthSmile_L": "lots"}}, "must map expression names to finite numbers"),
+    ({"schema": 1, "weights": {"jawOpen": float("nan")}}, "must map expression names to finite numbers"),
+    ({"schema": 1, "weights": {"jawOpen": float("inf")}}, "must map expression names to finite numbers"),
+    ({"schema": 1, "weights": {"jawOpen": True}}, "must map expression names to finite numbers"),
 ])
 def test_bad_preset_files_are_rejected_by_name(tmp_path, content, message):
     path = tmp_path / "mine.json"
