@@ -14,7 +14,7 @@ Derive new values with ``dataclasses.replace``; never mutate a field in place.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Sequence
 
 import torch
@@ -65,6 +65,10 @@ class HeadParams:
     @property
     def batch_size(self) -> int:
         return self.shape.shape[0]
+
+    def is_finite(self) -> bool:
+        """Whether every value is finite (no NaN or infinity anywhere)."""
+        return all(bool(torch.isfinite(getattr(self, f.name)).all()) for f in fields(self))
 
     def condition(self) -> Tensor:
         """The residual-head conditioning code ``concat(expr, jaw, neck, eyes)``: [B, E+12]."""

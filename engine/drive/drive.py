@@ -53,9 +53,12 @@ class DrivePipeline:
 
     def __call__(self, t: float, driver: HeadParams | None, found: bool) -> HeadParams:
         """The avatar's parameters [1, ...] for the driver's frame at ``t`` seconds (``driver`` may be
-        None or stale when not ``found``)."""
-        out = self.transfer(t, driver) if found and driver is not None else None
-        return self.filter(t, self.ease.update(t, out, found and out is not None))
+        None or stale when not ``found``). A driver frame that is not finite counts as a frame
+        without a face: it never reaches the smoothing filters, whose state it would poison."""
+        out = self.transfer(t, driver) if found and driver is not None and driver.is_finite() else None
+        if out is not None and not out.is_finite():
+            out = None
+        return self.filter(t, self.ease.update(t, out, out is not None))
 
 
 @dataclass

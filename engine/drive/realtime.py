@@ -130,7 +130,7 @@ class RealtimeTracker:
     def _track_landmarks(self, points: np.ndarray | None, image_size: tuple[int, int]) -> TrackedFrame:
         t0 = time.perf_counter()
         size = (int(image_size[0]), int(image_size[1]))
-        if points is None or np.ptp(points[:, 0]) < self.cfg.min_face_px:
+        if points is None or not np.isfinite(points).all() or np.ptp(points[:, 0]) < self.cfg.min_face_px:
             self._reseed = True
             return TrackedFrame(self.params, False, points, math.nan, 0.0, 0.0)
         pts = np.asarray(points, dtype=np.float64)[self._ids]
@@ -149,6 +149,11 @@ class RealtimeTracker:
                 p = solve_frames(self.lm, p, torch.as_tensor(obs.points, dtype=torch.float32), torch.ones(1),
                                  torch.tensor([size], dtype=torch.float32), self.focal, self.cfg.fit,
                                  iters, deadline)
+        if not p.is_finite():           # a diverged solve: keep the last good fit, reseed on the next frame
+            self._reseed = True
+            if initialised:
+                self._params = None
+            return TrackedFrame(self.params, False, points, math.nan, 0.0, 1000 * (time.perf_counter() - t0))
         err = self._error(p, obs)
         self._params, self._reseed = p, not err <= self.cfg.reseed_px
         return TrackedFrame(p, True, points, err, 0.0, 1000 * (time.perf_counter() - t0), initialised)

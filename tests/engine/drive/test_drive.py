@@ -112,6 +112,18 @@ def test_a_lost_face_holds_then_eases_to_neutral_in_the_pipeline(model, animated
     assert (np.diff(jaws) <= 1e-6).all()
 
 
+def test_a_nan_driver_frame_is_a_lost_frame_not_a_blank_avatar(model, animated):
+    """One NaN frame from the tracker latched the One-Euro filter: every later frame was NaN (an
+    invisible avatar) until Stop. Now it is held like a lost face, and the next good frame drives."""
+    pipe = DrivePipeline(model.expr_names, animated.neutral(), TransferConfig(relative=False), smoothing=0.8)
+    good = dataclasses.replace(model.neutral(), jaw=torch.tensor([[0.2, 0.0, 0.0]]))
+    bad = dataclasses.replace(good, expr=torch.full_like(good.expr, float("nan")))
+    outs = [pipe(0.0, good, True), pipe(1 / FPS, bad, True)] + [pipe(k / FPS, good, True) for k in range(2, 6)]
+    assert all(o.is_finite() for o in outs)
+    assert float(outs[1].jaw[0, 0]) == pytest.approx(float(outs[0].jaw[0, 0]))     # held
+    assert float(outs[-1].jaw[0, 0]) == pytest.approx(0.2, abs=0.02)
+
+
 @pytest.fixture(scope="module")
 def talking_clip(model, animated, renderer, tmp_path_factory):
     """16 frames at 256² of the default avatar opening and closing its jaw: (path, jaw angles)."""

@@ -86,3 +86,17 @@ def test_no_face_before_the_first_is_neutral_and_small_faces_are_lost(model):
     assert not tr.track_landmarks(tiny, (SIZE, SIZE)).found
     tr.reset()
     assert tr.track_landmarks(pts, (SIZE, SIZE)).initialised
+
+
+def test_non_finite_landmarks_are_a_lost_frame_and_never_the_warm_start(model):
+    """A NaN landmark frame is lost (the last good fit is held) and the next good frame tracks."""
+    lm = LandmarkModel(model)
+    tr = RealtimeTracker(model, RealtimeConfig(iters=3, budget_ms=1e6), focal=FOCAL)
+    first = tr.track_landmarks(facemesh(lm, truth(model, 0)), (SIZE, SIZE))
+    pts = facemesh(lm, truth(model, 1))
+    pts[10, 0] = np.nan
+    out = tr.track_landmarks(pts, (SIZE, SIZE))
+    assert not out.found and out.params.is_finite() and torch.equal(out.params.jaw, first.params.jaw)
+    p = truth(model, 2)
+    out = tr.track_landmarks(facemesh(lm, p), (SIZE, SIZE))
+    assert out.found and out.params.is_finite() and abs(float(out.params.jaw[0, 0] - p.jaw[0, 0])) < 0.02
