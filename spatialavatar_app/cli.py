@@ -70,13 +70,23 @@ class Pose:
     roll: float = 0.0
     """Head roll, degrees (neck joint)."""
 
-    def params(self, animated, model):
-        from engine.expressions import apply_expressions, head_rotation, parse_weights
+    def weights(self) -> dict[str, float]:
+        """The preset's weights with --expr on top; checked before any avatar is loaded."""
+        import math
 
+        from engine.expressions import parse_weights
         from engine.io.presets import load_expression_preset
 
+        for name, v in (("yaw", self.yaw), ("pitch", self.pitch), ("roll", self.roll)):
+            if not math.isfinite(v):
+                raise ValueError(f"--{name} {v} is not a finite angle")
         weights = load_expression_preset(self.preset) if self.preset else {}
-        p = apply_expressions(animated.neutral(), model, {**weights, **parse_weights(self.expr)})
+        return {**weights, **parse_weights(self.expr)}
+
+    def params(self, animated, model, weights: dict[str, float] | None = None):
+        from engine.expressions import apply_expressions, head_rotation
+
+        p = apply_expressions(animated.neutral(), model, self.weights() if weights is None else weights)
         return head_rotation(p, self.yaw, self.pitch, self.roll) if (self.yaw or self.pitch or self.roll) else p
 
 
@@ -104,8 +114,9 @@ class Render(OnDevice):
     def run(self) -> None:
         from engine.render.turntable import render_image, render_turntable
 
+        weights = self.pose.weights()
         animated, model = self.source.load(self.compute_device())
-        params = self.pose.params(animated, model)
+        params = self.pose.params(animated, model, weights)
         if self.video:
             render_turntable(animated, params, self.out, self.size, self.frames, renderer=self.renderer)
         else:
@@ -129,10 +140,12 @@ class Export(OnDevice):
             raise SystemExit("export: nothing to do; give --ply PATH and/or --bundle PATH")
         from engine.io import export_ply, save_avatar
 
+        weights = self.pose.weights()
         animated, model = self.source.load(self.compute_device())
         if self.ply:
-            export_ply(animated.gaussians(self.pose.params(animated, model)), self.ply)
-            print(f"wrote {self.ply} ({len(animated.slots)} Gaussians)")
+            g = animated.gaussians(self.pose.params(animated, model, weights))
+            export_ply(g, self.ply)
+            print(f"wrote {self.ply} ({len(g.means):,} Gaussians)")
         if self.bundle:
             from dataclasses import replace
 
@@ -464,3 +477,8 @@ def main(argv: list[str] | None = None) -> None:
         cmd.run()
     except (ValueError, OSError, RendererUnavailable) as e:   # bad input: one clear line, no traceback
         raise SystemExit(f"error: {e}") from None
+    except KeyboardInterrupt:
+        print("stopped (Ctrl-C); outputs are written whole or not at all", file=sys.stderr)
+        raise SystemExit(130) from None
+    except MemoryError:
+        raise SystemExit("error: out of memory; try smaller inputs (fewer or shorter videos, smaller images)") from None

@@ -68,7 +68,7 @@ class Refine(OnDevice):
         from tqdm import tqdm
 
         from engine.headmodel.openhead import load_head_model
-        from engine.io import load_avatar, save_avatar
+        from engine.io import check_writable, load_avatar, save_avatar
         from engine.refine.config import load_refine_config, stages
         from engine.refine.refiner import RefineCancelled, refine_stages
         from engine.refine.session import prepare
@@ -86,11 +86,12 @@ class Refine(OnDevice):
         if self.landmark_tracking:
             over["photometric_tracking"] = False
         cfg = load_refine_config(self.preset, **over)
+        ckpt = self.checkpoint or self.out.with_suffix(".ckpt")
+        check_writable(self.out, ckpt)      # before minutes of tracking, not after
         model = load_head_model(device=self.compute_device())
         start = load_avatar(self.avatar) if self.avatar else None
         avatar, data = prepare(self.video, model, data_side(cfg), start, log=lambda s: print(s, file=sys.stderr),
                                network=self.network, outer=self.outer)
-        ckpt = self.checkpoint or self.out.with_suffix(".ckpt")
         stop = threading.Event()
         if cfg.photometric_tracking or self.tracking is not None:
             data = self._tracked(cfg, model, avatar, data, stop)

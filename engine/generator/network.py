@@ -473,9 +473,15 @@ def save_generator(net: FeedForwardNetwork, path: Path, extra: dict | None = Non
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": "spatialavatar-network-1", "config": dataclasses.asdict(net.cfg),
-                "head_model": net.head_model_name, "weights": net.state_dict(), **(extra or {})}, tmp)
-    tmp.replace(path)
+    try:
+        torch.save({"format": "spatialavatar-network-1", "config": dataclasses.asdict(net.cfg),
+                    "head_model": net.head_model_name, "weights": net.state_dict(), **(extra or {})}, tmp)
+        tmp.replace(path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, (RuntimeError, OSError)):     # torch.save reports a full disk as a RuntimeError
+            raise OSError(f"{path}: could not be written ({e}); an earlier file there is kept") from None
+        raise
 
 
 def load_generator(path: Path, model: HeadModel) -> FeedForwardNetwork:

@@ -34,3 +34,20 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def check_writable(*paths: str | os.PathLike) -> None:
+    """OSError naming the path when a file cannot be written at ``path`` (its folder cannot be
+    made, is read-only or is not a folder), checked by writing and removing a temporary file
+    beside it: commands that work for minutes before they write call this first."""
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            raise IsADirectoryError(f"{path}: is a folder; give a file name")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".check")
+            os.close(fd)
+            os.unlink(tmp)
+        except OSError as e:
+            raise OSError(f"{path}: cannot be written ({e.strerror or e}); choose another output") from None

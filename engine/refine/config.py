@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import math
+import typing
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -128,11 +130,34 @@ def load_refine_config(name_or_path: str | Path = "default", **overrides) -> Ref
         if not path.exists():
             names = sorted(p.stem for p in (PRESET_ROOT / "refine").glob("*.json"))
             raise ValueError(f"no refine preset {name_or_path!r}; bundled: {', '.join(names)}")
-    data = json.loads(path.read_text())
-    if data.pop("schema", None) != 1:
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a valid JSON preset ({e})") from None
+    if not isinstance(data, dict) or data.pop("schema", None) != 1:
         raise ValueError(f"{path}: unknown preset schema (expected 1)")
     known = {f.name for f in fields(RefineConfig)}
     unknown = set(data) - known
     if unknown:
         raise ValueError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
+    hints = typing.get_type_hints(RefineConfig)
+    for key, value in data.items():
+        kinds = typing.get_args(hints[key]) or (hints[key],)
+        if not any(_is(value, kind) for kind in kinds):
+            want = " or ".join("null" if k is type(None) else "a finite number" if k is float else k.__name__
+                               for k in kinds)
+            raise ValueError(f"{path}: {key} must be {want}, not {json.dumps(value)[:40]}")
     return replace(RefineConfig(), **{**data, **overrides})
+
+
+def _is(value, kind: type) -> bool:
+    """Whether a JSON value fits a field of type ``kind`` (true is no number; NaN no number either)."""
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, kind)

@@ -3,6 +3,7 @@ under known parameters."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 
 import cv2
@@ -219,6 +220,22 @@ def test_the_quality_preset_is_the_residual_then_a_polish_and_a_then_loop_is_ref
     loop.write_text(f'{{"schema": 1, "then": "{loop}"}}')
     with pytest.raises(ValueError, match=f"at most {MAX_STAGES} stages"):
         stages(load_refine_config(loop))
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"schema": 1, "iterations": "10"}', 'iterations must be int, not "10"'),
+    ('{"schema": 1, "lr_color": NaN}', "lr_color must be a finite number, not NaN"),
+    ('{"schema": 1, "random_background": 1}', "random_background must be bool, not 1"),
+    ('{"schema": 1, "log_scale_max": "big"}', "log_scale_max must be a finite number or null"),
+    ('{"schema": 1, "iterations": 10', "not a valid JSON preset"),
+    ("[1, 2]", "unknown preset schema"),
+])
+def test_a_preset_with_wrong_types_is_one_line_naming_the_file_and_key(tmp_path, content, message):
+    """Wrong types passed into RefineConfig and failed deep in a run (a traceback minutes later)."""
+    path = tmp_path / "mine.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match="mine.json: " + re.escape(message)):
+        load_refine_config(path)
 
 
 def test_aspect_penalty_against_the_formula():

@@ -1,0 +1,102 @@
+"""Hostile and broken inputs through the real commands, each in a child process: one clear line
+naming the file and the problem, exit code 1, no traceback, an existing output untouched, and
+bounded memory (the table at the end of the run gives each case's peak and seconds). Every input
+is made here; nothing from shared data."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+EARLIER = b"an earlier render the user kept"
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory, openhead) -> Path:
+    """A small valid avatar bundle (the plain OpenHead avatar)."""
+    from engine.generator.plain import plain_avatar
+    from engine.headmodel.base import HeadModel
+    from engine.io import save_avatar
+
+    path = tmp_path_factory.mktemp("bundle") / "plain.savatar"
+    save_avatar(plain_avatar(HeadModel(openhead)), path)
+    return path
+
+
+def rewritten(src: Path, dst: Path, replace: dict[str, bytes] | None = None, manifest: dict | None = None) -> Path:
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        for name in zin.namelist():
+            data = (replace or {}).get(name, zin.read(name))
+            if name == "manifest.json" and manifest:
+                data = json.dumps({**json.loads(data), **manifest}).encode()
+            zout.writestr(name, data)
+    return dst
+
+
+@pytest.fixture
+def kept(tmp_path) -> Path:
+    """An output file the user already has; every failing case must leave it as it was."""
+    path = tmp_path / "render.png"
+    path.write_bytes(EARLIER)
+    return path
+
+
+def test_render_with_a_nan_expression_weight(cli, kept):
+    out = cli("render", "--expr", "jawOpen=nan", "--out", kept)
+    out.assert_one_clear_line("jawOpen", "not a finite number")
+    assert kept.read_bytes() == EARLIER
+
+
+def test_render_with_a_nan_preset(cli, kept, tmp_path):
+    preset = tmp_path / "odd.json"
+    preset.write_text('{"schema": 1, "weights": {"jawOpen": NaN}}')
+    out = cli("render", "--preset", preset, "--out", kept)
+    out.assert_one_clear_line("odd.json", "finite numbers")
+    assert kept.read_bytes() == EARLIER
+
+
+def test_render_a_bundle_holding_nan(cli, kept, bundle, tmp_path):
+    from engine.io import load_avatar, save_avatar
+
+    a = load_avatar(bundle)
+    color = a.gaussians.color.clone()
+    color[:, 100, 100] = float("nan")
+    bad = tmp_path / "nan.savatar"
+    save_avatar(dataclasses.replace(a, gaussians=dataclasses.replace(a.gaussians, color=color)), bad)
+    out = cli("render", "--avatar", bad, "--out", kept)
+    out.assert_one_clear_line("nan.savatar", "NaN or infinite")
+    assert kept.read_bytes() == EARLIER
+
+
+def test_render_a_zip_bomb_bundle(cli, kept, bundle, tmp_path):
+    bomb = rewritten(bundle, tmp_path / "bomb.savatar", replace={"maps/color.npy": bytes(1 << 30)})
+    assert bomb.stat().st_size < 3 << 20                  # 1 GiB of zeros packs into about a megabyte
+    out = cli("render", "--avatar", bomb, "--out", kept)
+    out.assert_one_clear_line("bomb.savatar", "claims 1,073,741,824 bytes")
+    assert out.peak_mb < 1500 and kept.read_bytes() == EARLIER
+
+
+def test_render_a_bundle_claiming_a_huge_resolution(cli, kept, bundle, tmp_path):
+    big = rewritten(bundle, tmp_path / "big.savatar", manifest={"resolution": 16384})
+    out = cli("render", "--avatar", big, "--out", kept)
+    out.assert_one_clear_line("big.savatar", "resolution must be from 1 to 1024")
+    assert out.peak_mb < 1500
+
+
+def test_refine_with_a_preset_of_wrong_types(cli, tmp_path):
+    preset = tmp_path / "mine.json"
+    preset.write_text('{"schema": 1, "iterations": "many"}')
+    out = cli("refine", tmp_path / "any.mp4", "--preset", preset, "--out", tmp_path / "r.savatar")
+    out.assert_one_clear_line("mine.json", "iterations must be int")
+
+
+def test_refine_into_a_folder_that_cannot_be_made(cli, tmp_path):
+    """Checked before minutes of tracking: a torch.save failure surfaced only at the first checkpoint."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = cli("refine", tmp_path / "any.mp4", "--out", blocker / "r.savatar")
+    out.assert_one_clear_line("r.savatar", "cannot be written")
+    assert out.seconds < 60
