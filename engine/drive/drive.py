@@ -7,8 +7,11 @@ the pipeline, rendered frame by frame to an MP4, with per-stage timings.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -238,6 +241,9 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
         seen = -1
         try:
             while max_frames is None or last["index"] + 1 < max_frames:
+                if interrupted.is_set():
+                    stats.notes.append("stopped by Ctrl-C")
+                    break
                 f = live.latest(seen)
                 if f is None:
                     if not live.running:
@@ -259,10 +265,11 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
             live.stop()
 
     start = time.perf_counter()
+    live_mode = realtime if pipelined is None else pipelined
+    interrupted = threading.Event()
     try:
-        with torch_threads(threads):
-            write_video(out_mp4, live_frames() if (realtime if pipelined is None else pipelined) else frames(),
-                        source.fps)
+        with torch_threads(threads), (_ctrl_c_sets(interrupted) if live_mode else contextlib.nullcontext()):
+            write_video(out_mp4, live_frames() if live_mode else frames(), source.fps)
     finally:
         tr.close()
         source.close()
@@ -281,6 +288,27 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
         stats.notes.append(f"{name}: no face in {stats.frames - stats.found} of {stats.frames} frames "
                            f"(held, then eased to neutral)")
     return stats
+
+
+@contextlib.contextmanager
+def _ctrl_c_sets(event: threading.Event) -> Iterator[None]:
+    """While live recording: the first Ctrl-C sets ``event`` (the recording ends after the frame
+    being encoded and the MP4 is closed properly; a KeyboardInterrupt raised inside the encoder
+    lost the whole file); a second one interrupts as usual. Outside the main thread: no change."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def first(signum, frame) -> None:
+        event.set()
+        print("stopping: the recording is being closed (Ctrl-C again abandons it)", flush=True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    before = signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def _stack(params: list[HeadParams]) -> HeadParams:

@@ -104,15 +104,19 @@ class WebcamSource:
     ``width`` and ``height`` are requested; the camera may deliver another size (``size`` holds
     what it delivers). ``mirror`` flips frames left-right (a selfie view). Opening raises
     `CameraError` naming the index when there is no camera there, or it delivers no frame.
-    When the camera stops delivering (unplugged, taken by another program) for ``max_failures``
-    reads in a row, iteration ends and ``end_reason`` says so. ``opener`` replaces
+    A camera that stops delivering for a moment (USB cameras do) is read again for up to
+    ``stall_s`` seconds; when it delivers nothing for that long (unplugged, taken by another
+    program), or for ``max_failures`` reads in a row when that is given, iteration ends and
+    ``end_reason`` says so. ``opener`` replaces
     ``cv2.VideoCapture`` (another backend, or a fake in tests)."""
 
     def __init__(self, index: int = 0, width: int = 640, height: int = 480, fps: float | None = None,
-                 mirror: bool = False, max_failures: int = 5, opener: Callable[[int], object] | None = None) -> None:
+                 mirror: bool = False, max_failures: int | None = None, opener: Callable[[int], object] | None = None,
+                 stall_s: float = 3.0) -> None:
         self.index = index
         self.mirror = mirror
         self.max_failures = max_failures
+        self.stall_s = stall_s
         self.end_reason: str | None = None
         self.origin: float | None = None
         self.frames = 0
@@ -138,8 +142,10 @@ class WebcamSource:
         self.fps = reported if reported > 0 else None
 
     def _grab(self) -> np.ndarray | None:
-        """One frame as RGB, or None after ``max_failures`` failed reads in a row."""
-        for attempt in range(self.max_failures):
+        """One frame as RGB, or None once reads have failed for ``stall_s`` seconds (or
+        ``max_failures`` times) in a row."""
+        t0, failed = time.monotonic(), 0
+        while True:
             try:
                 ok, bgr = self._cap.read()
             except cv2.error:
@@ -147,8 +153,11 @@ class WebcamSource:
             if ok and bgr is not None and bgr.size:
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if bgr.ndim == 3 else cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
                 return np.ascontiguousarray(rgb[:, ::-1]) if self.mirror else rgb
-            time.sleep(0.01 * (attempt + 1))
-        return None
+            failed += 1
+            if (self.max_failures is not None and failed >= self.max_failures) or \
+                    time.monotonic() - t0 >= self.stall_s:
+                return None
+            time.sleep(min(0.01 * failed, 0.1))
 
     def __iter__(self) -> Iterator[FrameItem]:
         return self

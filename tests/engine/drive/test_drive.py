@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 
 import numpy as np
 import pytest
@@ -250,6 +251,46 @@ def test_live_drive_from_a_camera_records_until_the_camera_stops(model, animated
     assert "stopped delivering frames" in cam.end_reason
     with VideoReader(out) as video:
         assert sum(1 for _ in video) >= stats.frames and video.fps == pytest.approx(cam.fps)   # wall-clock timing
+
+
+def test_ctrl_c_during_a_live_recording_keeps_the_mp4(model, animated, talking_clip, tmp_path):
+    """Ctrl-C could land inside the encoder, which then deleted the whole recording. Now the first
+    Ctrl-C ends it after the frame in hand and the MP4 is complete."""
+    import os
+    import signal
+    import threading
+
+    import cv2
+
+    from engine.drive.sources import WebcamSource
+    from engine.io.media import VideoReader
+
+    path, _ = talking_clip
+
+    class Looping:                                   # a camera that never ends: the clip, over and over
+        def __init__(self):
+            self.cap = cv2.VideoCapture(str(path))
+
+        def read(self):
+            ok, bgr = self.cap.read()
+            if not ok:
+                self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                ok, bgr = self.cap.read()
+            time.sleep(0.02)
+            return ok, bgr
+
+        def __getattr__(self, name):
+            return getattr(self.cap, name)
+
+    cam = WebcamSource(0, opener=lambda i: Looping())
+    out = tmp_path / "live.mp4"
+    threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    stats = drive_video(animated.avatar, model, cam, out, transfer=TransferConfig(relative=False), size=64,
+                        tracker=UNBOUNDED)
+    assert "stopped by Ctrl-C" in stats.notes and stats.frames >= 1
+    with VideoReader(out) as video:
+        assert sum(1 for _ in video) >= stats.frames
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler      # restored
 
 
 def test_driven_frames_reach_a_virtual_camera_and_a_missing_one_is_explained(model, animated, talking_clip,

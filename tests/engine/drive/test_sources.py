@@ -109,11 +109,32 @@ def test_webcam_unplugged_mid_stream_ends_the_loop_with_a_reason():
     assert list(cam) == []
 
 
+def test_a_camera_that_stalls_for_a_second_keeps_the_stream():
+    """Reads that fail for about a second (a USB hiccup) are waited out; the loop gave up after
+    ~150 ms before."""
+    class Stalling(FakeCapture):
+        def __init__(self):
+            super().__init__(10)
+            self.reads, self.stall_until = 0, None
+
+        def read(self):
+            self.reads += 1
+            if self.reads == 4 and self.stall_until is None:
+                self.stall_until = time.monotonic() + 1.0
+            if self.stall_until is not None and time.monotonic() < self.stall_until:
+                return False, None
+            return super().read()
+
+    cam = WebcamSource(0, opener=lambda i: Stalling(), stall_s=1.5)
+    assert len([rgb for _, rgb in cam]) == 10
+    assert "stopped delivering frames after 10" in cam.end_reason
+
+
 def test_no_camera_at_an_index_is_an_error_naming_it():
     with pytest.raises(CameraError, match="camera 7: no camera at this index"):
         WebcamSource(7, opener=lambda i: FakeCapture(0, opened=False))
     with pytest.raises(CameraError, match="camera 3: opened, but delivers no frames"):
-        WebcamSource(3, opener=lambda i: FakeCapture(0))
+        WebcamSource(3, opener=lambda i: FakeCapture(0), max_failures=3)
     assert issubclass(CameraError, MediaError)
 
 
