@@ -24,6 +24,10 @@ import numpy as np
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"})
 _JPEG_MAGIC = b"\xff\xd8\xff"
+MAX_PIXELS = 64_000_000
+"""Images are decoded at most this large (8000x8000): a JPEG beyond it is decoded at 1/2, 1/4 or
+1/8 size by the decoder itself; any other format beyond it is refused (a 20000² PNG decoded
+in full took gigabytes before it was shrunk to 2048 px anyway)."""
 
 
 class MediaError(ValueError):
@@ -97,7 +101,19 @@ def read_image(path: str | os.PathLike, max_side: int = 2048) -> np.ndarray:
         raise MediaError(path, "empty file")
     # JPEG has no alpha, so the decode mode that applies EXIF orientation loses nothing;
     # everything else is decoded untouched so alpha and 16-bit samples survive.
-    flags = cv2.IMREAD_COLOR if data.startswith(_JPEG_MAGIC) else cv2.IMREAD_UNCHANGED
+    jpeg = data.startswith(_JPEG_MAGIC)
+    flags = cv2.IMREAD_COLOR if jpeg else cv2.IMREAD_UNCHANGED
+    size = _header_size(data)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        w, h = size
+        if not jpeg:
+            raise MediaError(path, f"{w}x{h} is {w * h / 1e6:.0f} megapixels, more than the {MAX_PIXELS / 1e6:.0f} "
+                                   "read here; shrink it first (any size up to 8000x8000 is fine)")
+        for factor, reduced in ((2, cv2.IMREAD_REDUCED_COLOR_2), (4, cv2.IMREAD_REDUCED_COLOR_4),
+                                (8, cv2.IMREAD_REDUCED_COLOR_8)):
+            flags = reduced
+            if w * h / factor ** 2 <= MAX_PIXELS:
+                break
     try:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as e:
@@ -111,10 +127,27 @@ def read_image(path: str | os.PathLike, max_side: int = 2048) -> np.ndarray:
     return rgb
 
 
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from an image file's header, without decoding it (None if unknown)."""
+    import io
+
+    from PIL import Image
+
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None    # the size is wanted, not PIL's bomb check
+    try:
+        with warnings.catch_warnings(), Image.open(io.BytesIO(data)) as im:
+            warnings.simplefilter("ignore")
+            return im.size
+    except Exception:  # noqa: BLE001 - an unknown header: OpenCV decides
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
 def _to_rgb8(path: Path, img: np.ndarray) -> np.ndarray:
     """OpenCV's decoded [H, W] / [H, W, 1|3|4] BGR(A), uint8 or uint16 -> uint8 [H, W, 3] RGB."""
     if img.dtype == np.uint16:
-        img = np.round(img / 257.0).astype(np.uint8)
+        img = cv2.convertScaleAbs(img, alpha=1 / 257.0)      # rounded x / 257, no float copy of the image
     elif img.dtype != np.uint8:
         raise MediaError(path, f"unsupported sample type {img.dtype} (expected 8- or 16-bit)")
     if img.ndim == 2:

@@ -255,3 +255,34 @@ def test_write_video_failure_leaves_existing_file(tmp_path: Path) -> None:
         write_video(path, [], fps=10)
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` (8-bit RGB) with no image data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + \
+        chunk(b"IEND", b"")
+
+
+def test_a_huge_png_is_refused_from_its_header(tmp_path: Path) -> None:
+    """A 20000² PNG was decoded in full (gigabytes) before the 2048-px shrink."""
+    path = tmp_path / "huge.png"
+    path.write_bytes(_png_header_only(20000, 20000))
+    with pytest.raises(MediaError, match=r"huge.png: 20000x20000 is 400 megapixels, more than the 64"):
+        read_image(path)
+
+
+def test_a_huge_jpeg_is_decoded_at_a_fraction_of_its_size(tmp_path: Path) -> None:
+    path = tmp_path / "big.jpg"
+    img = np.zeros((8000, 9000), np.uint8)
+    img[:, 4500:] = 200
+    cv2.imwrite(str(path), img)
+    with pytest.warns(UserWarning, match="big.jpg: 4500x4000 is larger than 2048 px"):
+        rgb = read_image(path)
+    assert rgb.shape == (1820, 2048, 3)
+    assert rgb[:, :1000].max() < 10 and rgb[:, 1100:].min() > 190
