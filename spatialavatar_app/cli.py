@@ -268,8 +268,10 @@ def write_preview(service, path: Path, size: int = 256) -> None:
     views = [render_array(animated, neutral, size, yaw) for yaw in (-35, 0, 35)]
     for preset in ("smile", "surprise"):
         views.append(render_array(animated, apply_expressions(neutral, service.model, load_expression_preset(preset)), size))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(path, np.concatenate(views, 1))
+    from engine.io._atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, np.concatenate(views, 1))
 
 
 def _placeholder(head_model):

@@ -111,9 +111,12 @@ def write_overlays(tracked, model, out: Path) -> None:
         return
     import imageio.v3 as iio
 
+    from engine.io._atomic import atomic_path
+
     for i, src in enumerate(tracked.sources):
         suffix = "" if len(tracked.sources) == 1 else f"_{i}"
-        iio.imwrite(out / f"{tracked.name}{suffix}_overlay.png", frame(i, read_image(src)))
+        with atomic_path(out / f"{tracked.name}{suffix}_overlay.png") as tmp:
+            iio.imwrite(tmp, frame(i, read_image(src)))
 
 
 def print_report(rows: list[dict]) -> None:

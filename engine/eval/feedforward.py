@@ -320,4 +320,6 @@ def write_json(path: Path, self_rows: Sequence[FFResult], cross_rows: Sequence[C
     out = {"self": [dataclasses.asdict(r) for r in self_rows], "cross": [dataclasses.asdict(r) for r in cross_rows],
            "definitions": dict(DEFINITIONS, matte=matte)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1) + "\n")
+    from engine.io._atomic import write_text_atomic
+
+    write_text_atomic(path, json.dumps(out, indent=1) + "\n")

@@ -102,4 +102,6 @@ def write_json(path: Path, rows: Sequence[PortraitScore], matte: str) -> None:
     import json
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"rows": [dataclasses.asdict(r) for r in rows], "matte": matte}, indent=1) + "\n")
+    from engine.io._atomic import write_text_atomic
+
+    write_text_atomic(path, json.dumps({"rows": [dataclasses.asdict(r) for r in rows], "matte": matte}, indent=1) + "\n")

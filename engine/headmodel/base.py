@@ -78,21 +78,28 @@ class HeadModelData:
         return self.exprdirs.shape[2]
 
     def save(self, path: str | Path) -> None:
+        """Atomically: a build interrupted while writing never leaves a half-written cache."""
+        from engine.io._atomic import atomic_path
+
         arrays = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("name", "expr_names")}
-        np.savez(path, name=np.array(self.name), expr_names=np.array(self.expr_names, dtype=str), **arrays)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, name=np.array(self.name), expr_names=np.array(self.expr_names, dtype=str), **arrays)
 
     @staticmethod
     def load(path: str | Path) -> "HeadModelData":
+        import zipfile
+        import zlib
+
         try:
             z = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
+            with z:
+                optional = ("lmk_ids",)
+                missing = [f.name for f in fields(HeadModelData) if f.name not in z.files and f.name not in optional]
+                if missing:
+                    raise HeadModelError(f"head model {path} lacks key(s) {', '.join(missing)}")
+                kw = {f.name: z[f.name] for f in fields(HeadModelData) if f.name in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:   # truncated or damaged
             raise HeadModelError(f"cannot read head model {path}: {e}") from e
-        with z:
-            optional = ("lmk_ids",)
-            missing = [f.name for f in fields(HeadModelData) if f.name not in z.files and f.name not in optional]
-            if missing:
-                raise HeadModelError(f"head model {path} lacks key(s) {', '.join(missing)}")
-            kw = {f.name: z[f.name] for f in fields(HeadModelData) if f.name in z.files}
         kw["name"] = str(kw["name"])
         kw["expr_names"] = tuple(str(s) for s in kw["expr_names"])
         return HeadModelData(**kw)

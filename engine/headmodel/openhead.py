@@ -51,10 +51,7 @@ def load_openhead() -> HeadModelData:
 
     print("Building the OpenHead head model (once; cached in %s)..." % path.parent, file=sys.stderr)
     data = build_openhead()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    data.save(tmp)
-    os.replace(tmp, path)
+    data.save(path)            # atomic: an interrupted write never leaves a damaged cache
     return data
 
 

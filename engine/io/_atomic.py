@@ -36,6 +36,31 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` with the same suffix (for writers that take a file
+    name: imageio, numpy, matplotlib); it replaces ``path`` only once the block succeeds, and is
+    deleted if it raises, so an existing ``path`` is never left half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """``path.write_text(text)``, atomically (see `atomic_write`)."""
+    with atomic_write(path) as f:
+        f.write(text.encode())
+
+
 def check_writable(*paths: str | os.PathLike) -> None:
     """OSError naming the path when a file cannot be written at ``path`` (its folder cannot be
     made, is read-only or is not a folder), checked by writing and removing a temporary file

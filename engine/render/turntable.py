@@ -37,9 +37,11 @@ def render_image(animated: AnimatedAvatar, params: HeadParams, out: Path, size: 
                  view_yaw: float = 0.0, view_pitch: float = 0.0, renderer: str | None = None) -> None:
     import imageio.v3 as iio
 
+    from engine.io._atomic import atomic_path
+
     img = render_array(animated, params, size, view_yaw, view_pitch, renderer)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(out, img)
+    with atomic_path(out) as tmp:
+        iio.imwrite(tmp, img)
 
 
 def render_turntable(animated: AnimatedAvatar, params: HeadParams, out: Path, size: int = 384, frames: int = 48,
@@ -58,5 +60,6 @@ def render_turntable(animated: AnimatedAvatar, params: HeadParams, out: Path, si
         cam = orbit_camera(40.0 * math.sin(2 * math.pi * t), 5.0, size=size)
         with torch.no_grad():
             images.append(backend.render(animated.gaussians(p), cam.to(animated.model.device)).to_uint8())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(out, images, fps=fps, codec="libx264", macro_block_size=16)
+    from engine.io.media import write_video
+
+    write_video(out, images, fps)            # atomic: an earlier file at ``out`` survives a failure

@@ -84,10 +84,13 @@ class Tracked:
                     bbox=self.bbox.astype(np.float32), timestep_id=np.arange(len(self.found), dtype=np.int32),
                     found=self.found, flagged=self.flagged, error_px=self.error_px.astype(np.float32),
                     landmarks=self.landmarks.astype(np.float32))
-        if len({m.shape for m in self.mattes}) == 1:
-            np.savez_compressed(out_dir / f"{self.name}_mattes.npz", mattes=np.stack(self.mattes))
-        else:
-            np.savez_compressed(out_dir / f"{self.name}_mattes.npz", **{f"matte_{i}": m for i, m in enumerate(self.mattes)})
+        from engine.io._atomic import atomic_path
+
+        with atomic_path(out_dir / f"{self.name}_mattes.npz") as tmp:
+            if len({m.shape for m in self.mattes}) == 1:
+                np.savez_compressed(tmp, mattes=np.stack(self.mattes))
+            else:
+                np.savez_compressed(tmp, **{f"matte_{i}": m for i, m in enumerate(self.mattes)})
         return path
 
 

@@ -30,6 +30,7 @@ from engine.generator.network import (FeedForwardNetwork, SourceInput, harmonic,
                                       view_direction)
 from engine.generator.projective import Source
 from engine.headmodel.base import HeadModel
+from engine.io._atomic import write_text_atomic
 from engine.metrics import psnr
 from engine.metrics.matte import head_matte
 from engine.refine.data import tracker_camera
@@ -252,7 +253,7 @@ def train(cfg: TrainConfig, model: HeadModel, log: Callable[[str], None] = print
             log(f"resumed from {last} at step {start}")
     if ctx.main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(cfg.to_json())
+        write_text_atomic(out / "config.json", cfg.to_json())
     renderer = select(ctx.device, need_grad=True)
     lpips = None
     if cfg.lpips_weights:

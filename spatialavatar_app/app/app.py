@@ -663,9 +663,12 @@ class App:
             a = f.alpha.cpu().clamp(0, 1)[..., None]
             rgb = (f.rgb.cpu() / a.clamp_min(1e-6)).clamp(0, 1) * (a > 0)
             rgba = (np.concatenate([rgb.numpy(), a.numpy()], -1) * 255 + 0.5).astype(np.uint8)
+            from engine.io._atomic import atomic_path
+
             path = self._export_path("screenshot", ".png")
             if path is not None:
-                iio.imwrite(path, rgba)
+                with atomic_path(path) as tmp:
+                    iio.imwrite(tmp, rgba)
             return path
         path = self._guard("screenshot", write)
         if path is not None:
