@@ -1,6 +1,7 @@
 """`python main.py track`: portraits and videos to head parameters, camera and mattes."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -49,10 +50,15 @@ class Track:
             jobs.insert(0, ("portraits", images))
         else:
             jobs = [("portrait", [p]) for p in images] + jobs
-        rows, failed = [], []
+        rows, failed, taken = [], [], set()
         for kind, paths in jobs:
+            name = paths[0].stem if len(paths) == 1 else "_".join(p.stem for p in paths)
+            base, n = name, 2
+            while name in taken:            # a/clip.mp4 and b/clip.mp4 must not write the same file
+                name, n = f"{base}-{n}", n + 1
+            taken.add(name)
             try:
-                rows.append(self._one(kind, paths, model))
+                rows.append(self._one(kind, paths, model, name))
             except MediaError as e:
                 failed.append(str(e))
                 print(f"skipped {e}", file=sys.stderr)
@@ -62,7 +68,7 @@ class Track:
         if not rows:
             raise SystemExit(1)
 
-    def _one(self, kind: str, paths: list[Path], model) -> dict:
+    def _one(self, kind: str, paths: list[Path], model, name: str) -> dict:
         from tqdm import tqdm
 
         from engine.track.tracker import track_portraits, track_video
@@ -77,9 +83,9 @@ class Track:
 
         try:
             if kind == "video":
-                tracked = track_video(paths[0], model, progress=progress, max_frames=self.max_frames)
+                tracked = dataclasses.replace(track_video(paths[0], model, progress=progress,
+                                                          max_frames=self.max_frames), name=name)
             else:
-                name = paths[0].stem if len(paths) == 1 else "_".join(p.stem for p in paths)
                 tracked = track_portraits(paths, model, progress=progress, name=name)
         finally:
             bar.close()

@@ -27,6 +27,16 @@ def test_track_writes_params_mattes_overlay_and_report(tmp_path, capsys):
     assert "tracked 1 of 2 inputs" in captured.out
 
 
+def test_two_inputs_with_one_name_write_two_files(tmp_path, capsys):
+    """`track a/face.png b/face.png` wrote both to out/face.npz, the second over the first."""
+    for sub, img in (("a", data.astronaut()), ("b", data.astronaut()[:, ::-1].copy())):
+        (tmp_path / sub).mkdir()
+        iio.imwrite(tmp_path / sub / "face.png", img)
+    main(["track", str(tmp_path / "a" / "face.png"), str(tmp_path / "b" / "face.png"), "--out", str(tmp_path / "out")])
+    a, b = (np.load(tmp_path / "out" / f"{n}.npz") for n in ("face", "face-2"))
+    assert a["rotation"][0, 1] * b["rotation"][0, 1] < 0 or not np.allclose(a["rotation"], b["rotation"])
+
+
 def test_track_with_only_bad_inputs_fails(tmp_path):
     bad = tmp_path / "x.png"
     bad.write_text("no")

@@ -514,7 +514,10 @@ class App:
             out_dir.mkdir(parents=True, exist_ok=True)
             result = self.service.refine_video(video, preset, from_current, progress, r.cancel,
                                                out_dir / f"{video.stem}.refine.ckpt", tracking, **overrides)
-            path = out_dir / f"{video.stem}.{'polished' if preset == 'polish' else 'refined'}.savatar"
+            base = f"{video.stem}.{'polished' if preset == 'polish' else 'refined'}"
+            path, n = out_dir / f"{base}.savatar", 2
+            while path.exists():                 # a later refine never replaces an earlier one
+                path, n = out_dir / f"{base}-{n}.savatar", n + 1
             self.service.save(path)
             save_params(result.tracking, tracking_path(path))     # for `eval refine` and `refine --preset polish`
             return result, path, video
