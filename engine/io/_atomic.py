@@ -30,9 +30,12 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
         # or use the usual 0644 for a new file.
         os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and str(path) not in str(e):      # e.g. a full disk: name the file
+            raise OSError(e.errno, f"{path}: could not be written ({e.strerror or e}); "
+                                   "a file that was there is kept") from None
         raise
 
 
@@ -49,9 +52,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield Path(tmp)
         os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and str(path) not in str(e):      # e.g. a full disk: name the file
+            raise OSError(e.errno, f"{path}: could not be written ({e.strerror or e}); "
+                                   "a file that was there is kept") from None
         raise
 
 

@@ -286,10 +286,13 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
         writer.close()
         os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if writer is not None:
             with contextlib.suppress(Exception):
                 writer.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and str(path) not in str(e):      # e.g. a full disk: name the file
+            raise OSError(e.errno, f"{path}: could not be written ({e.strerror or e}); "
+                                   "a file that was there is kept") from None
         raise
