@@ -39,30 +39,42 @@ WRITERS = {
 }
 
 
-@pytest.mark.parametrize("kind", list(WRITERS))
-def test_a_full_disk_keeps_the_earlier_file(tmp_path, kind):
-    out = tmp_path / {"bundle": "a.savatar", "ply": "a.ply", "refine checkpoint": "a.ckpt", "video": "a.mp4"}[kind]
-    out.write_bytes(b"the user's earlier file")
+OUTS = {"bundle": "a.savatar", "ply": "a.ply", "refine checkpoint": "a.ckpt", "video": "a.mp4"}
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory) -> tuple[Path, dict]:
+    """One child process tries every writer under a 200 KB file-size limit, each over an earlier
+    file of the user's: {kind: {"error", "message"}}."""
+    folder = tmp_path_factory.mktemp("disk")
+    for name in OUTS.values():
+        (folder / name).write_bytes(b"the user's earlier file")
+    body = ""
+    for kind, code in WRITERS.items():
+        body += (f"OUT = Path({str(folder / OUTS[kind])!r})\ntry:\n"
+                 + textwrap.indent(textwrap.dedent(code).strip(), "    ") + "\n"
+                 + f"except OSError as e:\n    results[{kind!r}] = {{'error': type(e).__name__, 'message': str(e)}}\n"
+                 + f"else:\n    results[{kind!r}] = {{'error': None, 'message': ''}}\n")
     script = textwrap.dedent(f"""
         import json, resource, signal, sys
         from pathlib import Path
         sys.path.insert(0, {str(ROOT)!r})
         from engine.headmodel.openhead import load_head_model
         model = load_head_model()
-        OUT = Path({str(out)!r})
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
-        try:
-    """) + textwrap.indent(textwrap.dedent(WRITERS[kind]).strip(), "    ") + textwrap.dedent("""
-        except OSError as e:
-            print(json.dumps({"error": type(e).__name__, "message": str(e)}))
-        else:
-            print(json.dumps({"error": None}))
-    """)
+        results = {{}}
+    """) + body + "\nprint(json.dumps(results))\n"
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    return folder, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("kind", list(WRITERS))
+def test_a_full_disk_keeps_the_earlier_file(written, kind):
+    folder, results = written
+    out, res = folder / OUTS[kind], results[kind]
     assert res["error"] is not None, "the write succeeded under a 200 KB file-size limit"
     assert str(out) in res["message"] and "could not be written" in res["message"], res
     assert out.read_bytes() == b"the user's earlier file"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(OUTS.values())       # no temporary file left

@@ -158,7 +158,7 @@ def test_resume_refuses_another_videos_checkpoint_and_a_stale_later_stage(model,
     never a's avatar continued; a later stage's checkpoint of an earlier run is not picked over
     this run's first stage; a damaged checkpoint is a one-line error."""
     start = avatar_with(model, torch.full((len(model.uv_slots(256)), 3), 0.5))
-    cfg = dataclasses.replace(CFG, iterations=60, checkpoint_every=30)
+    cfg = dataclasses.replace(CFG, iterations=20, checkpoint_every=10)
     ckpt = tmp_path / "r.ckpt"
     refine_stages(start, model, video, cfg, checkpoint=ckpt)                        # video a, finished
     other = dataclasses.replace(video, name="other")
@@ -168,17 +168,17 @@ def test_resume_refuses_another_videos_checkpoint_and_a_stale_later_stage(model,
         refine(start, model, other, cfg, checkpoint=ckpt, resume=True)
 
     then = tmp_path / "then.json"
-    then.write_text('{"schema": 1, "iterations": 20, "resolution": 64, "scale_freeze": 0, "aspect_start": 0, '
-                    '"checkpoint_every": 10, "preview_every": 0}')
+    then.write_text('{"schema": 1, "iterations": 10, "resolution": 64, "scale_freeze": 0, "aspect_start": 0, '
+                    '"checkpoint_every": 5, "preview_every": 0}')
     chain = dataclasses.replace(cfg, then=str(then))
     refine_stages(start, model, video, chain, checkpoint=ckpt)                      # leaves r.stage2.ckpt
     stop = threading.Event()                                                        # a new run, cut in stage 1
     with pytest.raises(RefineCancelled):
-        refine_stages(start, model, video, chain, progress=lambda p: p.iteration == 31 and stop.set(), cancel=stop,
+        refine_stages(start, model, video, chain, progress=lambda p: p.iteration == 11 and stop.set(), cancel=stop,
                       checkpoint=ckpt)
     seen = []
     refine_stages(start, model, video, chain, checkpoint=ckpt, resume=True, progress=lambda p: seen.append(p.iteration))
-    assert seen[0] == 31                         # continued in stage 1 at its checkpoint, not in the stale stage 2
+    assert seen[0] == 11                         # continued in stage 1 at its checkpoint, not in the stale stage 2
 
     ckpt.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="r.ckpt: not a readable refine checkpoint"):
@@ -192,7 +192,7 @@ def test_a_nan_step_is_skipped_and_a_diverged_refine_keeps_the_last_checkpoint(m
     import engine.refine.refiner as refiner
 
     start = avatar_with(model, torch.full((len(model.uv_slots(256)), 3), 0.5))
-    cfg = dataclasses.replace(CFG, iterations=60, checkpoint_every=10)
+    cfg = dataclasses.replace(CFG, iterations=24, checkpoint_every=4)
     bad = dataclasses.replace(video, mattes=video.mattes.copy())
     bad.mattes[int(video.train[0])] = np.nan                   # one training frame's matte is NaN
     out = refine(start, model, bad, cfg)
@@ -202,14 +202,15 @@ def test_a_nan_step_is_skipped_and_a_diverged_refine_keeps_the_last_checkpoint(m
     ckpt = tmp_path / "r.ckpt"
     real_ssim, calls = refiner.ssim, [0]
 
-    def nan_after_25(a, b):
+    def nan_after_5(a, b):
         calls[0] += 1
-        return real_ssim(a, b) * (float("nan") if calls[0] > 25 else 1.0)
+        return real_ssim(a, b) * (float("nan") if calls[0] > 5 else 1.0)
 
-    monkeypatch.setattr(refiner, "ssim", nan_after_25)
-    with pytest.raises(refiner.RefineDiverged, match=r"not finite for 20 steps in a row \(steps 26-45\)"):
+    monkeypatch.setattr(refiner, "ssim", nan_after_5)
+    monkeypatch.setattr(refiner, "MAX_BAD_STEPS", 8)
+    with pytest.raises(refiner.RefineDiverged, match=r"not finite for 8 steps in a row \(steps 6-13\)"):
         refine(start, model, video, cfg, checkpoint=ckpt)
-    assert torch.load(ckpt, weights_only=True)["iteration"] == 20     # the last good one
+    assert torch.load(ckpt, weights_only=True)["iteration"] == 4      # the last good one
 
 
 def test_the_quality_preset_is_the_residual_then_a_polish_and_a_then_loop_is_refused(tmp_path):
