@@ -90,6 +90,10 @@ class Pose:
         return head_rotation(p, self.yaw, self.pitch, self.roll) if (self.yaw or self.pitch or self.roll) else p
 
 
+MAX_RENDER_SIZE = 8192
+"""The largest rendered side: 8192² RGBA float buffers are ~1 GB; beyond it a typo is likelier than a wish."""
+
+
 @dataclass
 class Render(OnDevice):
     """Render an avatar (default: the built-in one) to a PNG, or a turntable MP4 with --video."""
@@ -114,6 +118,10 @@ class Render(OnDevice):
     def run(self) -> None:
         from engine.render.turntable import render_image, render_turntable
 
+        if not 16 <= self.size <= MAX_RENDER_SIZE:
+            raise ValueError(f"--size {self.size}: renders are 16 to {MAX_RENDER_SIZE} pixels a side")
+        if self.video and not 1 <= self.frames <= 10_000:
+            raise ValueError(f"--frames {self.frames}: a turntable has 1 to 10000 frames")
         weights = self.pose.weights()
         animated, model = self.source.load(self.compute_device())
         params = self.pose.params(animated, model, weights)
@@ -229,20 +237,24 @@ class Build(OnDevice):
         from tqdm import tqdm
 
         from engine.headmodel.openhead import load_head_model
+        from engine.io import check_writable
         from engine.service import AvatarService
 
+        check_writable(self.out, *([self.preview] if self.preview else []))
         service = AvatarService(load_head_model(self.head_model, self.compute_device()),
                                 avatar=_placeholder(self.head_model),
                                 generator=self.generator, checkpoint=self.checkpoint)
         bar = tqdm(total=100, desc="building", bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}")
 
         def progress(stage: str, fraction: float) -> None:
-            bar.set_description(stage)
+            bar.set_description_str(stage)
             bar.n = int(100 * fraction)
             bar.refresh()
 
-        avatar = service.build_avatar(self.portraits, progress)
-        bar.close()
+        try:
+            avatar = service.build_avatar(self.portraits, progress)
+        finally:
+            bar.close()             # before any error line, so that line is the last one
         service.save(self.out)
         for note in avatar.metadata.get("notes", []):
             print(f"note: {note}")

@@ -9,6 +9,15 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 
+def _temp_beside(path: Path, suffix: str) -> tuple[int, str]:
+    """A new temporary file in ``path``'s folder (made if missing); OSError naming ``path``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)   # an output folder that does not exist yet is made
+        return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    except OSError as e:
+        raise OSError(e.errno, f"{path}: cannot be written ({e.strerror or e})") from None
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """Yield a binary file that replaces ``path`` only once the ``with`` block succeeds.
@@ -19,8 +28,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     byte-for-byte untouched: a crash never leaves a half-written file under the real name.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)   # an output folder that does not exist yet is made
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _temp_beside(path, ".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -45,8 +53,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     name: imageio, numpy, matplotlib); it replaces ``path`` only once the block succeeds, and is
     deleted if it raises, so an existing ``path`` is never left half-written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
+    fd, tmp = _temp_beside(path, path.suffix or ".tmp")
     os.close(fd)
     try:
         yield Path(tmp)

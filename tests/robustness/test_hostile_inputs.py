@@ -100,3 +100,77 @@ def test_refine_into_a_folder_that_cannot_be_made(cli, tmp_path):
     out = cli("refine", tmp_path / "any.mp4", "--out", blocker / "r.savatar")
     out.assert_one_clear_line("r.savatar", "cannot be written")
     assert out.seconds < 60
+
+
+class _Payload:
+    """A pickle that, if unpickled with full pickle, creates the file it names."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_render_with_a_flame_pkl_that_carries_code(cli, kept, tmp_path):
+    """FLAME is read with a restricted unpickler: a payload is refused, never run."""
+    import pickle
+
+    marker = tmp_path / "ran"
+    evil = tmp_path / "flame2023.pkl"
+    evil.write_bytes(pickle.dumps({"v_template": _Payload(marker)}))
+    out = cli("render", "--head-model", evil, "--out", kept)
+    out.assert_one_clear_line("flame2023.pkl")
+    assert not marker.exists() and kept.read_bytes() == EARLIER
+
+
+@pytest.mark.parametrize("size", ["0", "100000"])
+def test_render_at_an_impossible_size(cli, kept, size):
+    out = cli("render", "--size", size, "--out", kept)
+    out.assert_one_clear_line(f"--size {size}", "16 to 8192")
+    assert kept.read_bytes() == EARLIER
+
+
+def test_render_a_bundle_with_an_encrypted_entry(cli, kept, bundle, tmp_path):
+    data = bytearray(bundle.read_bytes())
+    pos = 0
+    while (pos := data.find(b"PK", pos)) != -1:             # set the encryption flag everywhere
+        if data[pos + 2:pos + 4] == b"\x03\x04":
+            data[pos + 6] |= 1
+        elif data[pos + 2:pos + 4] == b"\x01\x02":
+            data[pos + 8] |= 1
+        pos += 2
+    odd = tmp_path / "locked.savatar"
+    odd.write_bytes(bytes(data))
+    out = cli("render", "--avatar", odd, "--out", kept)
+    out.assert_one_clear_line("locked.savatar")
+    assert kept.read_bytes() == EARLIER
+
+
+def test_build_from_a_png_claiming_20000_squared(cli, tmp_path):
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+    out = cli("build", huge, "--out", tmp_path / "a.savatar")
+    out.assert_one_clear_line("huge.png", "400 megapixels")
+    assert out.peak_mb < 1500 and not (tmp_path / "a.savatar").exists()
+
+
+def test_build_from_text_named_png(cli, tmp_path):
+    fake = tmp_path / "notes.png"
+    fake.write_text("this is not an image")
+    out = cli("build", fake, "--out", tmp_path / "a.savatar")
+    out.assert_one_clear_line("notes.png")
+
+
+def test_export_a_bundle_into_a_folder_that_cannot_be_made(cli, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = cli("export", "--avatar", "plain", "--bundle", blocker / "x.savatar")
+    out.assert_one_clear_line("x.savatar")
