@@ -39,11 +39,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
         os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644)
         os.replace(tmp, path)
     except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(e, OSError) and str(path) not in str(e):      # e.g. a full disk: name the file
-            raise OSError(e.errno, f"{path}: could not be written ({e.strerror or e}); "
-                                   "a file that was there is kept") from None
+        abandon(tmp, path, e)
         raise
 
 
@@ -60,12 +56,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644)
         os.replace(tmp, path)
     except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(e, OSError) and str(path) not in str(e):      # e.g. a full disk: name the file
-            raise OSError(e.errno, f"{path}: could not be written ({e.strerror or e}); "
-                                   "a file that was there is kept") from None
+        abandon(tmp, path, e)
         raise
+
+
+def abandon(tmp: str | os.PathLike, path: Path, error: BaseException) -> None:
+    """After a failed write to ``tmp`` for ``path``: delete ``tmp``; an OSError (a full disk)
+    becomes one naming ``path``. The caller re-raises anything else."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    if isinstance(error, OSError) and str(path) not in str(error):
+        raise OSError(error.errno, f"{path}: could not be written ({error.strerror or error}); "
+                                   "a file that was there is kept") from None
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

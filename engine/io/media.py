@@ -290,9 +290,7 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
         if writer is not None:
             with contextlib.suppress(Exception):
                 writer.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(e, OSError) and str(path) not in str(e):      # e.g. a full disk: name the file
-            raise OSError(e.errno, f"{path}: could not be written ({e.strerror or e}); "
-                                   "a file that was there is kept") from None
+        from engine.io._atomic import abandon
+
+        abandon(tmp, path, e)
         raise
