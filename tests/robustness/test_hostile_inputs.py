@@ -174,3 +174,12 @@ def test_export_a_bundle_into_a_folder_that_cannot_be_made(cli, tmp_path):
     blocker.write_text("not a folder")
     out = cli("export", "--avatar", "plain", "--bundle", blocker / "x.savatar")
     out.assert_one_clear_line("x.savatar")
+
+
+def test_the_peak_memory_is_the_childs_own(cli):
+    """The bounds above read the child's peak; a large test process must not leak into it."""
+    ballast = bytearray(1200 << 20)
+    ballast[::4096] = b"\1" * len(ballast[::4096])      # touch every page: 1.2 GB resident here
+    out = cli("--help")
+    assert out.code == 0 and 0 < out.peak_mb < 900, out
+    del ballast
