@@ -135,11 +135,11 @@ class AvatarService:
 
         self._lock = threading.RLock()
         self.generator, self.checkpoint = generator, checkpoint
+        self.model = model or load_head_model()
         if generator != "projective":
             from engine.generator.api import check_generator
 
-            check_generator(generator, checkpoint)
-        self.model = model or load_head_model()
+            check_generator(generator, checkpoint, self.model)      # a bad file fails before any tracking
         self._renderer = select(self.model.device, need_grad=False, prefer=renderer)
         self._animated = AnimatedAvatar(avatar or default_avatar(self.model), self.model)
         self._params = self._animated.neutral()

@@ -13,7 +13,7 @@ from typing import Annotated, Literal, Optional
 
 import tyro
 
-from spatialavatar_app.cmd_shared import OnDevice
+from spatialavatar_app.cmd_shared import OnDevice, check_render_size
 from spatialavatar_app.drive_cmd import Drive
 from spatialavatar_app.eval_cmd import Eval
 from spatialavatar_app.refine_cmd import Refine
@@ -49,7 +49,7 @@ class Source:
 
         av = load_avatar(self.avatar)
         if av.head_model != model.name:
-            raise SystemExit(f"{self.avatar} was made for head model {av.head_model!r}; pass --head-model "
+            raise ValueError(f"{self.avatar} was made for head model {av.head_model!r}; pass --head-model "
                              f"for it (the loaded one is {model.name!r})")
         return AnimatedAvatar(av, model), model
 
@@ -90,8 +90,11 @@ class Pose:
         return head_rotation(p, self.yaw, self.pitch, self.roll) if (self.yaw or self.pitch or self.roll) else p
 
 
-MAX_RENDER_SIZE = 8192
 """The largest rendered side: 8192² RGBA float buffers are ~1 GB; beyond it a typo is likelier than a wish."""
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+VIDEO_SUFFIXES = (".mp4",)
 
 
 @dataclass
@@ -118,10 +121,16 @@ class Render(OnDevice):
     def run(self) -> None:
         from engine.render.turntable import render_image, render_turntable
 
-        if not 16 <= self.size <= MAX_RENDER_SIZE:
-            raise ValueError(f"--size {self.size}: renders are 16 to {MAX_RENDER_SIZE} pixels a side")
+        check_render_size("--size", self.size)
         if self.video and not 1 <= self.frames <= 10_000:
             raise ValueError(f"--frames {self.frames}: a turntable has 1 to 10000 frames")
+        kinds = VIDEO_SUFFIXES if self.video else IMAGE_SUFFIXES
+        if self.out.suffix.lower() not in kinds:
+            raise ValueError(f"{self.out}: {'a turntable' if self.video else 'an image'} is written as "
+                             f"{' or '.join(kinds)}; give a file name ending in one of them")
+        from engine.io import check_writable
+
+        check_writable(self.out)                # before the avatar is loaded and rendered
         weights = self.pose.weights()
         animated, model = self.source.load(self.compute_device())
         params = self.pose.params(animated, model, weights)
@@ -145,9 +154,10 @@ class Export(OnDevice):
 
     def run(self) -> None:
         if not (self.ply or self.bundle):
-            raise SystemExit("export: nothing to do; give --ply PATH and/or --bundle PATH")
-        from engine.io import export_ply, save_avatar
+            raise ValueError("export: nothing to do; give --ply PATH and/or --bundle PATH")
+        from engine.io import check_writable, export_ply, save_avatar
 
+        check_writable(*(p for p in (self.ply, self.bundle) if p))
         weights = self.pose.weights()
         animated, model = self.source.load(self.compute_device())
         if self.ply:
@@ -387,7 +397,7 @@ class Bench(OnDevice):
         if self.what == "build":
             return self._build()
         if self.what == "refine" and self.video is None:
-            raise SystemExit("bench refine needs --video VIDEO")
+            raise ValueError("bench refine needs --video VIDEO")
         print(f"before: {machine_load()}")
         with OtherCpuUse() as others:
             if self.what == "refine":
@@ -476,6 +486,15 @@ class Bench(OnDevice):
 COMMANDS = {"app": App, "build": Build, "render": Render, "export": Export, "track": Track, "refine": Refine, "drive": Drive, "headmodel": HeadModelCmd, "demo": Demo, "bench": Bench, "eval": Eval, "train": Train}
 
 
+def one_line(e: BaseException) -> str:
+    """What the user reads of an error: an OSError as "FILE: what is wrong" (without Python's
+    "[Errno N]"), anything else as its message."""
+    if isinstance(e, OSError) and e.strerror:
+        what = e.strerror[:1].lower() + e.strerror[1:] if e.filename is not None else e.strerror
+        return f"{e.filename}: {what}" if e.filename is not None else what
+    return str(e)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
@@ -490,7 +509,7 @@ def main(argv: list[str] | None = None) -> None:
             cmd.compute_device()        # chosen once, said once, before anything is loaded
         cmd.run()
     except (ValueError, OSError, RendererUnavailable) as e:   # bad input: one clear line, no traceback
-        raise SystemExit(f"error: {e}") from None
+        raise SystemExit(f"error: {one_line(e)}") from None
     except KeyboardInterrupt:
         print("stopped (Ctrl-C); outputs are written whole or not at all", file=sys.stderr)
         raise SystemExit(130) from None

@@ -24,15 +24,22 @@ class OnDevice:
         return resolve(self.device)
 
 
+MAX_RENDER_SIZE = 8192
+"""The largest render side a command accepts, pixels."""
+
+
+def check_render_size(flag: str, size: int) -> None:
+    """ValueError naming ``flag`` unless ``size`` is a render side from 16 to `MAX_RENDER_SIZE`."""
+    if not 16 <= size <= MAX_RENDER_SIZE:
+        raise ValueError(f"{flag} {size}: renders are 16 to {MAX_RENDER_SIZE} pixels a side")
+
+
 def tracked_from(path: Path, data, model):
-    """``data`` on the tracking file ``path``; a file that does not fit the video ends the
-    command with a message naming it (refine --tracking, eval refine)."""
+    """``data`` on the tracking file ``path``; ValueError naming the file when it does not fit
+    the video (refine --tracking, eval refine)."""
     from engine.refine.session import load_tracking
 
-    try:
-        return load_tracking(path, data, model)
-    except ValueError as e:
-        raise SystemExit(str(e)) from e
+    return load_tracking(path, data, model)
 
 
 class StageBars:

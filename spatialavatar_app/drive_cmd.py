@@ -9,7 +9,7 @@ from typing import Optional
 
 import tyro
 
-from spatialavatar_app.cmd_shared import OnDevice
+from spatialavatar_app.cmd_shared import OnDevice, check_render_size
 
 
 @dataclass
@@ -65,7 +65,8 @@ class Drive(OnDevice):
         from engine.drive.transfer import TransferConfig
 
         if (self.video is None) == (self.webcam is None):
-            raise SystemExit("give a driver: --video DRIVER.mp4 or --webcam INDEX")
+            raise ValueError("give a driver: --video DRIVER.mp4 or --webcam INDEX")
+        check_render_size("--size", self.size)
         from spatialavatar_app.cli import Source
 
         driver = self.video

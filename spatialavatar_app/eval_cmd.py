@@ -109,7 +109,7 @@ class Eval(OnDevice):
         except ValueError as e:
             raise SystemExit(str(e)) from e
         if self.cross and len(self.videos) < 2:
-            raise SystemExit("--cross needs at least two videos")
+            raise ValueError("--cross needs at least two videos")
         lpips = self._lpips()
         model = load_head_model(device=self.compute_device())
         faces = FaceMetrics(model.host())       # FaceMesh and landmark fits of real and rendered frames
@@ -184,7 +184,7 @@ class Eval(OnDevice):
         if self.lpips_weights is None:
             return None
         if len(self.lpips_weights) > 2:
-            raise SystemExit("--lpips-weights takes the AlexNet checkpoint and alex.pth (two files)")
+            raise ValueError("--lpips-weights takes the AlexNet checkpoint and alex.pth (two files)")
         try:
             return load_lpips(self.lpips_weights)
         except (OSError, ValueError) as e:
@@ -200,7 +200,7 @@ class Eval(OnDevice):
         from engine.refine.session import prepare
 
         if len(self.videos) != 2:
-            raise SystemExit("eval refine takes AVATAR VIDEO")
+            raise ValueError("eval refine takes AVATAR VIDEO")
         lpips = self._lpips()
         avatar_path, video = self.videos
         model = load_head_model(device=self.compute_device())

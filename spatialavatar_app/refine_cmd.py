@@ -88,6 +88,14 @@ class Refine(OnDevice):
         cfg = load_refine_config(self.preset, **over)
         ckpt = self.checkpoint or self.out.with_suffix(".ckpt")
         check_writable(self.out, ckpt)      # before minutes of tracking, not after
+        if self.tracking is not None:       # a file that is not a tracking fails now, not after them
+            from engine.io.params import load_params
+
+            load_params(self.tracking)
+        if self.resume and ckpt.exists():
+            from engine.refine.refiner import read_checkpoint
+
+            read_checkpoint(ckpt)
         model = load_head_model(device=self.compute_device())
         start = load_avatar(self.avatar) if self.avatar else None
         avatar, data = prepare(self.video, model, data_side(cfg), start, log=lambda s: print(s, file=sys.stderr),

@@ -46,7 +46,7 @@ class Track:
         jobs = [("video", [p]) for p in videos]
         if self.same_person and images:
             if len(images) > 4:
-                raise SystemExit(f"--same-person takes 1 to 4 portraits, got {len(images)}")
+                raise ValueError(f"--same-person takes 1 to 4 portraits, got {len(images)}")
             jobs.insert(0, ("portraits", images))
         else:
             jobs = [("portrait", [p]) for p in images] + jobs

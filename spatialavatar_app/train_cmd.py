@@ -78,7 +78,7 @@ class Train(OnDevice):
             over["lpips_weights"] = tuple(str(p) for p in self.lpips_weights)
         cfg = dataclasses.replace(cfg, **over)
         if cfg.phase == 2 and not cfg.anchor:
-            raise SystemExit("train phase2 continues from Phase 1: give --anchor OUT/network.pt of a phase1 run")
+            raise ValueError("train phase2 continues from Phase 1: give --anchor OUT/network.pt of a phase1 run")
         last = train(cfg, model, device=self.compute_device())
         print(f"checkpoint: {last.parent / 'network.pt'} (resumable state: {last})")
 
@@ -88,7 +88,7 @@ class Train(OnDevice):
         from engine.train.datasets import celebvhq_clips, nersemble_clip
 
         if not self.inputs:
-            raise SystemExit("train prepare: give videos, CelebV-HQ folders, NeRSemble sequences or "
+            raise ValueError("train prepare: give videos, CelebV-HQ folders, NeRSemble sequences or "
                              "group:NAME=a.jpg,b.jpg")
         for item in self.inputs:
             s = str(item)
@@ -104,5 +104,5 @@ class Train(OnDevice):
             elif is_video(item):
                 out = prepare_video(item, model, self.data)
             else:
-                raise SystemExit(f"train prepare: {item} is not a video, a folder or a group:NAME=… list")
+                raise ValueError(f"train prepare: {item} is not a video, a folder or a group:NAME=… list")
             print(f"{item}: {out}", flush=True)

@@ -133,7 +133,7 @@ def test_eval_refine_scores_with_the_tracking_refine_wrote(tmp_path, openhead):
     assert used is data and "landmark" in how
     save_params(dataclasses.replace(photometric, **{k: getattr(photometric, k)[:2] for k in FIELDS}),
                 tmp_path / "short.npz")
-    with pytest.raises(SystemExit, match="short.npz: the tracking has 2 frames; the video has 3"):
+    with pytest.raises(ValueError, match="short.npz: the tracking has 2 frames; the video has 3"):
         Eval("refine", [avatar, tmp_path / "v.mp4"], tracking=tmp_path / "short.npz")._tracking(avatar, None, model, data)
 
 
@@ -161,7 +161,7 @@ def test_refine_reuses_the_tracking_beside_its_start_and_writes_it_beside_its_ou
     assert torch.equal(used.params.jaw, earlier.jaw)
     assert torch.equal(load_params(tmp_path / "polished.tracking.npz")[0].jaw, earlier.jaw)
     save_params(dataclasses.replace(earlier, **{k: getattr(earlier, k)[:1] for k in FIELDS}), tmp_path / "one.npz")
-    with pytest.raises(SystemExit, match="one.npz: the tracking has 1 frames; the video has 3"):
+    with pytest.raises(ValueError, match="one.npz: the tracking has 1 frames; the video has 3"):
         Refine(tmp_path / "v.mp4", out=tmp_path / "x.savatar", tracking=tmp_path / "one.npz")._tracked(
             load_refine_config("default"), model, None, data, threading.Event())
 

@@ -24,9 +24,10 @@ from engine.types import Avatar
 GENERATORS = ("projective", "network")
 
 
-def check_generator(kind: str, checkpoint: Path | None) -> None:
+def check_generator(kind: str, checkpoint: Path | None, model: HeadModel | None = None) -> None:
     """Raise ValueError for an unknown generator, or the network one without a checkpoint file
-    (before anything slow runs)."""
+    (before anything slow runs); with ``model``, also when the checkpoint is not a network for it
+    (it is read now, and kept for `generate`)."""
     if kind not in GENERATORS:
         raise ValueError(f"unknown generator {kind!r}; choose one of {', '.join(GENERATORS)}")
     if kind == "network" and checkpoint is None:
@@ -34,6 +35,8 @@ def check_generator(kind: str, checkpoint: Path | None) -> None:
                          "`python main.py train`; docs/training.md)")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise ValueError(f"checkpoint {checkpoint} does not exist")
+    if model is not None and kind == "network":
+        _network(checkpoint, model)
 
 
 _NETWORKS: dict = {}

@@ -49,7 +49,8 @@ def _read_preset(path: Path, keys: set[str]) -> dict:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise AvatarFileError(path, f"not a readable preset ({e})") from None
+        why = e.strerror.lower() if isinstance(e, OSError) and e.strerror else str(e)
+        raise AvatarFileError(path, f"not a readable preset ({why})") from None
     if not isinstance(data, dict) or data.get("schema") != 1:
         raise AvatarFileError(path, f"unknown preset schema {data.get('schema') if isinstance(data, dict) else None!r} (expected 1)")
     unknown = set(data) - keys

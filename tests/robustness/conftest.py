@@ -57,16 +57,65 @@ class Outcome:
 
 
 def run_cli(*args: str | os.PathLike, tmp: Path, timeout: float = 300) -> Outcome:
-    """``python main.py ARGS`` in the repository, on the CPU, with ``tmp`` for its peak-memory note."""
+    """``python main.py ARGS`` in the repository, on the CPU (CUDA hidden, so every command,
+    with a ``--device`` option or without, runs as on a machine without a GPU), with ``tmp`` for
+    its peak-memory note."""
     note = tmp / f".peak-{time.monotonic_ns()}"
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _WRAPPER, str(note), *map(str, args), "--device", "cpu"],
+    proc = subprocess.run([sys.executable, "-c", _WRAPPER, str(note), *map(str, args)],
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                          env={**os.environ, "PYTHONWARNINGS": "ignore", "CUDA_VISIBLE_DEVICES": ""})
     seconds = time.perf_counter() - t0
     peak = int(note.read_text()) / 1024 if note.exists() else float("nan")
     note.unlink(missing_ok=True)
     return Outcome(proc.returncode, proc.stderr, peak, seconds)
+
+
+class Payload:
+    """A pickle that, if unpickled with full pickle, creates the file it names: what the program
+    reads with full pickle would leave the marker behind."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.fixture
+def marker(tmp_path) -> Path:
+    """The file a `Payload` creates when it is run; it must never appear."""
+    return tmp_path / "payload-ran"
+
+
+@pytest.fixture
+def payload(marker) -> Payload:
+    return Payload(marker)
+
+
+@pytest.fixture
+def earlier() -> bytes:
+    return b"an earlier render the user kept"
+
+
+@pytest.fixture
+def kept(tmp_path, earlier) -> Path:
+    """An output file the user already has; every failing case must leave it as it was."""
+    path = tmp_path / "render.png"
+    path.write_bytes(earlier)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory, openhead) -> Path:
+    """A small valid avatar bundle (the plain OpenHead avatar)."""
+    from engine.generator.plain import plain_avatar
+    from engine.headmodel.base import HeadModel
+    from engine.io import save_avatar
+
+    path = tmp_path_factory.mktemp("bundle") / "plain.savatar"
+    save_avatar(plain_avatar(HeadModel(openhead)), path)
+    return path
 
 
 _ROWS: list[dict] = []

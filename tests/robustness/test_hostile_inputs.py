@@ -11,21 +11,6 @@ from pathlib import Path
 
 import pytest
 
-EARLIER = b"an earlier render the user kept"
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory, openhead) -> Path:
-    """A small valid avatar bundle (the plain OpenHead avatar)."""
-    from engine.generator.plain import plain_avatar
-    from engine.headmodel.base import HeadModel
-    from engine.io import save_avatar
-
-    path = tmp_path_factory.mktemp("bundle") / "plain.savatar"
-    save_avatar(plain_avatar(HeadModel(openhead)), path)
-    return path
-
-
 def rewritten(src: Path, dst: Path, replace: dict[str, bytes] | None = None, manifest: dict | None = None) -> Path:
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
         for name in zin.namelist():
@@ -36,29 +21,21 @@ def rewritten(src: Path, dst: Path, replace: dict[str, bytes] | None = None, man
     return dst
 
 
-@pytest.fixture
-def kept(tmp_path) -> Path:
-    """An output file the user already has; every failing case must leave it as it was."""
-    path = tmp_path / "render.png"
-    path.write_bytes(EARLIER)
-    return path
-
-
-def test_render_with_a_nan_expression_weight(cli, kept):
+def test_render_with_a_nan_expression_weight(cli, kept, earlier):
     out = cli("render", "--expr", "jawOpen=nan", "--out", kept)
     out.assert_one_clear_line("jawOpen", "not a finite number")
-    assert kept.read_bytes() == EARLIER
+    assert kept.read_bytes() == earlier
 
 
-def test_render_with_a_nan_preset(cli, kept, tmp_path):
+def test_render_with_a_nan_preset(cli, kept, tmp_path, earlier):
     preset = tmp_path / "odd.json"
     preset.write_text('{"schema": 1, "weights": {"jawOpen": NaN}}')
     out = cli("render", "--preset", preset, "--out", kept)
     out.assert_one_clear_line("odd.json", "finite numbers")
-    assert kept.read_bytes() == EARLIER
+    assert kept.read_bytes() == earlier
 
 
-def test_render_a_bundle_holding_nan(cli, kept, bundle, tmp_path):
+def test_render_a_bundle_holding_nan(cli, kept, bundle, tmp_path, earlier):
     from engine.io import load_avatar, save_avatar
 
     a = load_avatar(bundle)
@@ -68,15 +45,15 @@ def test_render_a_bundle_holding_nan(cli, kept, bundle, tmp_path):
     save_avatar(dataclasses.replace(a, gaussians=dataclasses.replace(a.gaussians, color=color)), bad)
     out = cli("render", "--avatar", bad, "--out", kept)
     out.assert_one_clear_line("nan.savatar", "NaN or infinite")
-    assert kept.read_bytes() == EARLIER
+    assert kept.read_bytes() == earlier
 
 
-def test_render_a_zip_bomb_bundle(cli, kept, bundle, tmp_path):
+def test_render_a_zip_bomb_bundle(cli, kept, bundle, tmp_path, earlier):
     bomb = rewritten(bundle, tmp_path / "bomb.savatar", replace={"maps/color.npy": bytes(1 << 30)})
     assert bomb.stat().st_size < 3 << 20                  # 1 GiB of zeros packs into about a megabyte
     out = cli("render", "--avatar", bomb, "--out", kept)
     out.assert_one_clear_line("bomb.savatar", "claims 1,073,741,824 bytes")
-    assert out.peak_mb < 1500 and kept.read_bytes() == EARLIER
+    assert out.peak_mb < 1500 and kept.read_bytes() == earlier
 
 
 def test_render_a_bundle_claiming_a_huge_resolution(cli, kept, bundle, tmp_path):
@@ -102,36 +79,25 @@ def test_refine_into_a_folder_that_cannot_be_made(cli, tmp_path):
     assert out.seconds < 60
 
 
-class _Payload:
-    """A pickle that, if unpickled with full pickle, creates the file it names."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
-
-
-def test_render_with_a_flame_pkl_that_carries_code(cli, kept, tmp_path):
+def test_render_with_a_flame_pkl_that_carries_code(cli, kept, earlier, tmp_path, payload, marker):
     """FLAME is read with a restricted unpickler: a payload is refused, never run."""
     import pickle
 
-    marker = tmp_path / "ran"
     evil = tmp_path / "flame2023.pkl"
-    evil.write_bytes(pickle.dumps({"v_template": _Payload(marker)}))
+    evil.write_bytes(pickle.dumps({"v_template": payload}))
     out = cli("render", "--head-model", evil, "--out", kept)
     out.assert_one_clear_line("flame2023.pkl")
-    assert not marker.exists() and kept.read_bytes() == EARLIER
+    assert not marker.exists() and kept.read_bytes() == earlier
 
 
 @pytest.mark.parametrize("size", ["0", "100000"])
-def test_render_at_an_impossible_size(cli, kept, size):
+def test_render_at_an_impossible_size(cli, kept, size, earlier):
     out = cli("render", "--size", size, "--out", kept)
     out.assert_one_clear_line(f"--size {size}", "16 to 8192")
-    assert kept.read_bytes() == EARLIER
+    assert kept.read_bytes() == earlier
 
 
-def test_render_a_bundle_with_an_encrypted_entry(cli, kept, bundle, tmp_path):
+def test_render_a_bundle_with_an_encrypted_entry(cli, kept, bundle, tmp_path, earlier):
     data = bytearray(bundle.read_bytes())
     pos = 0
     while (pos := data.find(b"PK", pos)) != -1:             # set the encryption flag everywhere
@@ -144,7 +110,7 @@ def test_render_a_bundle_with_an_encrypted_entry(cli, kept, bundle, tmp_path):
     odd.write_bytes(bytes(data))
     out = cli("render", "--avatar", odd, "--out", kept)
     out.assert_one_clear_line("locked.savatar")
-    assert kept.read_bytes() == EARLIER
+    assert kept.read_bytes() == earlier
 
 
 def test_build_from_a_png_claiming_20000_squared(cli, tmp_path):

@@ -125,6 +125,50 @@ def test_resume_repeats_an_unbroken_run_and_cancel_keeps_the_checkpoint(model, v
         torch.testing.assert_close(resumed.residual[k], v, atol=1e-6, rtol=0)
 
 
+_KILLED_RUN = """
+import os, pickle, signal, sys
+import torch
+sys.path.insert(0, sys.argv[2])
+from engine.headmodel.base import HeadModel
+from engine.headmodel.openhead import load_openhead
+from engine.refine.refiner import refine
+torch.set_num_threads(1)
+with open(sys.argv[1], "rb") as f:
+    start, video, cfg, ckpt = pickle.load(f)
+
+def kill_at_90(p):
+    if p.iteration == 90:
+        os.kill(os.getpid(), signal.SIGKILL)         # no clean-up of any kind runs
+
+refine(start, HeadModel(load_openhead()), video, cfg, progress=kill_at_90, checkpoint=ckpt)
+"""
+
+
+def test_a_refine_killed_mid_run_resumes_to_the_unbroken_result(model, video, tmp_path, one_thread):
+    """kill -9 between two checkpoints (step 90; the last one written at 60), then --resume: the
+    same avatar as a run that was never interrupted, and no temporary file left beside the checkpoint."""
+    import pickle
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    start = avatar_with(model, torch.full((len(model.uv_slots(256)), 3), 0.5))
+    whole = refine(start, model, video, CFG)
+    ckpt = tmp_path / "r.ckpt"
+    job = tmp_path / "job.pkl"
+    job.write_bytes(pickle.dumps((start, video, CFG, ckpt)))
+    root = Path(__file__).resolve().parents[3]
+    proc = subprocess.run([sys.executable, "-c", _KILLED_RUN, str(job), str(root)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert torch.load(ckpt, weights_only=True)["iteration"] == 60
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.pkl", "r.ckpt"]
+    resumed = refine(start, model, video, CFG, checkpoint=ckpt, resume=True)
+    for k, v in whole.gaussians.maps().items():
+        torch.testing.assert_close(resumed.gaussians.maps()[k], v, atol=1e-6, rtol=0)
+
+
 def test_a_then_chain_refines_its_stages_in_turn_and_resumes_in_the_last_one(model, video, tmp_path, one_thread):
     then = tmp_path / "then.json"
     then.write_text('{"schema": 1, "iterations": 40, "resolution": 64, "scale_freeze": 0, "aspect_start": 0, '
