@@ -82,7 +82,13 @@ def build_animated(paths: Sequence[Path], model: HeadModel, progress: Progress |
             raise Cancelled()
 
     t0 = time.perf_counter()
-    usable = list(paths)
+    read, usable = {}, []
+    for p in paths:         # unreadable files are left out before the face models load (seconds)
+        try:
+            read[p] = read_image(p)
+            usable.append(p)
+        except MediaError as e:
+            notes.append(f"left out {e}")
     check()
     report("tracking", 0.0)
     tracked = None
@@ -99,7 +105,7 @@ def build_animated(paths: Sequence[Path], model: HeadModel, progress: Progress |
     if tracked is None:
         raise ValueError("no portrait with a usable face: " + "; ".join(notes))
     notes.extend(tracked.warnings)
-    images = [read_image(p) for p in usable]
+    images = [read[p] for p in usable]
     if len(usable) > 1:
         from engine.track.identity import SAME_PERSON_DISTANCE, different_people, face_descriptor
 

@@ -251,8 +251,8 @@ class Build(OnDevice):
         from engine.service import AvatarService
 
         check_writable(self.out, *([self.preview] if self.preview else []))
-        service = AvatarService(load_head_model(self.head_model, self.compute_device()),
-                                avatar=_placeholder(self.head_model),
+        model = load_head_model(self.head_model, self.compute_device())
+        service = AvatarService(model, avatar=_placeholder(model),
                                 generator=self.generator, checkpoint=self.checkpoint)
         bar = tqdm(total=100, desc="building", bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}")
 
@@ -296,12 +296,11 @@ def write_preview(service, path: Path, size: int = 256) -> None:
         iio.imwrite(tmp, np.concatenate(views, 1))
 
 
-def _placeholder(head_model):
+def _placeholder(model):
     """A cheap avatar to start a service with when the default one is not needed."""
     from engine.generator.plain import plain_avatar
-    from engine.headmodel.openhead import load_head_model
 
-    return plain_avatar(load_head_model(head_model))
+    return plain_avatar(model)
 
 
 @dataclass

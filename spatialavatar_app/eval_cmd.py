@@ -185,10 +185,7 @@ class Eval(OnDevice):
             return None
         if len(self.lpips_weights) > 2:
             raise ValueError("--lpips-weights takes the AlexNet checkpoint and alex.pth (two files)")
-        try:
-            return load_lpips(self.lpips_weights)
-        except (OSError, ValueError) as e:
-            raise SystemExit(str(e)) from e
+        return load_lpips(self.lpips_weights)
 
     def _refine(self) -> None:
         from engine.eval.refined import EVAL_SIDE, MATTES, evaluate_mattes, write_json

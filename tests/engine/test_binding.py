@@ -87,6 +87,34 @@ def test_rasterize_unit_square_covers_every_texel_once(R: int) -> None:
     assert bool((slots.bary >= 0).all())
 
 
+def test_rasterize_matches_a_brute_force_test_of_every_texel_against_every_triangle() -> None:
+    """Random overlapping triangles (some outside the page, one degenerate): each texel centre
+    goes to the lowest-index triangle that contains it, with that triangle's barycentrics."""
+    rng = np.random.default_rng(3)
+    R = 24
+    uvs = rng.uniform(-0.2, 1.2, (60, 2))
+    uvs[59] = uvs[58]                                            # face 19 is degenerate
+    faces = np.arange(60).reshape(20, 3)
+    slots = rasterize_uv(uvs, faces, R)
+    want_face = np.full(R * R, -1)
+    want_bary = np.zeros((R * R, 3))
+    for t in range(R * R):
+        p = np.array([(t % R + 0.5) / R, 1 - (t // R + 0.5) / R])
+        for f, (a, b, c) in enumerate(uvs[faces]):
+            m = np.stack([b - a, c - a], 1)
+            if abs(np.linalg.det(m)) < 1e-9:
+                continue
+            l12 = np.linalg.solve(m, p - a)
+            bary = np.array([1 - l12.sum(), *l12])
+            if (bary >= -1e-9).all():
+                want_face[t], want_bary[t] = f, bary
+                break
+    texel = np.nonzero(want_face >= 0)[0]
+    assert 0 < len(texel) < R * R
+    assert np.array_equal(slots.texel.numpy(), texel) and np.array_equal(slots.face.numpy(), want_face[texel])
+    assert_close(slots.bary, torch.from_numpy(want_bary[texel]).float(), atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("R", [4, 8, 13])
 def test_rasterize_barycentrics_reproduce_texel_centres(R: int) -> None:
     slots = rasterize_uv(SQUARE_UVS, SQUARE_UV_FACES, R)
