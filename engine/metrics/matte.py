@@ -62,8 +62,15 @@ PORTRAIT_MATTE_DEFINITION = ("portrait matte = (person segmentation > 0.5) above
 
 def portrait_cut_row(model: HeadModel, params: HeadParams, focal: float, size: tuple[int, int]) -> float:
     """Image row (pixels, may lie outside the frame) of the portrait matte's lower edge for one
-    frame: the fitted chin plus PORTRAIT_CUT face heights (the vertical extent of the fitted
-    landmarks among FaceMesh's 468 face points; the lowest of them when the model has no chin)."""
+    frame: the fitted chin plus PORTRAIT_CUT face heights (`chin_row`)."""
+    chin, height = chin_row(model, params, focal, size)
+    return chin + PORTRAIT_CUT * height
+
+
+def chin_row(model: HeadModel, params: HeadParams, focal: float, size: tuple[int, int]) -> tuple[float, float]:
+    """(image row of the fitted chin, face height in rows) of one frame: the face height is the
+    vertical extent of the fitted landmarks among FaceMesh's 468 face points, the chin the lowest
+    of them when the model has no chin landmark."""
     h, w = size
     model = model.host()
     with torch.no_grad():
@@ -73,7 +80,7 @@ def portrait_cut_row(model: HeadModel, params: HeadParams, focal: float, size: t
     y = uv[0, :, 1].numpy()[ids < 468]
     face = ids[ids < 468]
     chin = float(y[face == CHIN][0]) if (face == CHIN).any() else float(y.max())
-    return chin + PORTRAIT_CUT * float(y.max() - y.min())
+    return chin, float(y.max() - y.min())
 
 
 def portrait_matte(model: HeadModel, params: HeadParams, person: np.ndarray, focal: float,
