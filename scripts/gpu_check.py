@@ -151,7 +151,7 @@ def main() -> int:
     @step("drive")
     def _drive():
         from engine.camera import orbit_camera
-        from engine.drive.drive import DrivePipeline
+        from engine.drive.pipeline import DrivePipeline
         from engine.drive.transfer import TransferConfig
 
         data = state["data"]

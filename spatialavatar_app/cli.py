@@ -13,45 +13,12 @@ from typing import Annotated, Literal, Optional
 
 import tyro
 
-from spatialavatar_app.cmd_shared import OnDevice, check_render_size
+from spatialavatar_app.cmd_shared import OnDevice, Source, check_render_size
 from spatialavatar_app.drive_cmd import Drive
 from spatialavatar_app.eval_cmd import Eval
 from spatialavatar_app.refine_cmd import Refine
 from spatialavatar_app.track_cmd import Track
 from spatialavatar_app.train_cmd import Train
-
-
-@dataclass(frozen=True)
-class Source:
-    """Which avatar, on which head model."""
-
-    avatar: Optional[Path] = None
-    """Avatar bundle (.savatar); the built-in default avatar (built from a public-domain NASA
-    portrait) when omitted; `plain` for the untextured mannequin."""
-    head_model: Optional[Path] = None
-    """A FLAME folder or .pkl to use instead of OpenHead (the avatar must have been made for it)."""
-
-    def load(self, device=None):
-        """(AnimatedAvatar, HeadModel), the head model on ``device`` (the resolved one)."""
-        from engine.animate import AnimatedAvatar
-        from engine.headmodel.openhead import load_head_model
-
-        model = load_head_model(self.head_model, device)
-        if self.avatar is None:
-            from engine.service import default_avatar
-
-            return AnimatedAvatar(default_avatar(model), model), model
-        if str(self.avatar) == "plain":
-            from engine.generator.plain import plain_avatar
-
-            return AnimatedAvatar(plain_avatar(model), model), model
-        from engine.io import load_avatar
-
-        av = load_avatar(self.avatar)
-        if av.head_model != model.name:
-            raise ValueError(f"{self.avatar} was made for head model {av.head_model!r}; pass --head-model "
-                             f"for it (the loaded one is {model.name!r})")
-        return AnimatedAvatar(av, model), model
 
 
 @dataclass(frozen=True)

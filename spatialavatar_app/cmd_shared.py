@@ -1,10 +1,12 @@
-"""What the commands share: the compute device option; for `refine` and `eval refine`, reading a
-tracking file and a progress bar per stage of the photometric tracking."""
+"""What the commands share: the compute device option, the avatar a command poses (`Source`), the
+render-size bound; for `refine` and `eval refine`, reading a tracking file and a progress bar per
+stage of the photometric tracking."""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 
 @dataclass
@@ -22,6 +24,39 @@ class OnDevice:
         from engine.device import resolve
 
         return resolve(self.device)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Which avatar, on which head model."""
+
+    avatar: Optional[Path] = None
+    """Avatar bundle (.savatar); the built-in default avatar (built from a public-domain NASA
+    portrait) when omitted; `plain` for the untextured mannequin."""
+    head_model: Optional[Path] = None
+    """A FLAME folder or .pkl to use instead of OpenHead (the avatar must have been made for it)."""
+
+    def load(self, device=None):
+        """(AnimatedAvatar, HeadModel), the head model on ``device`` (the resolved one)."""
+        from engine.animate import AnimatedAvatar
+        from engine.headmodel.openhead import load_head_model
+
+        model = load_head_model(self.head_model, device)
+        if self.avatar is None:
+            from engine.service import default_avatar
+
+            return AnimatedAvatar(default_avatar(model), model), model
+        if str(self.avatar) == "plain":
+            from engine.generator.plain import plain_avatar
+
+            return AnimatedAvatar(plain_avatar(model), model), model
+        from engine.io import load_avatar
+
+        av = load_avatar(self.avatar)
+        if av.head_model != model.name:
+            raise ValueError(f"{self.avatar} was made for head model {av.head_model!r}; pass --head-model "
+                             f"for it (the loaded one is {model.name!r})")
+        return AnimatedAvatar(av, model), model
 
 
 MAX_RENDER_SIZE = 8192

@@ -9,7 +9,7 @@ from typing import Optional
 
 import tyro
 
-from spatialavatar_app.cmd_shared import OnDevice, check_render_size
+from spatialavatar_app.cmd_shared import OnDevice, Source, check_render_size
 
 
 @dataclass
@@ -67,8 +67,6 @@ class Drive(OnDevice):
         if (self.video is None) == (self.webcam is None):
             raise ValueError("give a driver: --video DRIVER.mp4 or --webcam INDEX")
         check_render_size("--size", self.size)
-        from spatialavatar_app.cli import Source
-
         driver = self.video
         if self.webcam is not None:
             from engine.drive.sources import WebcamSource

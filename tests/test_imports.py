@@ -1,37 +1,119 @@
-"""The engine never imports the app or Dear PyGui (one module owns one thing)."""
+"""The import graph of `engine` and `spatialavatar_app`, read from the source: no module imports
+itself back through others (imports inside functions count, since they run too; imports under
+``if TYPE_CHECKING:`` never run and do not), and the engine never imports the app."""
+from __future__ import annotations
+
 import ast
 from pathlib import Path
 
-ENGINE = Path(__file__).resolve().parents[1] / "engine"
-FORBIDDEN = ("spatialavatar_app", "dearpygui", "glfw")
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("engine", "spatialavatar_app")
 
 
-def imported_modules(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
-    out = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            out |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            out.add(node.module)
+def modules(root: Path, packages=PACKAGES) -> dict[str, Path]:
+    out = {}
+    for pkg in packages:
+        for path in sorted((root / pkg).rglob("*.py")):
+            parts = path.relative_to(root).with_suffix("").parts
+            out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return out
 
 
-def test_engine_never_imports_the_app_or_gui_toolkits():
-    offenders = {}
-    for path in ENGINE.rglob("*.py"):
-        bad = {m for m in imported_modules(path) if m.split(".")[0] in FORBIDDEN}
-        if bad:
-            offenders[str(path.relative_to(ENGINE.parent))] = sorted(bad)
-    assert offenders == {}
+def _runtime_nodes(tree: ast.AST):
+    """Every node except those under ``if TYPE_CHECKING:``."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            stack.extend(node.orelse)
+            continue
+        yield node
+        stack.extend(ast.iter_child_nodes(node))
 
 
-def test_the_import_scan_sees_imports():
-    # The scan must catch both import forms, or the test above could never fail.
-    src = "import dearpygui.dearpygui as dpg\nfrom spatialavatar_app.cli import main\n"
-    tree_file = Path(__file__).with_name("_scan_probe.py")
-    tree_file.write_text(src)
-    try:
-        assert imported_modules(tree_file) == {"dearpygui.dearpygui", "spatialavatar_app.cli"}
-    finally:
-        tree_file.unlink()
+def import_graph(root: Path, packages=PACKAGES) -> dict[str, set[str]]:
+    """{module: the project's modules it imports}. Importing ``a.b.c`` also runs the packages
+    ``a`` and ``a.b`` (unless the importer lies inside them, which are then already running)."""
+    mods = modules(root, packages)
+    graph = {m: set() for m in mods}
+    for name, path in mods.items():
+        pkg = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                    base = ".".join(up + ([base] if base else []))
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
+            else:
+                continue
+            for t in targets:
+                while t and t not in mods:
+                    t = t.rpartition(".")[0]
+                parts = t.split(".")
+                for i in range(1, len(parts) + 1):
+                    dep = ".".join(parts[:i])
+                    if dep in mods and dep != name and not name.startswith(dep + "."):
+                        graph[name].add(dep)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycles():
+    found = cycles(import_graph(ROOT))
+    assert not found, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in found)
+
+
+def test_the_engine_never_imports_the_app():
+    graph = import_graph(ROOT)
+    bad = {m: sorted(d for d in deps if d.startswith("spatialavatar_app")) for m, deps in graph.items()
+           if m.startswith("engine") and any(d.startswith("spatialavatar_app") for d in deps)}
+    assert not bad, bad
+
+
+def test_the_scanner_sees_cycles_through_functions_and_packages_but_not_type_checking(tmp_path):
+    """A probe: the checks above would fail on a tree that has these."""
+    pkg = tmp_path / "probe"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("from probe.sub.b import g\n")
+    (pkg / "a.py").write_text("def f():\n    from probe.sub import b\n")        # a -> sub.b (and sub)
+    (pkg / "sub" / "b.py").write_text("from .. import a\ndef g(): pass\n")        # sub.b -> a
+    (pkg / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from probe import d\n")
+    (pkg / "d.py").write_text("import probe.c\n")
+    graph = import_graph(tmp_path, ("probe",))
+    assert graph["probe.a"] == {"probe.sub", "probe.sub.b"}      # its own package is already running
+    assert cycles(graph) == [["probe.a", "probe.sub", "probe.sub.b"]]
+    assert "probe.d" not in graph["probe.c"]

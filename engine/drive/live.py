@@ -16,7 +16,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from engine.drive.drive import DrivePipeline
+from engine.drive.pipeline import DrivePipeline
 from engine.drive.realtime import TrackedFrame
 from engine.drive.transfer import TransferConfig
 from engine.types import HeadParams

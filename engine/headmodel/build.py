@@ -1,7 +1,5 @@
 """Build OpenHead, our default head model, deterministically from code and one fitted file.
 
-    python -m engine.headmodel.build [--out FILE]
-
 Inputs: ``engine/headmodel/data/face_neutral.npy`` (FaceMesh's 468 points, fitted by
 `engine.headmodel.fit_face` on portraits and videos) and the procedural rules of
 `shell`, `parts` and `rig`. Output: a `HeadModelData` in FLAME layout, cached by
@@ -10,7 +8,6 @@ writes it as ``FLAME_NEUTRAL.npz`` + ``flame_static_embedding.pkl`` so that ``sm
 """
 from __future__ import annotations
 
-import argparse
 import pickle
 from pathlib import Path
 
@@ -159,22 +156,3 @@ def smplx_max_error(data: HeadModelData, folder: Path, batch: int = 8, seed: int
                                            neck_pose=p.neck, jaw_pose=p.jaw, leye_pose=p.eyes[:, :3],
                                            reye_pose=p.eyes[:, 3:], transl=p.translation)
     return float((out.vertices - HeadModel(data).vertices(p)).abs().max())
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description="Build the OpenHead head model into the user cache "
-                                 "(`python main.py headmodel` inspects and exports it).")
-    ap.add_argument("--out", type=Path, help="also write the model .npz here")
-    args = ap.parse_args()
-    from engine.headmodel.openhead import cache_path
-
-    data = build_openhead()
-    for out in filter(None, (cache_path(), args.out)):
-        out.parent.mkdir(parents=True, exist_ok=True)
-        data.save(out)
-        print(f"{data.name}: {len(data.v_template)} vertices, {len(data.faces)} faces, "
-              f"{data.n_shape} shape and {data.n_expr} expression components -> {out}")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """A contact sheet of a head model's rig: neutral, jawOpen, every expression, head poses.
 
-    python -m engine.headmodel.build --sheet openhead.png
+    python main.py headmodel --sheet openhead.png
 
 Each tile renders the plain avatar with shading recomputed on the posed mesh, so a
 blendshape's change of shape shows as a change of light, not only of outline.

@@ -12,6 +12,10 @@ from typing import Protocol, runtime_checkable
 from engine.types import Camera, Frame, Gaussians
 
 
+class RendererUnavailable(RuntimeError):
+    """The requested backend cannot run here (missing module, no CUDA, failed build, ...)."""
+
+
 @dataclass(frozen=True)
 class RenderOptions:
     """Settings of projection and compositing. Defaults are the original 3DGS code's (gsplat fixes

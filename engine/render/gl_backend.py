@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.render.base import RenderOptions
-from engine.render.select import RendererUnavailable
+from engine.render.base import RenderOptions, RendererUnavailable
 from engine.types import Camera, Frame, Gaussians
 
 SHADER_DIR = Path(__file__).resolve().parents[2] / "shaders"

@@ -68,8 +68,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from engine.render.base import RenderOptions
-from engine.render.select import RendererUnavailable
+from engine.render.base import RenderOptions, RendererUnavailable
 from engine.types import Camera, Frame, Gaussians
 
 __all__ = ["GsplatRenderer", "gsplat_inputs", "frame_from_gsplat", "render_with", "unsupported_options",

@@ -19,14 +19,10 @@ import warnings
 
 import torch
 
-from engine.render.base import Renderer
+from engine.render.base import Renderer, RendererUnavailable  # noqa: F401 - re-exported for callers
 from engine.render.reference import ReferenceRenderer
 
 ORDER = ("gsplat", "native", "gl", "reference")
-
-
-class RendererUnavailable(RuntimeError):
-    """The requested backend cannot run here (missing module, no CUDA, failed build, ...)."""
 
 
 def _optional(module: str, cls: str):

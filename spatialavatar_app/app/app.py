@@ -536,7 +536,7 @@ class App:
         """Drive the avatar from a camera (``source`` "webcam") or the loaded video played like one."""
         import torch
 
-        from engine.drive.drive import DrivePipeline
+        from engine.drive.pipeline import DrivePipeline
         from engine.drive.live import LiveDriver
         from engine.drive.realtime import RealtimeConfig, RealtimeTracker
         from engine.drive.sources import VideoSource, WebcamSource

@@ -12,7 +12,8 @@ import torch
 
 from engine.animate import AnimatedAvatar
 from engine.camera import orbit_camera
-from engine.drive.drive import DrivePipeline, drive_video
+from engine.drive.drive import drive_video
+from engine.drive.pipeline import DrivePipeline
 from engine.drive.realtime import RealtimeConfig, torch_threads
 from engine.drive.transfer import TransferConfig
 from engine.headmodel.base import HeadModel

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.drive.drive import DrivePipeline
+from engine.drive.pipeline import DrivePipeline
 from engine.drive.live import LiveDriver
 from engine.drive.realtime import TrackedFrame
 from engine.drive.sources import WebcamSource
