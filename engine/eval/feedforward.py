@@ -164,7 +164,7 @@ def build(clip: Clip, model: HeadModel, k: int, generator: str = "projective", c
     """The avatar of ``clip``'s K source frames (`engine.generator.api.generate`; ``outer``: with its
     hair shell and bust, else the head page alone)."""
     tr = clip.tracked
-    sources = [Source(clip.frames[i], tr.mattes[i], tr.params.frame(i), tr.K[i]) for i in source_frames(clip.n, k)]
+    sources = [Source(clip.frames[i], tr.person_matte(i), tr.params.frame(i), tr.K[i]) for i in source_frames(clip.n, k)]
     return generate(generator, model, sources, tr.params.shape[0], checkpoint, outer=outer)
 
 

@@ -37,7 +37,7 @@ def prepare(video: Path, model: HeadModel, resolution: int, avatar: Avatar | Non
         with VideoReader(video) as frames:
             rgb = next(f for i, f in enumerate(frames) if i == ref)
         kind = "network" if network is not None else "projective"
-        start = generate(kind, model, [Source(rgb, tracked.mattes[ref], tracked.params.frame(ref), tracked.K[ref])],
+        start = generate(kind, model, [Source(rgb, tracked.person_matte(ref), tracked.params.frame(ref), tracked.K[ref])],
                          tracked.params.shape[0], network, outer=outer).avatar
         avatar = Avatar(start.gaussians, model.name, tracked.params.shape[0],
                         {"generator": kind, "sources": [f"{video}#frame{ref}"], "reference_frame": ref},

@@ -32,6 +32,7 @@ MIN_FACE_PX = 40        # narrower faces (landmark box width) are refused as too
 FLAG_PX = 10.0          # frames fitted worse than this (512-px units) are flagged
 MAX_PORTRAITS = 4
 N_KEYFRAMES = 20
+VIDEO_MATTE_SIDE = 512  # a video's person mattes are kept at most this many pixels a side
 # Portraits stop the joint fit after 120 L-BFGS iterations instead of the default 200: on the 16
 # shared portraits the mean landmark error is the same (0.896 px at 512 px either way), on
 # synthetic portraits with known parameters the jaw (0.003 rad) and the face's shape (~2 mm) are
@@ -59,10 +60,19 @@ class Tracked:
     error_px: np.ndarray          # [N] mean landmark error, 512-px units (nan if not found)
     landmarks: np.ndarray         # [N, 478, 2] detected (nan if not found)
     fitted: np.ndarray            # [N, 478, 2] the fitted model's landmarks
-    mattes: list[np.ndarray]      # N x uint8 [H, W] person mattes (255 = person)
+    mattes: list[np.ndarray]      # N x uint8 person mattes (255 = person): a portrait's at its size,
+                                  # a video's at most VIDEO_MATTE_SIDE a side (`person_matte`)
     fps: float | None = None      # the video's frame rate
     seconds: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+
+    def person_matte(self, i: int) -> np.ndarray:
+        """Frame ``i``'s person matte at the frame's own size (uint8 [H, W])."""
+        import cv2
+
+        m = self.mattes[i]
+        h, w = (int(x) for x in self.image_size[i])
+        return m if m.shape == (h, w) else cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
 
     @property
     def flagged(self) -> np.ndarray:
@@ -166,6 +176,16 @@ def track_portraits(paths: Sequence[Path], model: HeadModel, cfg: FitConfig = PO
                    seconds={"detect": t1 - t0, "fit": time.perf_counter() - t1}, warnings=notes)
 
 
+def _shrunk(matte: np.ndarray, side: int) -> np.ndarray:
+    """``matte`` at most ``side`` pixels a side (area-averaged), or as it is."""
+    import cv2
+
+    h, w = matte.shape
+    f = side / max(h, w)
+    return matte if f >= 1 else cv2.resize(matte, (max(1, round(w * f)), max(1, round(h * f))),
+                                           interpolation=cv2.INTER_AREA)
+
+
 def track_video(path: Path, model: HeadModel, cfg: FitConfig = FitConfig(), progress: Progress | None = None,
                 max_frames: int | None = None, with_mattes: bool = True) -> Tracked:
     """Track every frame of a video (FaceMesh in tracking mode), then fit in two stages."""
@@ -187,8 +207,8 @@ def track_video(path: Path, model: HeadModel, cfg: FitConfig = FitConfig(), prog
                 ok = bool(faces) and np.ptp(faces[0][:, 0]) >= MIN_FACE_PX
                 lmks.append(faces[0] if ok else None)
                 sizes.append(rgb.shape[:2])
-                if matter is not None:
-                    mattes.append((matter.matte(rgb) * 255 + 0.5).astype(np.uint8))
+                if matter is not None:      # kept small: at full size a long 1080p video's filled the memory
+                    mattes.append(_shrunk((matter.matte(rgb) * 255 + 0.5).astype(np.uint8), VIDEO_MATTE_SIDE))
                 if progress:
                     progress(i + 1, max(total, i + 1))
     finally:

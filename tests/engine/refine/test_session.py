@@ -57,7 +57,7 @@ def test_prepare_starts_from_the_network_avatar_of_the_reference_frame(openhead,
 
     with VideoReader(tmp_path / "clip.mp4") as video:
         rgb = [f for i, f in enumerate(video) if i == ref][0]
-    src = Source(rgb, tracked.mattes[ref], tracked.params.frame(ref), tracked.K[ref])
+    src = Source(rgb, tracked.person_matte(ref), tracked.params.frame(ref), tracked.K[ref])
     want = load_generator(tmp_path / "net.pt", model).avatar(model, [src], tracked.params.shape[0]).avatar.gaussians
     for k, v in want.maps().items():
         assert torch.allclose(avatar.gaussians.maps()[k], v, atol=1e-6), k

@@ -109,3 +109,25 @@ def test_a_head_model_with_fewer_landmarks_tracks_through_its_embedding(openhead
     assert np.isfinite(tracked.fitted[0, ids]).all() and np.isnan(tracked.fitted[0, 1]).all()
     full = track_portraits([path], HeadModel(openhead))
     assert np.abs(tracked.fitted[0, ids] - full.fitted[0, ids]).mean() < 3.0    # pixels: the same face
+
+
+def test_a_videos_mattes_are_kept_small_and_given_back_at_the_frames_size(astronaut, model, tmp_path):
+    """A 1024² video keeps 512² mattes (a long 1080p video's full-size mattes filled the memory
+    before refining began); `person_matte` gives each back at the frame's size, close to the
+    matte of the full-size frame."""
+    import cv2
+
+    from engine.io.media import write_video
+    from engine.track.matte import Matter
+    from engine.track.tracker import VIDEO_MATTE_SIDE, track_video
+
+    big = cv2.resize(astronaut, (1024, 1024), interpolation=cv2.INTER_CUBIC)
+    write_video(tmp_path / "big.mp4", [big] * 3, 25.0)
+    tracked = track_video(tmp_path / "big.mp4", model)
+    assert [m.shape for m in tracked.mattes] == [(VIDEO_MATTE_SIDE, VIDEO_MATTE_SIDE)] * 3
+    full = tracked.person_matte(1)
+    assert full.shape == (1024, 1024) and full.dtype == np.uint8
+    matter = Matter()
+    truth = matter.matte(big)
+    matter.close()
+    assert np.abs(full / 255.0 - truth).mean() < 0.02
