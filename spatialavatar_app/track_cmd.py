@@ -18,7 +18,8 @@ class Track:
 
     Writes <out>/<name>.npz (VHAP-style keys: rotation, translation, neck_pose, jaw_pose, eyes_pose,
     shape, expr, K, image_size, bbox, timestep_id, plus found/flagged/error_px/landmarks) and
-    <name>_mattes.npz per sequence. A bad input is reported and skipped; the batch goes on."""
+    <name>_mattes.npz per sequence (a portrait's at its size, a video's at most 512 px a side). A bad
+    input is reported and skipped; the batch goes on."""
 
     inputs: tyro.conf.Positional[list[Path]]
     """Portrait images and/or videos."""
