@@ -70,11 +70,23 @@ class LiveDriver:
         self._thread.start()
         return self
 
-    def stop(self, timeout: float = 2.0) -> None:
-        """Ask the worker to stop and wait up to ``timeout`` s for it (it finishes the frame in hand)."""
+    def stop(self, timeout: float = 2.0) -> bool:
+        """Ask the worker to stop and wait up to ``timeout`` s for it (it finishes the frame in
+        hand). A worker still inside its source's read then (a camera read that never returns)
+        gets the source closed under it, which ends the read, and one more second. True when the
+        worker has ended."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        close = getattr(self.source, "close", None)
+        if self._thread.is_alive() and close is not None:
+            try:
+                close()
+            except Exception:      # noqa: BLE001 - a source that cannot close is left to its thread
+                pass
+            self._thread.join(1.0)
+        return not self._thread.is_alive()
 
     @property
     def running(self) -> bool:

@@ -146,8 +146,11 @@ class WebcamSource:
         ``max_failures`` times) in a row."""
         t0, failed = time.monotonic(), 0
         while True:
+            cap = self._cap
+            if cap is None:             # closed from another thread (`LiveDriver.stop`)
+                return None
             try:
-                ok, bgr = self._cap.read()
+                ok, bgr = cap.read()
             except cv2.error:
                 ok, bgr = False, None
             if ok and bgr is not None and bgr.size:

@@ -134,3 +134,41 @@ def test_an_unplugged_camera_ends_the_loop_with_its_reason():
     d = LiveDriver(cam, StubTracker(), pipeline()).start()
     wait(d)
     assert d.frames == 6 and "camera 0 stopped delivering frames" in d.end_reason and d.error is None
+
+
+def test_stop_ends_a_worker_stuck_in_a_camera_read():
+    """A V4L2 read that never returns kept the worker (and the camera) after Stop; closing the
+    capture under it ends the read."""
+    import threading
+
+    class Stuck:
+        def __init__(self):
+            self.reads, self.released = 0, threading.Event()
+
+        def isOpened(self):
+            return True
+
+        def set(self, *a):
+            return True
+
+        def get(self, prop):
+            return 30.0
+
+        def read(self):
+            self.reads += 1
+            if self.reads <= 2:
+                return True, np.full((4, 4, 3), 10, np.uint8)
+            self.released.wait()                      # blocks until the capture is released
+            return False, None
+
+        def release(self):
+            self.released.set()
+
+    cap = Stuck()
+    d = LiveDriver(WebcamSource(0, opener=lambda i: cap), StubTracker(), pipeline()).start()
+    t0 = time.perf_counter()
+    while cap.reads < 3 and time.perf_counter() - t0 < 5:
+        time.sleep(0.01)
+    assert cap.reads == 3 and d.running                 # the worker is inside the stuck read
+    assert d.stop(timeout=0.2) and not d.running
+    assert cap.released.is_set() and time.perf_counter() - t0 < 5
