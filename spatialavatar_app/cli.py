@@ -13,7 +13,7 @@ from typing import Annotated, Literal, Optional
 
 import tyro
 
-from spatialavatar_app.cmd_shared import OnDevice, Source, check_render_size
+from spatialavatar_app.cmd_shared import OnDevice, OnHeadModel, Source, check_render_size
 from spatialavatar_app.drive_cmd import Drive
 from spatialavatar_app.eval_cmd import Eval
 from spatialavatar_app.refine_cmd import Refine
@@ -193,7 +193,7 @@ class HeadModelCmd:
 
 
 @dataclass
-class Build(OnDevice):
+class Build(OnDevice, OnHeadModel):
     """Build an avatar from 1-4 portraits of one person (tracked, then warped into the head
     model's UV layout and mean-pooled), and save it as a bundle."""
 
@@ -203,8 +203,6 @@ class Build(OnDevice):
     """The avatar bundle to write."""
     preview: Optional[Path] = None
     """Also write a PNG strip of the avatar: yaw -35°, 0°, 35°, then smiling and surprised."""
-    head_model: Optional[Path] = None
-    """A FLAME folder or .pkl to use instead of OpenHead."""
     generator: Literal["projective", "network"] = "projective"
     """projective: the parameter-free stage; network: the paper's trained network (needs --checkpoint)."""
     checkpoint: Optional[Path] = None
@@ -218,7 +216,7 @@ class Build(OnDevice):
         from engine.service import AvatarService
 
         check_writable(self.out, *([self.preview] if self.preview else []))
-        model = load_head_model(self.head_model, self.compute_device())
+        model = self.load_model(self.compute_device())
         service = AvatarService(model, avatar=_placeholder(model),
                                 generator=self.generator, checkpoint=self.checkpoint)
         bar = tqdm(total=100, desc="building", bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}")
@@ -271,7 +269,7 @@ def _placeholder(model):
 
 
 @dataclass
-class App(OnDevice):
+class App(OnDevice, OnHeadModel):
     """The desktop app (what `python main.py` opens): a control panel and a stage window.
     Drop 1-4 portraits on the stage to build an avatar, a video to refine on, or a .savatar /
     .ply to open it; move the expression and pose sliders; refine; export."""
@@ -303,7 +301,7 @@ class App(OnDevice):
         from spatialavatar_app.app.app import run_app
 
         run_app(self.paths, self.renderer, self.resolution, self.export_dir, self.generator, self.checkpoint,
-                self.compute_device())
+                self.compute_device(), self.head_model)
 
 
 @dataclass

@@ -26,6 +26,21 @@ class OnDevice:
         return resolve(self.device)
 
 
+@dataclass
+class OnHeadModel:
+    """The ``--head-model`` option of every command that loads a head model."""
+
+    head_model: Optional[Path] = dataclasses.field(default=None, kw_only=True)
+    """A FLAME folder or .pkl to use instead of OpenHead (avatars, checkpoints and trackings must
+    have been made for it)."""
+
+    def load_model(self, device=None):
+        """The head model ``--head-model`` names (OpenHead without it) on ``device``."""
+        from engine.headmodel.openhead import load_head_model
+
+        return load_head_model(self.head_model, device)
+
+
 @dataclass(frozen=True)
 class Source:
     """Which avatar, on which head model."""

@@ -9,11 +9,11 @@ from typing import Optional
 
 import tyro
 
-from spatialavatar_app.cmd_shared import OnDevice, Source, check_render_size
+from spatialavatar_app.cmd_shared import OnDevice, OnHeadModel, Source, check_render_size
 
 
 @dataclass
-class Drive(OnDevice):
+class Drive(OnDevice, OnHeadModel):
     """Drive an avatar with another video's face (offline cross-reenactment) or live from a webcam
     (recorded to --out until Ctrl-C or --max-frames). The driver is tracked frame by frame in real-time mode (warm-started, bounded solves), its
     expression and pose are transferred (relative to its own neutral by default, so its identity
@@ -74,7 +74,7 @@ class Drive(OnDevice):
             driver = WebcamSource(self.webcam, mirror=self.mirror)    # CameraError names a missing camera
             print(f"camera {self.webcam}: {driver.size[0]}x{driver.size[1]}; driving live into {self.out} "
                   "(Ctrl-C stops)", file=sys.stderr)
-        animated, model = Source(avatar=self.avatar).load(self.compute_device())
+        animated, model = Source(avatar=self.avatar, head_model=self.head_model).load(self.compute_device())
         cfg = TransferConfig(relative=not self.absolute, head_pose=not self.no_head_pose, gaze=not self.no_gaze,
                              gain_jaw=self.gain_jaw, gain_brows=self.gain_brows, gain_eyes=self.gain_eyes,
                              gain_mouth=self.gain_mouth)

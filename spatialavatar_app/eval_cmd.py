@@ -9,11 +9,11 @@ from typing import Annotated, Literal, Optional
 
 import tyro
 
-from spatialavatar_app.cmd_shared import OnDevice
+from spatialavatar_app.cmd_shared import OnDevice, OnHeadModel
 
 
 @dataclass
-class Eval(OnDevice):
+class Eval(OnDevice, OnHeadModel):
     """Evaluate avatars. `eval ff VIDEO…`: build from K = 1 and K = 4 frames of each video's first
     half, render up to --targets frames of its last third with their tracked parameters, and
     print the paper's columns: PSNR, SSIM (and LPIPS with --lpips-weights) inside the head-and-neck
@@ -75,12 +75,11 @@ class Eval(OnDevice):
 
     def _portraits(self) -> None:
         from engine.eval.portraits import SIDE, evaluate_portrait, format_table, write_json
-        from engine.headmodel.openhead import load_head_model
         from engine.io.media import MediaError
         from engine.metrics.matte import PORTRAIT_CUT, PORTRAIT_MATTE_DEFINITION
         from engine.render.select import select
 
-        model = load_head_model(device=self.compute_device())
+        model = self.load_model(self.compute_device())
         renderer = select(model.device)
         rows = []
         for path in self.videos:
@@ -101,7 +100,6 @@ class Eval(OnDevice):
         from engine.eval.feedforward import (DEFINITIONS, DILATE_PX, FaceMetrics, cross_reenact, evaluate_clip,
                                              format_table, load_clip, write_json)
         from engine.generator.api import check_generator
-        from engine.headmodel.openhead import load_head_model
         from engine.metrics.matte import MATTE_DEFINITION, PORTRAIT_CUT, PORTRAIT_MATTE_DEFINITION
 
         try:
@@ -111,7 +109,7 @@ class Eval(OnDevice):
         if self.cross and len(self.videos) < 2:
             raise ValueError("--cross needs at least two videos")
         lpips = self._lpips()
-        model = load_head_model(device=self.compute_device())
+        model = self.load_model(self.compute_device())
         faces = FaceMetrics(model.host())       # FaceMesh and landmark fits of real and rendered frames
         clips, rows, cross = [], [], []
         try:
@@ -189,7 +187,6 @@ class Eval(OnDevice):
 
     def _refine(self) -> None:
         from engine.eval.refined import EVAL_SIDE, MATTES, evaluate_mattes, write_json
-        from engine.headmodel.openhead import load_head_model
         from engine.io import load_avatar
         from engine.metrics.image import ms_ssim_min_side
         from engine.metrics.matte import MATTE_DEFINITION, PORTRAIT_CUT, PORTRAIT_MATTE_DEFINITION
@@ -200,7 +197,7 @@ class Eval(OnDevice):
             raise ValueError("eval refine takes AVATAR VIDEO")
         lpips = self._lpips()
         avatar_path, video = self.videos
-        model = load_head_model(device=self.compute_device())
+        model = self.load_model(self.compute_device())
         refined = load_avatar(avatar_path)
         start, data = prepare(video, model, EVAL_SIDE)
         data, tracking = self._tracking(avatar_path, start, model, data)

@@ -9,11 +9,11 @@ from typing import Optional
 
 import tyro
 
-from spatialavatar_app.cmd_shared import OnDevice
+from spatialavatar_app.cmd_shared import OnDevice, OnHeadModel
 
 
 @dataclass
-class Refine(OnDevice):
+class Refine(OnDevice, OnHeadModel):
     """Refine an avatar on a video of the person (paper §2.5): track the video, start from the
     feed-forward avatar of its reference frame (or --avatar), optimise for --iterations steps on
     the training frames (the last quarter, or 350 frames of long videos, is held out), save.
@@ -67,7 +67,6 @@ class Refine(OnDevice):
     def run(self) -> None:
         from tqdm import tqdm
 
-        from engine.headmodel.openhead import load_head_model
         from engine.io import check_writable, load_avatar, save_avatar
         from engine.refine.config import load_refine_config, stages
         from engine.refine.refiner import RefineCancelled, refine_stages
@@ -96,7 +95,7 @@ class Refine(OnDevice):
             from engine.refine.refiner import read_checkpoint
 
             read_checkpoint(ckpt)
-        model = load_head_model(device=self.compute_device())
+        model = self.load_model(self.compute_device())
         start = load_avatar(self.avatar) if self.avatar else None
         avatar, data = prepare(self.video, model, data_side(cfg), start, log=lambda s: print(s, file=sys.stderr),
                                network=self.network, outer=self.outer)

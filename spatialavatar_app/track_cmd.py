@@ -11,9 +11,11 @@ from typing import Optional
 import numpy as np
 import tyro
 
+from spatialavatar_app.cmd_shared import OnHeadModel
+
 
 @dataclass
-class Track:
+class Track(OnHeadModel):
     """Track portraits and videos: head-model parameters, camera and person matte for every frame.
 
     Writes <out>/<name>.npz (VHAP-style keys: rotation, translation, neck_pose, jaw_pose, eyes_pose,
@@ -34,14 +36,11 @@ class Track:
     """Print a table of landmark reprojection error (pixels at 512 px image size) and speed."""
     max_frames: Optional[int] = None
     """Track at most this many frames of each video."""
-    head_model: Optional[Path] = None
-    """A FLAME folder or .pkl to fit instead of OpenHead."""
 
     def run(self) -> None:
-        from engine.headmodel.openhead import load_head_model
         from engine.io.media import MediaError, is_video
 
-        model = load_head_model(self.head_model)
+        model = self.load_model()
         videos = [p for p in self.inputs if is_video(p)]
         images = [p for p in self.inputs if not is_video(p)]
         jobs = [("video", [p]) for p in videos]

@@ -8,11 +8,11 @@ from typing import Annotated, Literal, Optional
 
 import tyro
 
-from spatialavatar_app.cmd_shared import OnDevice
+from spatialavatar_app.cmd_shared import OnDevice, OnHeadModel
 
 
 @dataclass
-class Train(OnDevice):
+class Train(OnDevice, OnHeadModel):
     """Train the paper's feed-forward network (docs/training.md).
 
     `train prepare INPUTS… --data DIR`: track videos (and CelebV-HQ folders, NeRSemble sequences,
@@ -44,15 +44,12 @@ class Train(OnDevice):
     github.com/facebookresearch/dinov3 after accepting its licence); a small trainable ViT without."""
     lpips_weights: Optional[list[Path]] = None
     """LPIPS weight files (see `eval --help`); the LPIPS term is skipped without them."""
-    head_model: Optional[Path] = None
-    """A FLAME folder or .pkl instead of OpenHead."""
     limit: Optional[int] = None
     """prepare: at most this many clips per CelebV-HQ folder."""
 
     def run(self) -> None:
-        from engine.headmodel.openhead import load_head_model
 
-        model = load_head_model(self.head_model)
+        model = self.load_model()
         if self.what == "prepare":
             return self._prepare(model)
         from engine.train.config import TrainConfig

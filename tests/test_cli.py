@@ -181,3 +181,35 @@ def test_eval_align_test_fits_the_held_out_pose_and_scores_higher(offset_clip, o
     aligned = evaluate(plain, model, realigned, "aligned")
     assert aligned.frames == tracked.frames == 1
     assert aligned.psnr > tracked.psnr + 3
+
+
+HEAD_MODEL_ARGS = [["app"], ["build", "a.jpg"], ["render"], ["export"], ["track", "a.jpg"], ["refine", "v.mp4"],
+                   ["drive"], ["eval", "ff", "v.mp4"], ["eval", "refine", "a.savatar", "v.mp4"], ["train", "phase1"]]
+
+
+@pytest.mark.parametrize("argv", HEAD_MODEL_ARGS, ids=lambda a: " ".join(a[:2]))
+def test_every_command_that_loads_a_head_model_takes_head_model(argv):
+    import tyro
+
+    from spatialavatar_app.cli import COMMANDS
+
+    cmd = tyro.cli(COMMANDS[argv[0]], args=argv[1:] + ["--head-model", "my-flame"])
+    got = cmd.source.head_model if hasattr(cmd, "source") else cmd.head_model
+    assert got == Path("my-flame")
+
+
+@pytest.mark.parametrize("argv", [["refine", "v.mp4"], ["drive", "--video", "v.mp4"], ["eval", "ff", "v.mp4"],
+                                  ["eval", "refine", "a.savatar", "v.mp4"], ["track", "a.jpg"]],
+                         ids=lambda a: " ".join(a[:2]))
+def test_the_head_model_given_is_the_one_loaded(argv, tmp_path, monkeypatch):
+    """refine, drive and eval loaded OpenHead whatever was asked, so a FLAME avatar could be built
+    but not refined, driven or evaluated."""
+    import engine.headmodel.openhead as openhead
+
+    def refuse(path=None, device=None):
+        raise ValueError(f"asked for head model {path}")
+
+    monkeypatch.setattr(openhead, "load_head_model", refuse)
+    out = [] if argv[0] in ("eval", "track") else ["--out", str(tmp_path / ("r.savatar" if argv[0] == "refine" else "d.mp4"))]
+    with pytest.raises(SystemExit, match="asked for head model my-flame"):
+        main(argv + ["--head-model", "my-flame"] + out)

@@ -840,15 +840,16 @@ def _with_landmarks(rgb: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray
 
 def run_app(paths: Sequence[Path] = (), renderer: str | None = None, resolution: int = 512,
             export_dir: Path = Path("out"), generator: str = "projective", checkpoint: Path | None = None,
-            device=None) -> None:
+            device=None, head_model: Path | None = None) -> None:
     """Open the app on ``paths`` (portraits, a video, an avatar bundle or a .ply), or on the
-    default avatar; ``device`` is the process's (`engine.device.resolve`; None: the host).
+    default avatar, with the head model ``head_model`` names (a FLAME folder or .pkl; OpenHead
+    when None); ``device`` is the process's (`engine.device.resolve`; None: the host).
     ``renderer``: the live backend; None chooses (gsplat on CUDA; on the CPU the gl backend in the
     stage when its OpenGL is a GPU's, else native); "gl" draws in the stage whatever the GPU."""
     from engine.generator.plain import plain_avatar
     from engine.headmodel.openhead import load_head_model
 
-    model = load_head_model(device=device)
+    model = load_head_model(head_model, device)
     # The windows open at once on the plain head; the default avatar follows from a job. With the
     # gl backend in the stage the service keeps a CPU renderer for thumbnails and screenshots.
     live = app_renderer(model.device) if renderer in (None, "gl") else renderer
