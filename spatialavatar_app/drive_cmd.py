@@ -34,10 +34,10 @@ class Drive(OnDevice, OnHeadModel):
     """The MP4 to write."""
     absolute: bool = False
     """Copy the driver's raw parameters instead of its change from its neutral (relative, the default)."""
-    no_head_pose: bool = False
-    """Keep the avatar's head still (transfer expressions only)."""
-    no_gaze: bool = False
-    """Keep the avatar's eyes looking ahead."""
+    head_pose: bool = True
+    """Turn the avatar's head with the driver's; --no-head-pose keeps it still (expressions only)."""
+    gaze: bool = True
+    """Move the avatar's eyes with the driver's; --no-gaze keeps them looking ahead."""
     gain_jaw: float = 1.0
     """Scale of the jaw motion."""
     gain_brows: float = 1.0
@@ -75,7 +75,7 @@ class Drive(OnDevice, OnHeadModel):
             print(f"camera {self.webcam}: {driver.size[0]}x{driver.size[1]}; driving live into {self.out} "
                   "(Ctrl-C stops)", file=sys.stderr)
         animated, model = Source(avatar=self.avatar, head_model=self.head_model).load(self.compute_device())
-        cfg = TransferConfig(relative=not self.absolute, head_pose=not self.no_head_pose, gaze=not self.no_gaze,
+        cfg = TransferConfig(relative=not self.absolute, head_pose=self.head_pose, gaze=self.gaze,
                              gain_jaw=self.gain_jaw, gain_brows=self.gain_brows, gain_eyes=self.gain_eyes,
                              gain_mouth=self.gain_mouth)
         self.out.parent.mkdir(parents=True, exist_ok=True)

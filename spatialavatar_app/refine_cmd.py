@@ -45,14 +45,14 @@ class Refine(OnDevice, OnHeadModel):
     """Checkpoint file (default: <out>.ckpt); a preset's later stages write <stem>.stage2.ckpt, ... beside it."""
     resume: bool = False
     """Continue from the checkpoint if it exists."""
-    no_aspect: bool = False
-    """Ablation: no screen-space aspect penalty."""
-    no_clamp: bool = False
-    """Ablation: no hard log-scale clamp."""
-    no_scale_freeze: bool = False
-    """Ablation: no scale freeze at the start."""
-    no_random_background: bool = False
-    """Ablation: white background instead of a shared random one."""
+    aspect: bool = True
+    """The screen-space aspect penalty (--no-aspect: the ablation without it)."""
+    clamp: bool = True
+    """The hard log-scale clamp (--no-clamp: the ablation without it)."""
+    scale_freeze: bool = True
+    """The scale freeze at the start (--no-scale-freeze: the ablation without it)."""
+    random_background: bool = True
+    """A shared random background each step (--no-random-background: the ablation on white)."""
     outer: bool = True
     """Start with the outer layer (hair shell and bust) and train on the portrait matte; with
     --no-outer, the head page alone on the head-and-neck matte, as avatars were before they had one."""
@@ -74,13 +74,13 @@ class Refine(OnDevice, OnHeadModel):
         from engine.refine.tracking import data_side
 
         over = {k: v for k, v in (("iterations", self.iterations), ("resolution", self.resolution)) if v is not None}
-        if self.no_aspect:
+        if not self.aspect:
             over["lambda_aspect"] = 0.0
-        if self.no_clamp:
+        if not self.clamp:
             over["log_scale_max"] = None
-        if self.no_scale_freeze:
+        if not self.scale_freeze:
             over["scale_freeze"] = 0
-        if self.no_random_background:
+        if not self.random_background:
             over["random_background"] = False
         if self.landmark_tracking:
             over["photometric_tracking"] = False

@@ -213,3 +213,26 @@ def test_the_head_model_given_is_the_one_loaded(argv, tmp_path, monkeypatch):
     out = [] if argv[0] in ("eval", "track") else ["--out", str(tmp_path / ("r.savatar" if argv[0] == "refine" else "d.mp4"))]
     with pytest.raises(SystemExit, match="asked for head model my-flame"):
         main(argv + ["--head-model", "my-flame"] + out)
+
+
+def test_no_flag_reads_as_a_double_negative():
+    """A bool option that defaults to True is --name/--no-name; one named no_x gave --no-no-x."""
+    import dataclasses
+
+    from spatialavatar_app.cli import COMMANDS
+
+    for name, cls in COMMANDS.items():
+        for f in dataclasses.fields(cls):
+            assert not f.name.startswith("no_"), f"{name} --{f.name.replace('_', '-')}"
+
+
+def test_refine_ablation_and_drive_flags_keep_their_names():
+    import tyro
+
+    from spatialavatar_app.cli import COMMANDS
+
+    r = tyro.cli(COMMANDS["refine"], args=["v.mp4", "--no-aspect", "--no-clamp", "--no-scale-freeze", "--no-random-background"])
+    assert not (r.aspect or r.clamp or r.scale_freeze or r.random_background)
+    d = tyro.cli(COMMANDS["drive"], args=["--no-head-pose", "--no-gaze"])
+    assert not (d.head_pose or d.gaze)
+    assert tyro.cli(COMMANDS["drive"], args=[]).head_pose
