@@ -1,26 +1,25 @@
-"""`python main.py drive [AVATAR] --video DRIVER.mp4 --out out.mp4`: cross-reenactment;
+"""`python main.py drive [--avatar AVATAR] --video DRIVER.mp4 --out out.mp4`: cross-reenactment;
 `--webcam N`: live from a camera into the MP4 until Ctrl-C."""
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import tyro
 
-from spatialavatar_app.cmd_shared import OnDevice, OnHeadModel, Source, check_render_size
+from spatialavatar_app.cmd_shared import OnDevice, Source, check_render_size
 
 
 @dataclass
-class Drive(OnDevice, OnHeadModel):
+class Drive(OnDevice):
     """Drive an avatar with another video's face (offline cross-reenactment) or live from a webcam
     (recorded to --out until Ctrl-C or --max-frames). The driver is tracked frame by frame in real-time mode (warm-started, bounded solves), its
     expression and pose are transferred (relative to its own neutral by default, so its identity
     does not leak into the avatar), smoothed (One-Euro) and rendered. Prints per-stage timings."""
 
-    avatar: tyro.conf.Positional[Optional[Path]] = None
-    """Avatar bundle (.savatar); the built-in default avatar when omitted."""
+    source: Annotated[Source, tyro.conf.OmitArgPrefixes] = Source()
     video: Optional[Path] = None
     """The driving video."""
     webcam: Optional[int] = None
@@ -74,7 +73,7 @@ class Drive(OnDevice, OnHeadModel):
             driver = WebcamSource(self.webcam, mirror=self.mirror)    # CameraError names a missing camera
             print(f"camera {self.webcam}: {driver.size[0]}x{driver.size[1]}; driving live into {self.out} "
                   "(Ctrl-C stops)", file=sys.stderr)
-        animated, model = Source(avatar=self.avatar, head_model=self.head_model).load(self.compute_device())
+        animated, model = self.source.load(self.compute_device())
         cfg = TransferConfig(relative=not self.absolute, head_pose=self.head_pose, gaze=self.gaze,
                              gain_jaw=self.gain_jaw, gain_brows=self.gain_brows, gain_eyes=self.gain_eyes,
                              gain_mouth=self.gain_mouth)
