@@ -1,11 +1,13 @@
 """`python main.py eval ff VIDEO…`: feed-forward self- (and with --cross, cross-) reenactment
-metrics; `python main.py eval refine AVATAR VIDEO`: a refined avatar on its video's held-out frames."""
+metrics; `python main.py eval refine AVATAR VIDEO`: a refined avatar on its video's held-out
+frames; `python main.py eval portraits IMAGE…`: each portrait's avatar at its own camera."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal, Optional, Union
 
 import tyro
 
@@ -13,99 +15,62 @@ from spatialavatar_app.cmd_shared import OnDevice, OnHeadModel
 
 
 @dataclass
-class Eval(OnDevice, OnHeadModel):
-    """Evaluate avatars. `eval ff VIDEO…`: build from K = 1 and K = 4 frames of each video's first
-    half, render up to --targets frames of its last third with their tracked parameters, and
-    print the paper's columns: PSNR, SSIM (and LPIPS with --lpips-weights) inside the head-and-neck
-    evaluation matte, CSIM, AED, APD and AKD against the real frame (our stand-ins: dlib
-    identity, our tracker's codes, FaceMesh points; not comparable with the paper's numbers).
-    --cross also drives each video's K = 1 avatar with every other video (CSIM vs. its source,
-    AED/APD/AKD vs. the driver). `eval refine AVATAR VIDEO`: the refined
-    avatar and the feed-forward start on the video's held-out frames (MSE, PSNR, SSIM, MS-SSIM,
-    and LPIPS when --lpips-weights gives its weight files, which are not shipped; otherwise
-    LPIPS is reported as unavailable), with the tracking `refine` trained on (the .tracking.npz
-    beside the avatar); --align-test adds both avatars scored after aligning each
-    held-out frame's tracking to it (test-time protocol of IMavatar/PointAvatar). `eval portraits
-    IMAGE…`: each portrait's own K = 1 avatar rendered back at its tracked camera: silhouette IoU
-    against the portrait matte (hair, ears, neck and the top of the shoulders), PSNR/SSIM inside
-    it, and PSNR inside the head-and-neck matte."""
+class _Output(OnDevice, OnHeadModel):
+    """What every eval mode shares."""
 
-    what: Annotated[Literal["ff", "refine", "portraits"], tyro.conf.Positional]
-    """ff: the feed-forward stage on videos; refine: a refined avatar on its video's held-out frames;
-    portraits: each portrait's own avatar at its camera."""
-    videos: tyro.conf.Positional[list[Path]]
-    """ff: talking-head videos. refine: AVATAR VIDEO (the refined bundle, then its video). portraits: images."""
-    side_by_side: Optional[Path] = None
-    """refine: also write ground truth | render | 4x error of the held-out frames as an MP4."""
-    targets: int = 50
-    """Target frames per video (from the last third). ff: each costs a render and, for the face
-    metrics, a face fit of the render and of the real frame (seconds each on a CPU)."""
-    generator: Literal["projective", "network"] = "projective"
-    """ff: the generator to evaluate; network needs --checkpoint."""
-    checkpoint: Optional[Path] = None
-    """ff: the network generator's checkpoint (written by `python main.py train`)."""
-    cross: bool = False
-    """ff: also cross-reenact every ordered pair of the given videos (K = 1)."""
-    lpips_weights: Optional[list[Path]] = None
+    json: Optional[Path] = dataclasses.field(default=None, kw_only=True)
+    """Also write the table's rows to this JSON file (null where a metric is unavailable)."""
+
+
+@dataclass
+class _WithLpips(_Output):
+    lpips_weights: Optional[list[Path]] = dataclasses.field(default=None, kw_only=True)
     """Compute LPIPS (AlexNet, v0.1) from these two files, in any order: torchvision's
     alexnet-owt-7be5be79.pth (https://download.pytorch.org/models/alexnet-owt-7be5be79.pth) and
     alex.pth (lpips/weights/v0.1/alex.pth of github.com/richzhang/PerceptualSimilarity)."""
-    json: Optional[Path] = None
-    """Also write the table's rows to this JSON file (null where a metric is unavailable)."""
-    align_test: bool = False
-    """refine: also score both avatars after aligning each held-out frame's tracked pose, jaw,
-    eyes and expression to the frame with that avatar frozen (IMavatar/PointAvatar's test-time
-    protocol; 12 steps at 256 px, each frame starting from its predecessor's correction, ~0.6 s
-    per frame per avatar on a CPU). The tracked-as-is rows stay in the table."""
 
-    tracking: Optional[Path] = None
-    """refine: the tracking to score with. Default: the one `refine` wrote beside the avatar
-    (<avatar stem>.tracking.npz) when it exists; otherwise the video is tracked again as refine's
-    default preset tracks it (landmarks, then the photometric stages: several minutes)."""
+    def _lpips(self):
+        from engine.metrics.lpips import load_lpips
+
+        if self.lpips_weights is None:
+            return None
+        if len(self.lpips_weights) > 2:
+            raise ValueError("--lpips-weights takes the AlexNet checkpoint and alex.pth (two files)")
+        return load_lpips(self.lpips_weights)
+
+
+@dataclass
+class EvalFF(_WithLpips):
+    """The feed-forward stage on videos: build from K = 1 and K = 4 frames of each video's first
+    half, render up to --targets frames of its last third with their tracked parameters, and print
+    PSNR, SSIM (and LPIPS with --lpips-weights) inside the portrait matte and the head-and-neck
+    matte, CSIM, AED, APD and AKD against the real frame (our stand-ins: dlib identity, our
+    tracker's codes, FaceMesh points; not comparable with the paper's numbers). --cross also
+    drives each video's K = 1 avatar with every other video (CSIM vs. its source, AED/APD/AKD
+    vs. the driver)."""
+
+    videos: Annotated[list[Path], tyro.conf.Positional, tyro.conf.arg(metavar="VIDEO")]
+    """Talking-head videos."""
+    targets: int = 50
+    """Target frames per video (from the last third). Each costs a render and, for the face
+    metrics, a face fit of the render and of the real frame (seconds each on a CPU)."""
+    generator: Literal["projective", "network"] = "projective"
+    """The generator to evaluate; network needs --checkpoint."""
+    checkpoint: Optional[Path] = None
+    """The network generator's checkpoint (written by `python main.py train`)."""
+    cross: bool = False
+    """Also cross-reenact every ordered pair of the given videos (K = 1)."""
     outer: bool = True
-    """ff, portraits: build the avatars with their outer layer (hair shell and bust); with
-    --no-outer, the head page alone, as avatars were before it had one."""
-    landmark_tracking: bool = False
-    """refine: score with the landmark tracker's parameters as they are (no photometric stage)."""
+    """Build the avatars with their outer layer (hair shell and bust); with --no-outer, the head
+    page alone, as avatars were before it had one."""
 
     def run(self) -> None:
-        if self.what == "portraits":
-            return self._portraits()
-        return self._refine() if self.what == "refine" else self._feedforward()
-
-    def _portraits(self) -> None:
-        from engine.eval.portraits import SIDE, evaluate_portrait, format_table, write_json
-        from engine.io.media import MediaError
-        from engine.metrics.matte import PORTRAIT_CUT, PORTRAIT_MATTE_DEFINITION
-        from engine.render.select import select
-
-        model = self.load_model(self.compute_device())
-        renderer = select(model.device)
-        rows = []
-        for path in self.videos:
-            try:
-                rows.append(evaluate_portrait(path, model, renderer, outer=self.outer))
-            except (MediaError, ValueError) as e:
-                print(f"skipped {path.name}: {e}", file=sys.stderr)
-        print(format_table(rows))
-        matte = PORTRAIT_MATTE_DEFINITION.format(cut=PORTRAIT_CUT)
-        print(f"each portrait's own K = 1 projective avatar at its tracked camera, longer side {SIDE} px; IoU = "
-              f"avatar alpha > 0.5 against the portrait matte, above its cut; {matte}; head PSNR: inside the "
-              "head-and-neck matte")
-        if self.json:
-            write_json(self.json, rows, matte)
-            print(f"wrote {self.json}")
-
-    def _feedforward(self) -> None:
         from engine.eval.feedforward import (DEFINITIONS, DILATE_PX, FaceMetrics, cross_reenact, evaluate_clip,
                                              format_table, load_clip, write_json)
         from engine.generator.api import check_generator
         from engine.metrics.matte import MATTE_DEFINITION, PORTRAIT_CUT, PORTRAIT_MATTE_DEFINITION
 
-        try:
-            check_generator(self.generator, self.checkpoint)
-        except ValueError as e:
-            raise SystemExit(str(e)) from e
+        check_generator(self.generator, self.checkpoint)
         if self.cross and len(self.videos) < 2:
             raise ValueError("--cross needs at least two videos")
         lpips = self._lpips()
@@ -141,51 +106,35 @@ class Eval(OnDevice, OnHeadModel):
             write_json(self.json, rows, cross, matte)
             print(f"wrote {self.json}")
 
-    def _aligned(self, avatar, model, data, name: str):
-        """``data`` with the held-out frames' tracking aligned to ``avatar``."""
-        import dataclasses
 
-        from tqdm import tqdm
+@dataclass
+class EvalRefine(_WithLpips):
+    """A refined avatar and its feed-forward start on the video's held-out frames (MSE, PSNR, SSIM,
+    MS-SSIM, and LPIPS when --lpips-weights gives its weight files, which are not shipped;
+    otherwise LPIPS is reported as unavailable), in the portrait matte and the head-and-neck
+    matte, with the tracking `refine` trained on (the .tracking.npz beside the avatar);
+    --align-test adds both avatars scored after aligning each held-out frame's tracking to it
+    (the test-time protocol of IMavatar/PointAvatar)."""
 
-        from engine.refine.align import TEST_TIME, align_frames
+    avatar: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="AVATAR")]
+    """The refined avatar bundle."""
+    video: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="VIDEO")]
+    """The video it was refined on."""
+    side_by_side: Optional[Path] = None
+    """Also write ground truth | render | 4x error of the held-out frames as an MP4."""
+    align_test: bool = False
+    """Also score both avatars after aligning each held-out frame's tracked pose, jaw, eyes and
+    expression to the frame with that avatar frozen (IMavatar/PointAvatar's test-time protocol;
+    12 steps at 256 px, each frame starting from its predecessor's correction, ~0.6 s per frame
+    per avatar on a CPU). The tracked-as-is rows stay in the table."""
+    tracking: Optional[Path] = None
+    """The tracking to score with. Default: the one `refine` wrote beside the avatar (<avatar
+    stem>.tracking.npz) when it exists; otherwise the video is tracked again as refine's default
+    preset tracks it (landmarks, then the photometric stages: several minutes)."""
+    landmark_tracking: bool = False
+    """Score with the landmark tracker's parameters as they are (no photometric stage)."""
 
-        with tqdm(total=len(data.test), desc=f"aligning ({name})", unit="frame") as bar:
-            params = align_frames(avatar, model, data, data.test, TEST_TIME, lambda d, n: bar.update(1),
-                                  warm_start=True)
-        return dataclasses.replace(data, params=params)
-
-    @property
-    def _aligned_video(self) -> Path | None:
-        """Where --side-by-side's aligned MP4 goes (beside the tracked-as-is one)."""
-        s = self.side_by_side
-        return None if s is None else s.with_name(f"{s.stem}_aligned{s.suffix}")
-
-    def _tracking(self, avatar_path: Path, start, model, data):
-        """(data tracked as the options say, a line saying how)."""
-        from engine.refine.config import load_refine_config
-        from engine.refine.session import tracking_path
-        from engine.refine.tracking import track_for_refine
-        from spatialavatar_app.cmd_shared import StageBars, tracked_from
-
-        if self.landmark_tracking:
-            return data, "the landmark tracker's, as they are"
-        path = self.tracking or tracking_path(avatar_path)
-        if self.tracking is not None or path.exists():
-            return tracked_from(path, data, model), f"{path}"
-        with StageBars() as bars:
-            data = track_for_refine(start, model, data, load_refine_config("default"), bars)
-        return data, "landmarks, then photometric tracking as refine's default preset makes it"
-
-    def _lpips(self):
-        from engine.metrics.lpips import load_lpips
-
-        if self.lpips_weights is None:
-            return None
-        if len(self.lpips_weights) > 2:
-            raise ValueError("--lpips-weights takes the AlexNet checkpoint and alex.pth (two files)")
-        return load_lpips(self.lpips_weights)
-
-    def _refine(self) -> None:
+    def run(self) -> None:
         from engine.eval.refined import EVAL_SIDE, MATTES, evaluate_mattes, write_json
         from engine.io import load_avatar
         from engine.metrics.image import ms_ssim_min_side
@@ -193,10 +142,8 @@ class Eval(OnDevice, OnHeadModel):
         from engine.metrics.matte import HEAD_MATTE_DILATE as MATTE_DILATE
         from engine.refine.session import prepare
 
-        if len(self.videos) != 2:
-            raise ValueError("eval refine takes AVATAR VIDEO")
         lpips = self._lpips()
-        avatar_path, video = self.videos
+        avatar_path, video = self.avatar, self.video
         model = self.load_model(self.compute_device())
         refined = load_avatar(avatar_path)
         start, data = prepare(video, model, EVAL_SIDE)
@@ -240,3 +187,79 @@ class Eval(OnDevice, OnHeadModel):
         if self.json:
             write_json(self.json, rows, video.name, mattes)
             print(f"wrote {self.json}")
+
+    def _aligned(self, avatar, model, data, name: str):
+        """``data`` with the held-out frames' tracking aligned to ``avatar``."""
+        import dataclasses
+
+        from tqdm import tqdm
+
+        from engine.refine.align import TEST_TIME, align_frames
+
+        with tqdm(total=len(data.test), desc=f"aligning ({name})", unit="frame") as bar:
+            params = align_frames(avatar, model, data, data.test, TEST_TIME, lambda d, n: bar.update(1),
+                                  warm_start=True)
+        return dataclasses.replace(data, params=params)
+
+    @property
+    def _aligned_video(self) -> Path | None:
+        """Where --side-by-side's aligned MP4 goes (beside the tracked-as-is one)."""
+        s = self.side_by_side
+        return None if s is None else s.with_name(f"{s.stem}_aligned{s.suffix}")
+
+    def _tracking(self, avatar_path: Path, start, model, data):
+        """(data tracked as the options say, a line saying how)."""
+        from engine.refine.config import load_refine_config
+        from engine.refine.session import tracking_path
+        from engine.refine.tracking import track_for_refine
+        from spatialavatar_app.cmd_shared import StageBars, tracked_from
+
+        if self.landmark_tracking:
+            return data, "the landmark tracker's, as they are"
+        path = self.tracking or tracking_path(avatar_path)
+        if self.tracking is not None or path.exists():
+            return tracked_from(path, data, model), f"{path}"
+        with StageBars() as bars:
+            data = track_for_refine(start, model, data, load_refine_config("default"), bars)
+        return data, "landmarks, then photometric tracking as refine's default preset makes it"
+
+
+@dataclass
+class EvalPortraits(_Output):
+    """Each portrait's own K = 1 avatar rendered back at its tracked camera: silhouette IoU against
+    the portrait matte (hair, ears, neck and the top of the shoulders), PSNR/SSIM inside it, and
+    PSNR inside the head-and-neck matte."""
+
+    portraits: Annotated[list[Path], tyro.conf.Positional, tyro.conf.arg(metavar="IMAGE")]
+    """Portrait images."""
+    outer: bool = True
+    """Build the avatars with their outer layer (hair shell and bust); with --no-outer, the head
+    page alone, as avatars were before it had one."""
+
+    def run(self) -> None:
+        from engine.eval.portraits import SIDE, evaluate_portrait, format_table, write_json
+        from engine.io.media import MediaError
+        from engine.metrics.matte import PORTRAIT_CUT, PORTRAIT_MATTE_DEFINITION
+        from engine.render.select import select
+
+        model = self.load_model(self.compute_device())
+        renderer = select(model.device)
+        rows = []
+        for path in self.portraits:
+            try:
+                rows.append(evaluate_portrait(path, model, renderer, outer=self.outer))
+            except (MediaError, ValueError) as e:
+                print(f"skipped {path.name}: {e}", file=sys.stderr)
+        print(format_table(rows))
+        matte = PORTRAIT_MATTE_DEFINITION.format(cut=PORTRAIT_CUT)
+        print(f"each portrait's own K = 1 projective avatar at its tracked camera, longer side {SIDE} px; IoU = "
+              f"avatar alpha > 0.5 against the portrait matte, above its cut; {matte}; head PSNR: inside the "
+              "head-and-neck matte")
+        if self.json:
+            write_json(self.json, rows, matte)
+            print(f"wrote {self.json}")
+
+
+Eval = Union[Annotated[EvalFF, tyro.conf.subcommand("ff")], Annotated[EvalRefine, tyro.conf.subcommand("refine")],
+             Annotated[EvalPortraits, tyro.conf.subcommand("portraits")]]
+"""`eval ff`, `eval refine` and `eval portraits`: each mode takes only its own options."""

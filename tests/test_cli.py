@@ -118,7 +118,7 @@ def test_eval_refine_scores_with_the_tracking_refine_wrote(tmp_path, openhead):
     from engine.headmodel.base import HeadModel
     from engine.io.params import save_params
     from engine.refine.session import tracking_path
-    from spatialavatar_app.eval_cmd import Eval
+    from spatialavatar_app.eval_cmd import EvalRefine
 
     model = HeadModel(openhead)
     data = three_frames(model)
@@ -126,15 +126,15 @@ def test_eval_refine_scores_with_the_tracking_refine_wrote(tmp_path, openhead):
     assert tracking_path(avatar) == tmp_path / "me.tracking.npz"
     photometric = dataclasses.replace(data.params, jaw=torch.full((3, 3), 0.1))
     save_params(photometric, tracking_path(avatar))
-    ev = Eval("refine", [avatar, tmp_path / "v.mp4"])
+    ev = EvalRefine(avatar, tmp_path / "v.mp4")
     used, how = ev._tracking(avatar, None, model, data)
     assert torch.equal(used.params.jaw, photometric.jaw) and how.endswith("me.tracking.npz")
-    used, how = Eval("refine", [avatar, tmp_path / "v.mp4"], landmark_tracking=True)._tracking(avatar, None, model, data)
+    used, how = EvalRefine(avatar, tmp_path / "v.mp4", landmark_tracking=True)._tracking(avatar, None, model, data)
     assert used is data and "landmark" in how
     save_params(dataclasses.replace(photometric, **{k: getattr(photometric, k)[:2] for k in FIELDS}),
                 tmp_path / "short.npz")
     with pytest.raises(ValueError, match="short.npz: the tracking has 2 frames; the video has 3"):
-        Eval("refine", [avatar, tmp_path / "v.mp4"], tracking=tmp_path / "short.npz")._tracking(avatar, None, model, data)
+        EvalRefine(avatar, tmp_path / "v.mp4", tracking=tmp_path / "short.npz")._tracking(avatar, None, model, data)
 
 
 def test_refine_reuses_the_tracking_beside_its_start_and_writes_it_beside_its_output(tmp_path, openhead):
@@ -171,12 +171,12 @@ def test_eval_align_test_fits_the_held_out_pose_and_scores_higher(offset_clip, o
     frozen, so a 4 mm tracking error is largely undone and the score rises above the tracked one."""
     from engine.eval.refined import evaluate
     from engine.headmodel.base import HeadModel
-    from spatialavatar_app.eval_cmd import Eval
+    from spatialavatar_app.eval_cmd import EvalRefine
 
     plain, data = offset_clip
     model = HeadModel(openhead)
     tracked = evaluate(plain, model, data, "tracked")
-    realigned = Eval("refine", [Path("a.savatar"), Path("v.mp4")], align_test=True)._aligned(plain, model, data,
+    realigned = EvalRefine(Path("a.savatar"), Path("v.mp4"), align_test=True)._aligned(plain, model, data,
                                                                                             "aligned")
     aligned = evaluate(plain, model, realigned, "aligned")
     assert aligned.frames == tracked.frames == 1
@@ -221,9 +221,13 @@ def test_no_flag_reads_as_a_double_negative():
 
     from spatialavatar_app.cli import COMMANDS
 
-    for name, cls in COMMANDS.items():
-        for f in dataclasses.fields(cls):
-            assert not f.name.startswith("no_"), f"{name} --{f.name.replace('_', '-')}"
+    import typing
+
+    for name, cmd in COMMANDS.items():
+        modes = [typing.get_args(a)[0] for a in typing.get_args(cmd)] or [cmd]      # eval's subcommands
+        for cls in modes:
+            for f in dataclasses.fields(cls):
+                assert not f.name.startswith("no_"), f"{name} --{f.name.replace('_', '-')}"
 
 
 def test_refine_ablation_and_drive_flags_keep_their_names():
@@ -236,3 +240,13 @@ def test_refine_ablation_and_drive_flags_keep_their_names():
     d = tyro.cli(COMMANDS["drive"], args=["--no-head-pose", "--no-gaze"])
     assert not (d.head_pose or d.gaze)
     assert tyro.cli(COMMANDS["drive"], args=[]).head_pose
+
+
+@pytest.mark.parametrize("argv", [["eval", "ff", "v.mp4", "--align-test"], ["eval", "refine", "a.savatar", "v.mp4", "--cross"],
+                                  ["eval", "portraits", "p.jpg", "--targets", "3"], ["eval", "refine", "a.savatar"]],
+                         ids=lambda a: " ".join(a[1:]))
+def test_an_eval_mode_refuses_another_modes_options(argv, capsys):
+    """eval ff, refine and portraits are subcommands: --align-test was silently ignored by ff."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
