@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Refine every video in a folder with a preset, then evaluate each on its held-out frames
-# (issue 6's table). Usage: scripts/refine_all.sh [VIDEO_DIR] [OUT_DIR] [PRESET]
+# (docs/refine.md's tables). Usage: scripts/refine_all.sh [VIDEO_DIR] [OUT_DIR] [PRESET]
 set -euo pipefail
 videos=${1:-../shared/data/videos}
 out=${2:-out/refine_all}
