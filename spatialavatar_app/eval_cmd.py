@@ -135,11 +135,12 @@ class EvalRefine(_WithLpips):
     """Score with the landmark tracker's parameters as they are (no photometric stage)."""
 
     def run(self) -> None:
-        from engine.eval.refined import EVAL_SIDE, MATTES, evaluate_mattes, write_json
+        from engine.eval.refined import EVAL_SIDE, MATTES, REGION_ROWS, evaluate_mattes, write_json
         from engine.io import load_avatar
         from engine.metrics.image import ms_ssim_min_side
-        from engine.metrics.matte import MATTE_DEFINITION, PORTRAIT_CUT, PORTRAIT_MATTE_DEFINITION
+        from engine.metrics.matte import MATTE_DEFINITION, PORTRAIT_CUT, PORTRAIT_MATTE_DEFINITION, REGION_DEFINITION
         from engine.metrics.matte import HEAD_MATTE_DILATE as MATTE_DILATE
+        from engine.metrics.matte import REGION_MARGIN
         from engine.refine.session import prepare
 
         lpips = self._lpips()
@@ -155,10 +156,11 @@ class EvalRefine(_WithLpips):
         if aligned is not None:
             runs += [(start, aligned[0], "feed-forward start, aligned", None),
                      (refined, aligned[1], "refined, aligned", self._aligned_video)]
-        # One render per held-out frame and avatar, scored in both mattes; the MP4s show the head matte's.
-        scored = [evaluate_mattes(a, model, d, name, ("head", "portrait"), video_out, lpips=lpips)
+        # One render per held-out frame and avatar, scored in both mattes and the face regions; the
+        # MP4s show the head matte's.
+        scored = [evaluate_mattes(a, model, d, name, ("head", "portrait") + REGION_ROWS, video_out, lpips=lpips)
                   for a, d, name, video_out in runs]
-        rows = [by[matte] for matte in MATTES for by in scored]       # the portrait matte first: the headline
+        rows = [by[matte] for matte in MATTES + REGION_ROWS for by in scored]   # the portrait matte first: the headline
         print(f"tracking: {tracking}")
         print(f"held-out frames {data.first_test}..{len(data.found) - 1} of {video.name} ({rows[0].frames} with a face), "
               f"{data.images.shape[2]}x{data.images.shape[1]} px")
@@ -168,10 +170,12 @@ class EvalRefine(_WithLpips):
             lp = "unavailable" if r.lpips is None else f"{r.lpips:.4f}"
             print(f"{r.matte:<9} {r.name[:34]:<34} {r.mse * 1e3:>10.3f} {r.psnr:>7.2f} {r.ssim:>7.4f} {msssim:>8} "
                   f"{lp:>12}")
+        region = REGION_DEFINITION.format(margin=REGION_MARGIN)
         mattes = {"portrait": PORTRAIT_MATTE_DEFINITION.format(cut=PORTRAIT_CUT),
-                  "head": MATTE_DEFINITION.format(dilate=MATTE_DILATE)}
+                  "head": MATTE_DEFINITION.format(dilate=MATTE_DILATE), "eyes": region, "mouth": region}
         for m in MATTES:
             print(mattes[m])
+        print(region)
         if self.align_test:
             print("aligned: each held-out frame's tracked rotation, translation, neck, jaw, eyes and expression "
                   "optimised against the frame with the avatar frozen (engine.refine.align); other rows use the "

@@ -37,10 +37,12 @@ class HeldOut:
     ms_ssim: float | None
     lpips: float | None
     frames: int
-    matte: str = "head"     # "portrait" or "head"
+    matte: str = "head"     # "portrait" or "head", or a face region of REGION_ROWS
 
 
 MATTES = ("portrait", "head")
+REGION_ROWS = ("eyes", "mouth")
+"""Face regions scored over their own pixels (`engine.metrics.matte.REGION_DEFINITION`)."""
 
 
 def held_out_matte(data: VideoData, model: HeadModel, t: int, matte: str) -> np.ndarray:
@@ -48,8 +50,8 @@ def held_out_matte(data: VideoData, model: HeadModel, t: int, matte: str) -> np.
     "portrait" the portrait matte of its person segmentation and tracking."""
     from engine.metrics.matte import matte_of
 
-    if matte not in MATTES:
-        raise ValueError(f"unknown matte {matte!r}; choose from {', '.join(MATTES)}")
+    if matte not in MATTES + REGION_ROWS:
+        raise ValueError(f"unknown matte {matte!r}; choose from {', '.join(MATTES + REGION_ROWS)}")
     if matte == data.matte:
         return data.mattes[t]
     if data.person is None:
@@ -91,6 +93,17 @@ def evaluate_mattes(avatar: Avatar, model: HeadModel, data: VideoData, name: str
             m = torch.from_numpy(held_out_matte(data, model, int(t), matte))[..., None]
             pred, gt = rgb * m, image * m
             ms, ps, ss, mss, lps = scores[matte]
+            if matte in REGION_ROWS:            # over the region's own pixels: a box, cropped
+                if m.sum() < 1:
+                    continue
+                ys, xs = torch.nonzero(m[..., 0], as_tuple=True)
+                box = (slice(int(ys.min()), int(ys.max()) + 1), slice(int(xs.min()), int(xs.max()) + 1))
+                err = float(((pred - gt) ** 2).sum() / (3 * m.sum()))
+                ms.append(err)
+                ps.append(10 * np.log10(1 / max(err, 1e-12)))
+                if min(box[0].stop - box[0].start, box[1].stop - box[1].start) >= 11:
+                    ss.append(float(ssim(pred[box], gt[box])))
+                continue
             ms.append(float(mse(pred, gt)))
             ps.append(float(psnr(pred, gt)))
             ss.append(float(ssim(pred, gt)))
@@ -106,8 +119,9 @@ def evaluate_mattes(avatar: Avatar, model: HeadModel, data: VideoData, name: str
         from engine.io.media import write_video
 
         write_video(video_out, frames, fps)
-    return {matte: HeldOut(name, float(np.mean(ms)), float(np.mean(ps)), float(np.mean(ss)),
-                           float(np.mean(mss)) if mss else None, float(np.mean(lps)) if lps else None, len(ps), matte)
+    return {matte: HeldOut(name, float(np.mean(ms)) if ms else float("nan"), float(np.mean(ps)) if ps else float("nan"),
+                           float(np.mean(ss)) if ss else float("nan"), float(np.mean(mss)) if mss else None,
+                           float(np.mean(lps)) if lps else None, len(ps), matte)
             for matte, (ms, ps, ss, mss, lps) in scores.items()}
 
 

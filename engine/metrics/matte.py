@@ -71,16 +71,53 @@ def chin_row(model: HeadModel, params: HeadParams, focal: float, size: tuple[int
     """(image row of the fitted chin, face height in rows) of one frame: the face height is the
     vertical extent of the fitted landmarks among FaceMesh's 468 face points, the chin the lowest
     of them when the model has no chin landmark."""
+    ids, uv = face_points(model, params, focal, size)
+    y, face = uv[:, 1], ids
+    chin = float(y[face == CHIN][0]) if (face == CHIN).any() else float(y.max())
+    return chin, float(y.max() - y.min())
+
+
+def face_points(model: HeadModel, params: HeadParams, focal: float, size: tuple[int, int]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(FaceMesh indices [L], image positions [L, 2] in pixels) of the model's fitted landmarks
+    among FaceMesh's 468 face points, for one frame."""
     h, w = size
     model = model.host()
     with torch.no_grad():
         lmk = model.landmarks(model.vertices(params.frame(0).cpu()))
         uv, _ = project(lmk, torch.tensor([focal]), torch.tensor([[h, w]], dtype=torch.float32))
     ids = model.lmk_ids.numpy()
-    y = uv[0, :, 1].numpy()[ids < 468]
-    face = ids[ids < 468]
-    chin = float(y[face == CHIN][0]) if (face == CHIN).any() else float(y.max())
-    return chin, float(y.max() - y.min())
+    return ids[ids < 468], uv[0].numpy()[ids < 468]
+
+
+REGIONS = ("eyes", "mouth")
+"""The face regions scored on their own (`region_matte`)."""
+REGION_MARGIN = 0.25
+REGION_DEFINITION = ("regions: eyes = the box round both eyes' lid margins, mouth = the box round the outer lip "
+                     "contour (fitted FaceMesh landmarks), each grown by {margin:.0%} of its width and height on "
+                     "every side, inside the portrait matte; metrics over the region's pixels only")
+
+
+def region_matte(kind: str, model: HeadModel, params: HeadParams, person: np.ndarray, focal: float,
+                 size: tuple[int, int]) -> np.ndarray:
+    """float32 [H, W] in {0, 1}: face region ``kind`` ("eyes" or "mouth", `REGION_DEFINITION`) of one
+    frame inside its portrait matte; all zero when the model has none of the region's landmarks."""
+    from engine.headmodel.facemesh import topology
+
+    loops = topology()
+    want = set(loops["eye_L"]) | set(loops["eye_R"]) if kind == "eyes" else set(loops["lips_outer"])
+    ids, uv = face_points(model, params, focal, size)
+    pts = uv[np.isin(ids, list(want))]
+    h, w = size
+    out = np.zeros((h, w), np.float32)
+    if len(pts) == 0:
+        return out
+    lo, hi = pts.min(0), pts.max(0)
+    pad = REGION_MARGIN * (hi - lo)
+    x0, y0 = np.clip(np.floor(lo - pad).astype(int), 0, [w, h])
+    x1, y1 = np.clip(np.ceil(hi + pad).astype(int), 0, [w, h])
+    out[y0:y1, x0:x1] = 1
+    return out * portrait_matte(model, params, person, focal, size)
 
 
 def portrait_matte(model: HeadModel, params: HeadParams, person: np.ndarray, focal: float,
@@ -101,9 +138,11 @@ MATTES = ("portrait", "head")
 
 def matte_of(kind: str, model: HeadModel, params: HeadParams, person: np.ndarray, focal: float,
              size: tuple[int, int]) -> np.ndarray:
-    """float32 [H, W]: the ``kind`` ("portrait" or "head") matte of one frame."""
+    """float32 [H, W]: the ``kind`` ("portrait" or "head", or a face region of `REGIONS`) matte of one frame."""
     if kind == "portrait":
         return portrait_matte(model, params, person, focal, size)
     if kind == "head":
         return head_matte(model, params, person, focal, size)
-    raise ValueError(f"unknown matte {kind!r}; choose from {', '.join(MATTES)}")
+    if kind in REGIONS:
+        return region_matte(kind, model, params, person, focal, size)
+    raise ValueError(f"unknown matte {kind!r}; choose from {', '.join(MATTES + REGIONS)}")

@@ -129,3 +129,58 @@ def test_held_out_metrics_with_and_without_lpips(model, tmp_path):
 def test_ms_ssim_is_unavailable_on_frames_too_small_for_it(model):
     r = evaluate(_plain_avatar(model), model, _video(model, 96, n=2), "small")
     assert r.ms_ssim is None and r.frames == 1 and r.ssim > 0.5
+
+
+def test_face_regions_are_boxes_round_the_fitted_eyes_and_lips_inside_the_portrait_matte(model):
+    from engine.headmodel.facemesh import topology
+    from engine.metrics.matte import REGION_MARGIN, face_points, region_matte
+    from engine.track.fit import project
+
+    p = dataclasses.replace(model.neutral(), translation=torch.tensor([[0.0, 0.0, -0.8]]))
+    focal, size = 500.0, (400, 300)
+    person = np.zeros(size, np.uint8)
+    person[:, 20:280] = 255
+    ids, uv = face_points(model, p, focal, size)
+    with torch.no_grad():
+        full, _ = project(model.landmarks(model.vertices(p)), torch.tensor([focal]), torch.tensor([[400.0, 300.0]]))
+    assert np.allclose(uv[list(ids).index(13)], full[0, list(model.lmk_ids.numpy()).index(13)].numpy())
+    boxes = {}
+    for kind, loop in (("eyes", topology()["eye_L"] + topology()["eye_R"]), ("mouth", topology()["lips_outer"])):
+        m = region_matte(kind, model, p, person, focal, size)
+        pts = uv[np.isin(ids, loop)]
+        ys, xs = np.nonzero(m)
+        w, h = np.ptp(pts[:, 0]), np.ptp(pts[:, 1])
+        assert xs.min() == pytest.approx(pts[:, 0].min() - REGION_MARGIN * w, abs=1.01)
+        assert ys.max() + 1 == pytest.approx(pts[:, 1].max() + REGION_MARGIN * h, abs=1.01)
+        assert m.sum() == (xs.ptp() + 1) * (ys.ptp() + 1)              # a full box
+        boxes[kind] = (ys.min(), ys.max())
+    assert boxes["eyes"][1] < boxes["mouth"][0]                         # the eyes above the mouth
+    person[:, 150:] = 0                                                  # half the face outside the person
+    half = region_matte("mouth", model, p, person, focal, size)
+    assert 0 < half.sum() < region_matte("mouth", model, p, np.full(size, 255, np.uint8), focal, size).sum()
+
+
+def test_region_rows_score_the_regions_own_pixels(model):
+    """A render wrong only round the mouth: the mouth row drops, the eyes row does not, and the
+    mouth's PSNR is the mean squared error over the region's pixels."""
+    from engine.eval.refined import evaluate_mattes, held_out_matte
+
+    data = _video(model, 192, n=2)
+    data = dataclasses.replace(data, person=(data.mattes > 0.5).astype(np.uint8) * 255)
+    truth = evaluate_mattes(_plain_avatar(model), model, data, "truth", ("portrait", "eyes", "mouth"))
+    m = held_out_matte(data, model, 1, "mouth")
+    assert m.sum() > 50
+    images = data.images.copy()
+    images[1][m > 0] = 0
+    hurt = evaluate_mattes(_plain_avatar(model), model, dataclasses.replace(data, images=images), "hurt",
+                           ("portrait", "eyes", "mouth"))
+    assert hurt["mouth"].frames == 1 and hurt["mouth"].psnr < truth["mouth"].psnr - 10
+    assert hurt["eyes"].psnr == pytest.approx(truth["eyes"].psnr, abs=1e-6)
+    from engine.animate import AnimatedAvatar
+    from engine.render import select
+
+    with torch.no_grad():
+        f = select("cpu").render(AnimatedAvatar(_plain_avatar(model), model).gaussians(data.params.frame(1)),
+                                 data.cameras[1])
+    err = (((f.rgb.clamp(0, 1).numpy() - images[1] / 255.0) ** 2).sum(-1) * m).sum() / (3 * m.sum())
+    assert hurt["mouth"].psnr == pytest.approx(10 * np.log10(1 / err), abs=1e-3)
