@@ -23,6 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.animate import AnimatedAvatar  # noqa: E402
+from engine.device import resolve  # noqa: E402
 from engine.eval.refined import EVAL_SIDE, held_out_matte  # noqa: E402
 from engine.headmodel.openhead import load_head_model  # noqa: E402
 from engine.metrics.matte import chin_row  # noqa: E402
@@ -40,20 +41,23 @@ def main() -> None:
     ap.add_argument("video", type=Path)
     ap.add_argument("--tracking", type=Path, help="default: the one beside the avatar, else the landmark tracker's")
     ap.add_argument("--maps", type=Path)
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     args = ap.parse_args()
-    model = load_head_model(device="cpu")
+    model = load_head_model(device=resolve(args.device))
     avatar = load_avatar(args.avatar)
     _, data = prepare(args.video, model, EVAL_SIDE)
     tracking = args.tracking or tracking_path(args.avatar)
     if tracking.exists():
         data = load_tracking(tracking, data, model)
-    renderer, animated, shape = select(model.device), AnimatedAvatar(avatar, model), avatar.shape[None]
+    device = model.device
+    renderer, animated, shape = select(device), AnimatedAvatar(avatar, model), avatar.shape[None].to(device)
+    params = data.params.to(device)
     sse, pixels, psnrs = np.zeros(len(REGIONS)), np.zeros(len(REGIONS)), []
     for j, t in enumerate(data.test):
         with torch.no_grad():
-            f = renderer.render(animated.gaussians(dataclasses.replace(data.params.frame(int(t)), shape=shape)),
-                                data.cameras[t])
-        rgb, alpha = f.rgb.clamp(0, 1).numpy(), f.alpha.numpy()
+            f = renderer.render(animated.gaussians(dataclasses.replace(params.frame(int(t)), shape=shape)),
+                                data.cameras[t].to(device))
+        rgb, alpha = f.rgb.clamp(0, 1).cpu().numpy(), f.alpha.cpu().numpy()
         image = data.images[t].astype(np.float32) / 255
         portrait = held_out_matte(data, model, int(t), "portrait")
         head = held_out_matte(data, model, int(t), "head")

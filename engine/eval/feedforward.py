@@ -34,7 +34,8 @@ from engine.headmodel.base import HeadModel
 from engine.io.media import VideoReader
 from engine.metrics import psnr, ssim
 from engine.metrics.face import Face, FaceReader, aed, apd, face_akd, face_csim, mean_of
-from engine.metrics.matte import eval_matte, mesh_silhouette, portrait_matte
+from engine.metrics.image import region_psnr
+from engine.metrics.matte import REGIONS, eval_matte, mesh_silhouette, portrait_matte, region_matte
 from engine.refine.data import tracker_camera
 from engine.track.tracker import Tracked
 from engine.types import Camera
@@ -65,6 +66,8 @@ class FFResult:
     generator: str = "projective"
     psnr_head: float | None = None     # inside the head-and-neck matte (psnr, ssim: the portrait matte)
     ssim_head: float | None = None
+    psnr_eyes: float | None = None     # over the eyes' and the mouth's region pixels (`region_matte`)
+    psnr_mouth: float | None = None
 
 
 @dataclass
@@ -190,6 +193,7 @@ def evaluate_clip(clip: Clip, model: HeadModel, ks: Sequence[int] = (1, 4), n_ta
     for k in ks:
         animated = build(clip, model, k, generator, checkpoint, outer)
         ps, ss, hps, hss, lps, scores = [], [], [], [], [], []
+        regions = {kind: [] for kind in REGIONS}
         for t in targets:
             cam = clip.camera(t)
             params = tr.params.frame(t)
@@ -208,6 +212,10 @@ def evaluate_clip(clip: Clip, model: HeadModel, ks: Sequence[int] = (1, 4), n_ta
             ss.append(float(ssim(pred, gt)))
             hps.append(float(psnr(rgb * head, image * head)))
             hss.append(float(ssim(rgb * head, image * head)))
+            for kind, values in regions.items():
+                r = torch.from_numpy(region_matte(kind, model, params, person, focal, size))[..., None]
+                if r.sum() > 0:
+                    values.append(region_psnr(rgb, image, r))
             if lpips is not None:
                 with torch.no_grad():
                     lps.append(float(lpips(pred, gt)))
@@ -217,7 +225,7 @@ def evaluate_clip(clip: Clip, model: HeadModel, ks: Sequence[int] = (1, 4), n_ta
         (c, n_face), (e, _), (q, _), (d, _) = _means(scores)
         results.append(FFResult(clip.name, k, float(np.mean(ps)), float(np.mean(ss)), len(ps),
                                 mean_of(lps)[0], c, e, q, d, n_face, generator, float(np.mean(hps)),
-                                float(np.mean(hss))))
+                                float(np.mean(hss)), mean_of(regions["eyes"])[0], mean_of(regions["mouth"])[0]))
     return results
 
 
@@ -270,7 +278,7 @@ def _means(scores: list[tuple[float | None, ...]]) -> list[tuple[float | None, i
     return [mean_of(column) for column in (zip(*scores) if scores else [()] * 4)]
 
 
-COLUMNS = ("PSNR", "SSIM", "LPIPS", "CSIM", "AED", "APD", "AKD", "hPSNR", "hSSIM")
+COLUMNS = ("PSNR", "SSIM", "LPIPS", "CSIM", "AED", "APD", "AKD", "hPSNR", "hSSIM", "ePSNR", "mPSNR")
 DEFINITIONS = {
     "CSIM": "cosine similarity of dlib ResNet face descriptors (not ArcFace)",
     "AED": "mean |difference| of concat(expr, jaw) fitted by our tracker to each image alone (not EMOCA)",
@@ -278,11 +286,14 @@ DEFINITIONS = {
     "AKD": "mean distance of 68 FaceMesh landmarks (dlib order), pixels at the evaluation resolution",
     "hPSNR": "PSNR inside the head-and-neck matte (PSNR, SSIM, LPIPS: inside the portrait matte)",
     "hSSIM": "SSIM inside the head-and-neck matte",
+    "ePSNR": "PSNR over the eyes' region pixels (a box round both lid margins, inside the portrait matte)",
+    "mPSNR": "PSNR over the mouth's region pixels (a box round the outer lips, inside the portrait matte)",
 }
 
 
 def _cells(values: Sequence[float | None]) -> str:
-    fmt = ("{:>7.2f}", "{:>7.4f}", "{:>7.4f}", "{:>7.4f}", "{:>7.4f}", "{:>7.4f}", "{:>7.2f}", "{:>7.2f}", "{:>7.4f}")
+    fmt = ("{:>7.2f}", "{:>7.4f}", "{:>7.4f}", "{:>7.4f}", "{:>7.4f}", "{:>7.4f}", "{:>7.2f}", "{:>7.2f}", "{:>7.4f}",
+           "{:>7.2f}", "{:>7.2f}")
     return " ".join("{:>7}".format("-") if v is None else f.format(v) for f, v in zip(fmt, values))
 
 
@@ -297,11 +308,12 @@ def format_table(self_rows: Sequence[FFResult], cross_rows: Sequence[CrossResult
     head = f"{'lane':<5} {'K':>2} {'video':<44} {columns} {'frames':>6} {'faces':>5}"
     lines = [head]
     for r in self_rows:
-        vals = (r.psnr, r.ssim, r.lpips, r.csim, r.aed, r.apd, r.akd, r.psnr_head, r.ssim_head)
+        vals = (r.psnr, r.ssim, r.lpips, r.csim, r.aed, r.apd, r.akd, r.psnr_head, r.ssim_head, r.psnr_eyes,
+                r.psnr_mouth)
         lines.append(f"{'self':<5} {r.k:>2} {r.video[:44]:<44} {_cells(vals)} {r.n_targets:>6} {r.n_face:>5}")
     for r in cross_rows:
         pair = f"{r.source} -> {r.driver}"
-        vals = (None, None, None, r.csim, r.aed, r.apd, r.akd, None, None)
+        vals = (None, None, None, r.csim, r.aed, r.apd, r.akd, None, None, None, None)
         lines.append(f"{'cross':<5} {r.k:>2} {pair[:44]:<44} {_cells(vals)} {r.n_targets:>6} {r.n_face:>5}")
     for lane, rows in (("self", self_rows), ("cross", cross_rows)):
         for k in sorted({r.k for r in rows}):
@@ -309,7 +321,8 @@ def format_table(self_rows: Sequence[FFResult], cross_rows: Sequence[CrossResult
             names = ("psnr", "ssim", "lpips") if lane == "self" else ()
             vals = [_mean(sel, n) if n in names else None for n in ("psnr", "ssim", "lpips")]
             vals += [_mean(sel, n) for n in ("csim", "aed", "apd", "akd")]
-            vals += [_mean(sel, n) if lane == "self" else None for n in ("psnr_head", "ssim_head")]
+            vals += [_mean(sel, n) if lane == "self" else None for n in ("psnr_head", "ssim_head", "psnr_eyes",
+                                                                        "psnr_mouth")]
             label = f"mean of {len(sel)}"
             lines.append(f"{lane:<5} {k:>2} {label:<44} {_cells(vals)}")
     return "\n".join(lines)

@@ -18,6 +18,7 @@ import torch
 from engine.animate import AnimatedAvatar
 from engine.headmodel.base import HeadModel
 from engine.metrics import ms_ssim, mse, psnr, ssim
+from engine.metrics.image import region_mse, region_psnr
 from engine.metrics.image import ms_ssim_min_side
 from engine.refine.data import VideoData
 from engine.types import Avatar
@@ -98,9 +99,8 @@ def evaluate_mattes(avatar: Avatar, model: HeadModel, data: VideoData, name: str
                     continue
                 ys, xs = torch.nonzero(m[..., 0], as_tuple=True)
                 box = (slice(int(ys.min()), int(ys.max()) + 1), slice(int(xs.min()), int(xs.max()) + 1))
-                err = float(((pred - gt) ** 2).sum() / (3 * m.sum()))
-                ms.append(err)
-                ps.append(10 * np.log10(1 / max(err, 1e-12)))
+                ms.append(region_mse(rgb, image, m))
+                ps.append(region_psnr(rgb, image, m))
                 if min(box[0].stop - box[0].start, box[1].stop - box[1].start) >= 11:
                     ss.append(float(ssim(pred[box], gt[box])))
                 continue

@@ -42,6 +42,21 @@ def psnr(a: Tensor, b: Tensor, peak: float = 1.0) -> Tensor:
     return 10 * torch.log10(peak**2 / mse(a, b))
 
 
+def region_mse(a: Tensor, b: Tensor, mask: Tensor) -> float:
+    """Mean squared error of images ``a`` and ``b`` [H, W, C] over the pixels where ``mask``
+    [H, W, 1] is set (weighted by it); nan for an empty mask."""
+    n = float(mask.sum()) * a.shape[-1]
+    return float((((a.float() - b.float()) ** 2) * mask).sum()) / n if n > 0 else float("nan")
+
+
+def region_psnr(a: Tensor, b: Tensor, mask: Tensor, peak: float = 1.0) -> float:
+    """PSNR in dB over the pixels of ``mask`` (`region_mse`); nan for an empty mask."""
+    import math
+
+    err = region_mse(a, b, mask)
+    return 10 * math.log10(peak**2 / max(err, 1e-12)) if err == err else float("nan")
+
+
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> Tensor:
     x = torch.arange(size, dtype=torch.float32) - size // 2
     g = torch.exp(-(x**2) / (2 * sigma**2))

@@ -69,6 +69,8 @@ def test_self_reenactment_gives_finite_metrics(clip, model, faces):
     for v in (with_lpips.csim, with_lpips.aed, with_lpips.apd, with_lpips.akd):
         assert v is not None and math.isfinite(v)
     assert with_lpips.csim > 0.9 and with_lpips.akd < 10                       # the same face, in place
+    for region in (plain.psnr_eyes, plain.psnr_mouth):                         # over their own pixels
+        assert region is not None and 10 < region < 60 and region != pytest.approx(plain.psnr, abs=0.1)
 
 
 def test_cross_reenactment_gives_finite_metrics(clip, model, faces):

@@ -112,7 +112,7 @@ def test_a_head_model_with_fewer_landmarks_tracks_through_its_embedding(openhead
 
 
 def test_a_videos_mattes_are_kept_small_and_given_back_at_the_frames_size(astronaut, model, tmp_path):
-    """A 1024² video keeps 512² mattes (a long 1080p video's full-size mattes filled the memory
+    """A 768² video keeps 512² mattes (a long 1080p video's full-size mattes filled the memory
     before refining began); `person_matte` gives each back at the frame's size, close to the
     matte of the full-size frame."""
     import cv2
@@ -121,12 +121,12 @@ def test_a_videos_mattes_are_kept_small_and_given_back_at_the_frames_size(astron
     from engine.track.matte import Matter
     from engine.track.tracker import VIDEO_MATTE_SIDE, track_video
 
-    big = cv2.resize(astronaut, (1024, 1024), interpolation=cv2.INTER_CUBIC)
-    write_video(tmp_path / "big.mp4", [big] * 3, 25.0)
+    big = cv2.resize(astronaut, (768, 768), interpolation=cv2.INTER_CUBIC)
+    write_video(tmp_path / "big.mp4", [big] * 2, 25.0)
     tracked = track_video(tmp_path / "big.mp4", model)
-    assert [m.shape for m in tracked.mattes] == [(VIDEO_MATTE_SIDE, VIDEO_MATTE_SIDE)] * 3
+    assert [m.shape for m in tracked.mattes] == [(VIDEO_MATTE_SIDE, VIDEO_MATTE_SIDE)] * 2
     full = tracked.person_matte(1)
-    assert full.shape == (1024, 1024) and full.dtype == np.uint8
+    assert full.shape == (768, 768) and full.dtype == np.uint8
     matter = Matter()
     truth = matter.matte(big)
     matter.close()
