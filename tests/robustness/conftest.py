@@ -1,6 +1,6 @@
 """The hostile-input suite's harness: the real command line run as a user would, in a child
-process, and what it left: exit code, stderr's last line, peak memory, seconds. The rows are
-printed as one table at the end of the test run."""
+process, and what it left: exit code, stderr, peak memory, seconds. The rows are printed as one
+table at the end of the test run."""
 from __future__ import annotations
 
 import os
@@ -14,22 +14,52 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# The child records its own peak resident set at exit (SystemExit included), so each case's
-# memory is its own and no tool outside Python is needed. Linux's VmHWM is the high-water mark
-# of the child's own address space; getrusage's ru_maxrss is not: it keeps the parent's peak
-# across fork and exec, so under a pytest process of 1.8 GB every child read 1.8 GB.
-_WRAPPER = """
-import atexit, resource, runpy, sys
-out = sys.argv.pop(1)
+# Each case runs in a child forked from one warm process (the "zygote") that has imported
+# torch, OpenCV, tyro and the program once: a fresh interpreter spent ~2.5 s of every case on
+# those imports. The child then runs main.py as `python main.py ARGS` would (its own stderr, exit
+# status and SystemExit handling) and records its own peak resident set: Linux's VmHWM, the
+# high-water mark of the child's address space, which starts at the zygote's ~0.3 GB (getrusage's
+# ru_maxrss is not the child's own: it keeps a parent's peak across fork and exec).
+_ZYGOTE = r"""
+import json, os, runpy, sys, traceback
+import cv2, numpy, torch, tyro
+import spatialavatar_app.cli, engine.io, engine.headmodel.openhead
+
 def peak_kb():
+    with open("/proc/self/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:"))
+
+def child(req):
+    err = os.open(req["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(err, 2)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    sys.argv = ["main.py", *req["args"]]
+    code = 0
     try:
-        with open("/proc/self/status") as f:
-            return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-atexit.register(lambda: open(out, "w").write(str(peak_kb())))
-sys.argv[0] = "main.py"
-runpy.run_path("main.py", run_name="__main__")
+        runpy.run_path("main.py", run_name="__main__")
+    except SystemExit as e:                      # as the interpreter treats it
+        if e.code is None or isinstance(e.code, int):
+            code = e.code or 0
+        else:
+            print(e.code, file=sys.stderr)
+            code = 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with open(req["note"], "w") as f:
+        f.write(str(peak_kb()))
+    os._exit(code)
+
+for line in sys.stdin:
+    req = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        child(req)
+    print(json.dumps({"pid": pid}), flush=True)
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({"code": os.waitstatus_to_exitcode(status)}), flush=True)
 """
 
 
@@ -56,19 +86,60 @@ class Outcome:
         return lines[-1] if lines else ""
 
 
+class _Zygote:
+    """The warm process that forks one child per case; started on first use."""
+
+    def __init__(self) -> None:
+        env = {**os.environ, "PYTHONWARNINGS": "ignore", "CUDA_VISIBLE_DEVICES": ""}
+        self.proc = subprocess.Popen([sys.executable, "-c", _ZYGOTE], cwd=ROOT, env=env, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def run(self, args: list[str], stderr: Path, note: Path, timeout: float) -> int:
+        import json
+        import select
+        import signal
+
+        self.proc.stdin.write(json.dumps({"args": args, "stderr": str(stderr), "note": str(note)}) + "\n")
+        self.proc.stdin.flush()
+        pid = json.loads(self.proc.stdout.readline())["pid"]
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+        code = json.loads(self.proc.stdout.readline())["code"]
+        if not ready:
+            raise subprocess.TimeoutExpired(args, timeout)
+        return code
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(30)
+
+
+_zygote: _Zygote | None = None
+
+
 def run_cli(*args: str | os.PathLike, tmp: Path, timeout: float = 300) -> Outcome:
     """``python main.py ARGS`` in the repository, on the CPU (CUDA hidden, so every command,
     with a ``--device`` option or without, runs as on a machine without a GPU), with ``tmp`` for
-    its peak-memory note."""
-    note = tmp / f".peak-{time.monotonic_ns()}"
+    its stderr and peak-memory note."""
+    global _zygote
+    if _zygote is None or _zygote.proc.poll() is not None:
+        _zygote = _Zygote()
+    stamp = time.monotonic_ns()
+    note, err = tmp / f".peak-{stamp}", tmp / f".stderr-{stamp}"
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _WRAPPER, str(note), *map(str, args)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore", "CUDA_VISIBLE_DEVICES": ""})
+    code = _zygote.run([str(a) for a in args], err, note, timeout)
     seconds = time.perf_counter() - t0
     peak = int(note.read_text()) / 1024 if note.exists() else float("nan")
+    stderr = err.read_text(errors="replace") if err.exists() else ""
     note.unlink(missing_ok=True)
-    return Outcome(proc.returncode, proc.stderr, peak, seconds)
+    err.unlink(missing_ok=True)
+    return Outcome(code, stderr, peak, seconds)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _zygote is not None:
+        _zygote.close()
 
 
 class Payload:
