@@ -103,25 +103,24 @@ def test_the_device_grep_sees_the_forms_it_forbids(tmp_path):
 # ---- every flow on the fake GPU
 class RecordingGsplat:
     """Stands in for `GsplatRenderer`: refuses what the real one refuses (Gaussians not on CUDA),
-    records each call's devices and renders through the reference renderer."""
+    records each call's devices and renders through the native CPU renderer."""
 
     name = "gsplat"
     differentiable = True
     calls: list = []
 
     def render(self, gaussians, camera, options: RenderOptions = RenderOptions()) -> Frame:
-        from engine.render.reference import ReferenceRenderer
+        from engine.render.native import NativeRenderer
 
         devices = {getattr(gaussians, f).device.type for f in FIELDS}
         RecordingGsplat.calls.append(devices)
         if devices != {"cuda"}:
             raise ValueError(f"the gsplat renderer renders CUDA tensors; got Gaussians on {devices}")
-        # Rendered from differentiable host copies (the reference's checkpointing would reach
-        # for CUDA's random state), the frame moved back to the device.
+        # Rendered from differentiable host copies, the frame moved back to the device.
         from engine.types import Gaussians
 
         host = Gaussians(*(getattr(gaussians, f).cpu() for f in FIELDS))
-        frame = ReferenceRenderer(chunk_size=4096).render(host, camera.to("cpu"), options)
+        frame = NativeRenderer().render(host, camera.to("cpu"), options)
         return Frame(*(getattr(frame, f).to("cuda") for f in ("rgb", "alpha", "depth")))
 
 

@@ -136,16 +136,16 @@ torch.set_num_threads(1)
 with open(sys.argv[1], "rb") as f:
     start, video, cfg, ckpt = pickle.load(f)
 
-def kill_at_90(p):
-    if p.iteration == 90:
+def kill_at_60(p):
+    if p.iteration == 60:
         os.kill(os.getpid(), signal.SIGKILL)         # no clean-up of any kind runs
 
-refine(start, HeadModel(load_openhead()), video, cfg, progress=kill_at_90, checkpoint=ckpt)
+refine(start, HeadModel(load_openhead()), video, cfg, progress=kill_at_60, checkpoint=ckpt)
 """
 
 
 def test_a_refine_killed_mid_run_resumes_to_the_unbroken_result(model, video, tmp_path, one_thread):
-    """kill -9 between two checkpoints (step 90; the last one written at 60), then --resume: the
+    """kill -9 between two checkpoints (step 60; the last one written at 40), then --resume: the
     same avatar as a run that was never interrupted, and no temporary file left beside the checkpoint."""
     import pickle
     import signal
@@ -153,18 +153,19 @@ def test_a_refine_killed_mid_run_resumes_to_the_unbroken_result(model, video, tm
     import sys
     from pathlib import Path
 
+    cfg = dataclasses.replace(CFG, iterations=80, checkpoint_every=40)
     start = avatar_with(model, torch.full((len(model.uv_slots(256)), 3), 0.5))
-    whole = refine(start, model, video, CFG)
+    whole = refine(start, model, video, cfg)
     ckpt = tmp_path / "r.ckpt"
     job = tmp_path / "job.pkl"
-    job.write_bytes(pickle.dumps((start, video, CFG, ckpt)))
+    job.write_bytes(pickle.dumps((start, video, cfg, ckpt)))
     root = Path(__file__).resolve().parents[3]
     proc = subprocess.run([sys.executable, "-c", _KILLED_RUN, str(job), str(root)], capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    assert torch.load(ckpt, weights_only=True)["iteration"] == 60
+    assert torch.load(ckpt, weights_only=True)["iteration"] == 40
     assert sorted(p.name for p in tmp_path.iterdir()) == ["job.pkl", "r.ckpt"]
-    resumed = refine(start, model, video, CFG, checkpoint=ckpt, resume=True)
+    resumed = refine(start, model, video, cfg, checkpoint=ckpt, resume=True)
     for k, v in whole.gaussians.maps().items():
         torch.testing.assert_close(resumed.gaussians.maps()[k], v, atol=1e-6, rtol=0)
 
