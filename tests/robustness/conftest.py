@@ -96,19 +96,21 @@ class _Zygote:
 
     def run(self, args: list[str], stderr: Path, note: Path, timeout: float) -> int:
         import json
-        import select
         import signal
+        import threading
 
         self.proc.stdin.write(json.dumps({"args": args, "stderr": str(stderr), "note": str(note)}) + "\n")
         self.proc.stdin.flush()
         pid = json.loads(self.proc.stdout.readline())["pid"]
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
+        done: dict = {}             # read on a thread: the line may already sit in the stream's buffer
+        reader = threading.Thread(target=lambda: done.update(json.loads(self.proc.stdout.readline())), daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if reader.is_alive():
             os.kill(pid, signal.SIGKILL)
-        code = json.loads(self.proc.stdout.readline())["code"]
-        if not ready:
+            reader.join(30)
             raise subprocess.TimeoutExpired(args, timeout)
-        return code
+        return done["code"]
 
     def close(self) -> None:
         self.proc.stdin.close()
