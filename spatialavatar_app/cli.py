@@ -211,13 +211,13 @@ class Build(OnDevice, OnHeadModel):
     def run(self) -> None:
         from tqdm import tqdm
 
-        from engine.headmodel.openhead import load_head_model
+        from engine.generator.plain import plain_avatar
         from engine.io import check_writable
         from engine.service import AvatarService
 
         check_writable(self.out, *([self.preview] if self.preview else []))
         model = self.load_model(self.compute_device())
-        service = AvatarService(model, avatar=_placeholder(model),
+        service = AvatarService(model, avatar=plain_avatar(model),      # cheap: the build replaces it
                                 generator=self.generator, checkpoint=self.checkpoint)
         bar = tqdm(total=100, desc="building", bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}")
 
@@ -259,13 +259,6 @@ def write_preview(service, path: Path, size: int = 256) -> None:
 
     with atomic_path(path) as tmp:
         iio.imwrite(tmp, np.concatenate(views, 1))
-
-
-def _placeholder(model):
-    """A cheap avatar to start a service with when the default one is not needed."""
-    from engine.generator.plain import plain_avatar
-
-    return plain_avatar(model)
 
 
 @dataclass

@@ -180,10 +180,10 @@ def _shrunk(matte: np.ndarray, side: int) -> np.ndarray:
     """``matte`` at most ``side`` pixels a side (area-averaged), or as it is."""
     import cv2
 
-    h, w = matte.shape
-    f = side / max(h, w)
-    return matte if f >= 1 else cv2.resize(matte, (max(1, round(w * f)), max(1, round(h * f))),
-                                           interpolation=cv2.INTER_AREA)
+    from engine.camera import shrunk_size
+
+    small = shrunk_size(matte.shape[1], matte.shape[0], side)
+    return cv2.resize(matte, small, interpolation=cv2.INTER_AREA) if small else matte
 
 
 def track_video(path: Path, model: HeadModel, cfg: FitConfig = FitConfig(), progress: Progress | None = None,
