@@ -81,7 +81,7 @@ class RealtimeTracker:
         model = model.host()        # per-frame landmark fitting in numpy, on the host
         self.model = model
         self.cfg = cfg
-        self.lm = LandmarkModel(model)
+        self.lm = LandmarkModel(model, detected=True)
         self._ids = np.asarray(model.lmk_ids)
         self._given_focal = focal
         self._detector = None

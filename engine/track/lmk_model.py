@@ -19,14 +19,25 @@ from engine.types import HeadParams
 
 
 class LandmarkModel:
-    """Landmarks [B, L, 3] of a `HeadModel` for `HeadParams`."""
+    """Landmarks [B, L, 3] of a `HeadModel` for `HeadParams`.
 
-    def __init__(self, model: HeadModel) -> None:
+    ``detected=True`` gives the landmarks as FaceMesh marks them on an image, which is what a
+    fit to detected points needs: FaceMesh puts a closed mouth's inner-lip points on the line
+    where the lips meet, but a head model's rest mouth may be parted (OpenHead's, built on
+    FaceMesh's canonical face, is parted by ~2 mm and its Gaussians cover the gap), so every
+    inner-lip landmark is moved in the rest frame onto the midpoint between it and its opposite
+    (`closed_lip_offsets`). Without it a closed mouth could only be fitted by pressing the lips
+    together with blendshapes, and every opening read ~0.05–0.1 rad short.
+    """
+
+    def __init__(self, model: HeadModel, detected: bool = False) -> None:
         self.model = model
         idx = model.faces[model.lmk_faces]                                   # [L, 3] vertex ids
         b = model.lmk_bary                                                   # [L, 3]
         V, P = model.v_template.shape[0], model.posedirs.shape[0]
         self.rest = torch.einsum("lk,lkc->lc", b, model.v_template[idx])     # [L, 3]
+        if detected:
+            self.rest = self.rest + closed_lip_offsets(model, self.rest)
         self.dirs = torch.einsum("lk,lkcs->lcs", b, model.dirs[idx])         # [L, 3, S+E]
         self.posedirs = torch.einsum("lk,plkc->plc", b, model.posedirs.reshape(P, V, 3)[:, idx])  # [P, L, 3]
         self.weights = torch.einsum("lk,lkj->lj", b, model.weights[idx])     # [L, J]
@@ -57,3 +68,26 @@ class LandmarkModel:
         T = (self.weights @ A.reshape(B, -1, 16)).reshape(B, L, 4, 4)                  # [B, L, 4, 4]
         v = (T[..., :3, :3] @ v[..., None])[..., 0] + T[..., :3, 3]
         return v + params.translation[:, None, :]
+
+
+def closed_lip_offsets(model: HeadModel, rest: Tensor) -> Tensor:
+    """[L, 3] rest-frame offsets moving each inner-lip landmark (of ``rest`` [L, 3], the model's
+    landmarks at rest) onto the midpoint between it and the landmark of the other lip nearest in
+    x; zero for the corners, the other landmarks and a model without FaceMesh's inner-lip points."""
+    from engine.headmodel import facemesh as fm
+
+    ids = [int(i) for i in model.lmk_ids]
+    loop = fm.topology()["lips_inner"]
+    out = torch.zeros_like(rest)
+    if not all(i in ids for i in loop):
+        return out
+    row = {i: ids.index(i) for i in loop}
+    pts = torch.zeros(max(loop) + 1, 3, dtype=rest.dtype)
+    pts[loop] = rest[[row[i] for i in loop]]
+    upper, lower, _, _ = fm.split_loop(loop, pts.numpy())
+    upper, lower = upper[1:-1], lower[1:-1]                  # the corners stay where they are
+    for side, other in ((upper, lower), (lower, upper)):
+        for i in side:
+            j = min(other, key=lambda k: abs(float(pts[k, 0] - pts[i, 0])))
+            out[row[i]] = (pts[j] - pts[i]) / 2
+    return out

@@ -145,32 +145,37 @@ def _observations(lmks: list[np.ndarray | None], sizes: list[tuple]) -> Observat
 def track_portraits(paths: Sequence[Path], model: HeadModel, cfg: FitConfig = PORTRAIT_FIT,
                     progress: Progress | None = None, name: str | None = None) -> Tracked:
     """Fit 1–4 portraits of one person: shared shape, per-image pose, expression and focal."""
-    from engine.track.matte import Matter
-
     if not 1 <= len(paths) <= MAX_PORTRAITS:
         raise ValueError(f"give 1 to {MAX_PORTRAITS} portraits of one person, not {len(paths)}")
+    return track_images([read_image(p) for p in paths], [str(p) for p in paths], model, cfg, progress, name)
+
+
+def track_images(images: Sequence[np.ndarray], sources: Sequence[str], model: HeadModel,
+                 cfg: FitConfig = PORTRAIT_FIT, progress: Progress | None = None, name: str | None = None) -> Tracked:
+    """`track_portraits` of images already read (uint8 [H, W, 3] RGB); ``sources`` names them."""
+    from engine.track.matte import Matter
+
     notes: list[str] = []
     t0 = time.perf_counter()
     det, matter = FaceMeshDetector(static_image=True), Matter()
     lmks, sizes, mattes = [], [], []
     try:
-        for i, path in enumerate(paths):
-            rgb = read_image(path)
-            lmks.append(pick_face(det.detect(rgb), path, notes))
+        for i, (rgb, source) in enumerate(zip(images, sources)):
+            lmks.append(pick_face(det.detect(rgb), source, notes))
             sizes.append(rgb.shape[:2])
             mattes.append((matter.matte(rgb) * 255 + 0.5).astype(np.uint8))
             if progress:
-                progress(i + 1, len(paths) + 1)
+                progress(i + 1, len(images) + 1)
     finally:
         det.close()
         matter.close()
     t1 = time.perf_counter()
     obs = _observations(lmks, sizes)
     model = model.host()        # landmark fitting: small least-squares problems, numpy on the host
-    fit = fit_landmarks(LandmarkModel(model), _model_points(obs, model), cfg)
+    fit = fit_landmarks(LandmarkModel(model, detected=True), _model_points(obs, model), cfg)
     if progress:
-        progress(len(paths) + 1, len(paths) + 1)
-    return Tracked(name or Path(paths[0]).stem, [str(p) for p in paths], fit.params, fit.K, obs.image_size, obs.found,
+        progress(len(images) + 1, len(images) + 1)
+    return Tracked(name or Path(sources[0]).stem, list(sources), fit.params, fit.K, obs.image_size, obs.found,
                    fit.error_px, np.where(obs.found[:, None, None], obs.points, np.nan),
                    _facemesh_order(fit.projected, model), mattes,
                    seconds={"detect": t1 - t0, "fit": time.perf_counter() - t1}, warnings=notes)
@@ -223,7 +228,7 @@ def track_video(path: Path, model: HeadModel, cfg: FitConfig = FitConfig(), prog
     t1 = time.perf_counter()
     obs = _observations(lmks, sizes)
     model = model.host()        # landmark fitting: small least-squares problems, numpy on the host
-    fit = fit_video(LandmarkModel(model), _model_points(obs, model), cfg, N_KEYFRAMES)
+    fit = fit_video(LandmarkModel(model, detected=True), _model_points(obs, model), cfg, N_KEYFRAMES)
     return Tracked(Path(path).stem, [str(path)], fit.params, fit.K, obs.image_size, obs.found, fit.error_px,
                    np.where(obs.found[:, None, None], obs.points, np.nan), _facemesh_order(fit.projected, model),
                    mattes, fps=fps,
