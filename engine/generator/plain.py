@@ -14,6 +14,7 @@ from engine.binding import UVSlots, surface_init
 from engine.headmodel import facemesh as fm
 from engine.headmodel import parts
 from engine.headmodel.base import HeadModel
+from engine.headmodel.build import IRIS_RIM_DEG
 from engine.headmodel.rig import vertex_normals
 from engine.types import Avatar
 
@@ -67,6 +68,11 @@ def inner_parts(model: HeadModel, slots: UVSlots) -> np.ndarray:
     return slot_uv(slots)[:, 1] < parts.CAVITY_UPPER[3] + 0.004
 
 
+def mouth_interior(model: HeadModel, slots: UVSlots) -> np.ndarray:
+    """[N] bool: the slot lies on the teeth or the mouth cavity (the inner parts right of the eyeballs)."""
+    return inner_parts(model, slots) & (slot_uv(slots)[:, 0] >= parts.CAVITY_UPPER[0] - 0.004)
+
+
 def plain_colors(model: HeadModel, slots: UVSlots, shaded: bool = True) -> torch.Tensor:
     """Per-slot albedo [N, 3], with soft shading of the rest pose baked in when ``shaded``."""
     uv = slot_uv(slots)
@@ -82,7 +88,7 @@ def plain_colors(model: HeadModel, slots: UVSlots, shaded: bool = True) -> torch
             angle = d * parts.EYE_CAP_DEG
             eye = d <= 1.02
             color[eye] = SCLERA
-            color[eye & (angle < 27)] = IRIS
+            color[eye & (angle < IRIS_RIM_DEG)] = IRIS
             color[eye & (angle < 11)] = PUPIL
         for rect in (parts.TEETH_UPPER, parts.TEETH_LOWER):
             color[_in_rect(uv, rect)] = TEETH

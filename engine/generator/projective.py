@@ -6,8 +6,12 @@ point is projected into the image and takes the colour there if it is visible (a
 of the slots' own points) and faces the camera. The K sources are mean-pooled, weighted by
 visibility x cos(view angle)^p x person matte x expression confidence; K = 1 is the
 identity. Texels no source sees are filled: small holes from their UV neighbours, larger
-areas from their left/right mirror where that was seen, the rest by inpainting in UV; eyeballs, teeth and mouth cavity that were not seen keep the plain
-avatar's palette, since inpainting them from skin would paint skin-coloured teeth.
+areas from their left/right mirror where that was seen, the rest by inpainting in UV; teeth
+and mouth cavity that were not seen keep the plain avatar's palette, since inpainting them from
+skin would paint skin-coloured teeth; a source whose lips do not part beyond the rest mouth
+paints neither (seen through the rest mouth's gap they would take the lips' colours), so with
+one open-mouth source among several, the teeth are that source's. The eyeballs are painted as
+eyes in their own frame, in the colours of the sources' irises and sclerae (`engine.generator.eyes`).
 
 Expression confidence: a texel whose surface point moves far between the neutral face and
 the source's tracked expression (the inside of an open mouth, closed lids) is down-weighted,
@@ -27,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.binding import UVSlots, surface_init
-from engine.generator.plain import inner_parts, plain_colors
+from engine.generator.plain import inner_parts, mouth_interior, plain_colors
 from engine.headmodel.base import HeadModel
 from engine.headmodel.rig import vertex_normals
 from engine.track.fit import FLIP, project
@@ -52,6 +56,9 @@ class ProjectiveConfig:
     """Metres of expression displacement at which a texel's weight falls to 1/e."""
     min_confidence: float = 0.05
     """Pooled weight below which a texel counts as unseen and is filled."""
+    mouth_open: float = 0.004
+    """Metres the lips must part beyond the head model's rest mouth before a source paints the
+    teeth and mouth cavity: through a closed mouth's rest gap they would only take lip colours."""
 
 
 @dataclass
@@ -118,7 +125,24 @@ def project_slots(model: HeadModel, slots: UVSlots, src: Source, cfg: Projective
     slack = 2.0 * cfg.zbuffer_px * z / f * tan                              # two cells along the slope
     vis = _visible(uv, z, (h, w), cfg, slack) & (cos > cfg.min_cos)
     weight = vis.float() * cos.clamp_min(0) ** cfg.view_power * expression_confidence(model, slots, src.params, cfg)
+    if mouth_gap(model, src.params) < cfg.mouth_open:
+        weight = weight * ~torch.as_tensor(mouth_interior(model, slots))
     return uv, weight
+
+
+def mouth_gap(model: HeadModel, params: HeadParams) -> float:
+    """Metres the mid inner lips (FaceMesh 13 and 14) part beyond the rest mouth, head pose
+    removed; 0 for a head model without those landmarks."""
+    ids = [int(i) for i in model.lmk_ids]
+    if 13 not in ids or 14 not in ids:
+        return 0.0
+    z3 = torch.zeros(1, 3)
+    rest = HeadParams(params.shape, torch.zeros_like(params.expr), z3, z3, z3, torch.zeros(1, 6), z3)
+    posed = HeadParams(params.shape, params.expr, z3, z3, params.jaw, params.eyes, z3)
+    a, b = ids.index(13), ids.index(14)
+    with torch.no_grad():
+        gap = [float((l[0, a] - l[0, b]).norm()) for l in (model.landmarks(model.vertices(p)) for p in (posed, rest))]
+    return gap[0] - gap[1]
 
 
 def warp_source(model: HeadModel, slots: UVSlots, src: Source, cfg: ProjectiveConfig
@@ -228,8 +252,11 @@ def projective_gaussians(model: HeadModel, sources: list[Source], shape: torch.T
                          cfg: ProjectiveConfig = ProjectiveConfig()) -> tuple[UVGaussians, torch.Tensor]:
     """(UV Gaussians of the subject, confidence map [R, R]) from tracked sources sharing ``shape``.
     Gaussians lie on the subject's neutral surface, flat, as wide as their texel's footprint."""
+    from engine.generator.eyes import paint_eyes
+
     slots = model.uv_slots(cfg.resolution)
     color, opacity, conf = pool(model, slots, sources, cfg)
+    color = paint_eyes(model, slots, sources, color)
     rest = model.vertices(HeadParams(shape[None], torch.zeros(1, model.n_expr), *(torch.zeros(1, 3),) * 3,
                                      torch.zeros(1, 6), torch.zeros(1, 3)))[0]
     uvg = surface_init(slots, rest, model.faces, color, opacity=0.99 * opacity)

@@ -102,3 +102,61 @@ def test_projective_gaussians_sit_on_the_subjects_surface(model, plain):
     animated = AnimatedAvatar(plain.avatar.__class__(uvg, model.name, torch.zeros(model.n_shape), {}), model)
     g = animated.gaussians(animated.neutral())
     torch.testing.assert_close(g.means, plain.gaussians(plain.neutral()).means, atol=1e-6, rtol=0)
+
+
+def recoloured(plain: AnimatedAvatar, model: HeadModel, where: np.ndarray, rgb: tuple) -> AnimatedAvatar:
+    """``plain`` with the slots of ``where`` [N] painted ``rgb``."""
+    import dataclasses
+
+    slots = model.uv_slots(256)
+    color = plain.avatar.gaussians.color.clone().reshape(3, -1)
+    color[:, slots.texel[torch.as_tensor(where)]] = torch.tensor(rgb)[:, None]
+    uvg = dataclasses.replace(plain.avatar.gaussians, color=color.reshape(plain.avatar.gaussians.color.shape))
+    return AnimatedAvatar(dataclasses.replace(plain.avatar, gaussians=uvg), model)
+
+
+def test_only_an_open_mouth_source_paints_the_teeth(model, plain):
+    from engine.generator.plain import mouth_interior
+    from engine.generator.projective import mouth_gap, project_slots
+
+    slots = model.uv_slots(256)
+    mouth = mouth_interior(model, slots)
+    assert mouth.sum() > 500 and not (mouth & ~inner_parts(model, slots)).any()
+    closed, wide = posed(model), posed(model, jawOpen=0.8)
+    assert abs(mouth_gap(model, closed)) < 1e-6
+    assert mouth_gap(model, wide) > ProjectiveConfig().mouth_open
+    _, w_closed = project_slots(model, slots, portrait(plain, closed), ProjectiveConfig())
+    assert w_closed[torch.as_tensor(mouth)].max() == 0                  # the rest mouth's gap shows lips only
+    # Two sources, a closed mouth and an open one: the mouth's inside is the open one's alone.
+    both, _, conf = pool(model, slots, [portrait(plain, closed), portrait(plain, wide)])
+    alone, _, _ = pool(model, slots, [portrait(plain, wide)])
+    seen = torch.as_tensor(mouth) & (conf > 0.05)
+    assert seen.sum() > 100
+    torch.testing.assert_close(both[seen], alone[seen])
+
+
+def test_a_sideways_gaze_in_the_portrait_still_gives_a_centred_iris(model, plain):
+    from engine.generator.eyes import eyeball_angles, paint_eyes
+    from engine.headmodel.build import IRIS_RIM_DEG
+
+    slots = model.uv_slots(256)
+    eyes = eyeball_angles(model, slots)
+    iris_slots = np.zeros(len(slots), bool)
+    for mask, angle in eyes.values():
+        iris_slots |= mask & (angle < IRIS_RIM_DEG)
+    blue = recoloured(plain, model, iris_slots, (0.15, 0.35, 0.75))
+    painted = []
+    for yaw in (0.0, 0.35):                                        # the person looks ahead, then 20° aside
+        p = posed(model)
+        p = HeadParams(p.shape, p.expr, p.rotation, p.neck, p.jaw, torch.tensor([[0.0, yaw, 0.0] * 2]), p.translation)
+        src = portrait(blue, p)
+        color, _, _ = pool(model, slots, [src])
+        painted.append(paint_eyes(model, slots, [src], color))
+    for mask, angle in eyes.values():
+        m = torch.as_tensor(mask)
+        # the same eye whatever the photo's gaze: the texture is a function of the angle to the pole
+        assert (painted[0][m] - painted[1][m]).abs().max() < 0.1          # the sclera read shifts a little
+        iris = torch.as_tensor(mask & (angle > 13) & (angle < IRIS_RIM_DEG - 7))
+        torch.testing.assert_close(painted[1][iris].mean(0), torch.tensor([0.15, 0.35, 0.75]), atol=0.08, rtol=0)
+        assert painted[1][torch.as_tensor(mask & (angle < 8))].max() < 0.1                     # the pupil
+        assert painted[1][torch.as_tensor(mask & (angle > IRIS_RIM_DEG + 5))].mean() > 0.7      # the sclera
