@@ -1,6 +1,7 @@
 """`python main.py eval ff VIDEO…`: feed-forward self- (and with --cross, cross-) reenactment
 metrics; `python main.py eval refine AVATAR VIDEO`: a refined avatar on its video's held-out
-frames; `python main.py eval portraits IMAGE…`: each portrait's avatar at its own camera."""
+frames; `python main.py eval portraits IMAGE…`: each portrait's avatar at its own camera;
+`python main.py eval tracking`: the trackers on a clip rendered with known parameters."""
 from __future__ import annotations
 
 import dataclasses
@@ -264,6 +265,38 @@ class EvalPortraits(_Output):
             print(f"wrote {self.json}")
 
 
+@dataclass
+class EvalTracking(_Output):
+    """The trackers (a portrait's fit, a video's, the real-time tracker of `drive`) on a clip the
+    avatar renders with known jaw opening, blinks and gaze: their mean error and bias."""
+
+    avatar: Optional[Path] = None
+    """Avatar bundle (.savatar) to render the clip with; the built-in default avatar when omitted."""
+    frames: int = 60
+    """Frames of the clip (25 fps; its schedules fit any length)."""
+    trackers: tuple[Literal["portrait", "video", "real-time"], ...] = ("portrait", "video", "real-time")
+    """The trackers to score."""
+
+    def run(self) -> None:
+        from engine.eval.tracking import evaluate_tracking, format_table, known_clip, write_json
+        from spatialavatar_app.cmd_shared import Source
+
+        if self.frames < 2:
+            raise ValueError(f"--frames {self.frames}: the clip needs at least 2 frames")
+        animated, model = Source(self.avatar, self.head_model).load(self.compute_device())
+        clip = known_clip(animated, model, self.frames)
+        rows = evaluate_tracking(clip, model, self.trackers, log=lambda s: print(s, file=sys.stderr))
+        print(format_table(rows))
+        print(f"{self.frames} frames of {'the default avatar' if self.avatar is None else self.avatar.name} at "
+              f"{clip.frames.shape[2]}², jaw 0-{clip.truth.jaw[:, 0].max():.2f} rad, blinks, gaze ±25° yaw and "
+              "±12° pitch, head ±8° yaw; lid = closure in units of the full range; gaze = angle between eyeball "
+              "directions")
+        if self.json:
+            write_json(self.json, rows)
+            print(f"wrote {self.json}")
+
+
 Eval = Union[Annotated[EvalFF, tyro.conf.subcommand("ff")], Annotated[EvalRefine, tyro.conf.subcommand("refine")],
-             Annotated[EvalPortraits, tyro.conf.subcommand("portraits")]]
-"""`eval ff`, `eval refine` and `eval portraits`: each mode takes only its own options."""
+             Annotated[EvalPortraits, tyro.conf.subcommand("portraits")],
+             Annotated[EvalTracking, tyro.conf.subcommand("tracking")]]
+"""`eval ff`, `eval refine`, `eval portraits` and `eval tracking`: each mode takes only its own options."""
