@@ -33,7 +33,8 @@ from engine.generator.projective import Source
 from engine.headmodel.base import HeadModel
 from engine.io.media import VideoReader
 from engine.metrics import psnr, ssim
-from engine.metrics.face import Face, FaceReader, aed, apd, face_akd, face_csim, mean_of
+from engine.metrics.face import (AKD_REGIONS, Face, FaceReader, aed, agreement, apd, face_akd, face_csim, face_signals,
+                                 mean_of, region_akd)
 from engine.metrics.image import region_psnr
 from engine.metrics.matte import REGIONS, eval_matte, mesh_silhouette, portrait_matte, region_matte
 from engine.refine.data import tracker_camera
@@ -68,6 +69,12 @@ class FFResult:
     ssim_head: float | None = None
     psnr_eyes: float | None = None     # over the eyes' and the mouth's region pixels (`region_matte`)
     psnr_mouth: float | None = None
+    akd_eyes: float | None = None      # `region_akd` of the eyes, the mouth and the jaw line, pixels
+    akd_mouth: float | None = None
+    akd_jaw: float | None = None
+    gaze_r: float | None = None        # `agreement` of frame and render over the targets
+    mouth_r: float | None = None
+    eye_diff: float | None = None
 
 
 @dataclass
@@ -192,7 +199,7 @@ def evaluate_clip(clip: Clip, model: HeadModel, ks: Sequence[int] = (1, 4), n_ta
     results = []
     for k in ks:
         animated = build(clip, model, k, generator, checkpoint, outer)
-        ps, ss, hps, hss, lps, scores = [], [], [], [], [], []
+        ps, ss, hps, hss, lps, scores, pairs = [], [], [], [], [], [], []
         regions = {kind: [] for kind in REGIONS}
         for t in targets:
             cam = clip.camera(t)
@@ -220,12 +227,17 @@ def evaluate_clip(clip: Clip, model: HeadModel, ks: Sequence[int] = (1, 4), n_ta
                 with torch.no_grad():
                     lps.append(float(lpips(pred, gt)))
             if faces is not None:
-                real = faces.real(clip, t)
-                scores.append(_face_scores(faces.reader.read(frame.to_uint8((0.0, 0.0, 0.0))), real, real))
+                real, seen = faces.real(clip, t), faces.reader.read(frame.to_uint8((0.0, 0.0, 0.0)))
+                scores.append(_face_scores(seen, real, real))
+                pairs.append((real, seen))
         (c, n_face), (e, _), (q, _), (d, _) = _means(scores)
+        akd = {region: mean_of(region_akd(seen, real, region) for real, seen in pairs)[0] for region in AKD_REGIONS}
+        agree = agreement([face_signals(real) for real, _ in pairs], [face_signals(seen) for _, seen in pairs])
         results.append(FFResult(clip.name, k, float(np.mean(ps)), float(np.mean(ss)), len(ps),
                                 mean_of(lps)[0], c, e, q, d, n_face, generator, float(np.mean(hps)),
-                                float(np.mean(hss)), mean_of(regions["eyes"])[0], mean_of(regions["mouth"])[0]))
+                                float(np.mean(hss)), mean_of(regions["eyes"])[0], mean_of(regions["mouth"])[0],
+                                akd["eyes"], akd["mouth"], akd["jaw"], agree["gaze_r"], agree["mouth_r"],
+                                agree["eye_diff"]))
     return results
 
 
@@ -288,7 +300,12 @@ DEFINITIONS = {
     "hSSIM": "SSIM inside the head-and-neck matte",
     "ePSNR": "PSNR over the eyes' region pixels (a box round both lid margins, inside the portrait matte)",
     "mPSNR": "PSNR over the mouth's region pixels (a box round the outer lips, inside the portrait matte)",
+    "eAKD": "AKD of the lid margins and iris centres (mAKD: the lips; jAKD: the 17 contour points), pixels",
+    "gaze r": "correlation over the targets of the horizontal iris offset (in eye widths) read by FaceMesh on frame and render",
+    "mouth r": "the same correlation of the mouth opening (mid inner-lip gap / mouth width)",
+    "eye diff": "mean |eye opening difference| between frame and render, in eye widths",
 }
+FACE_COLUMNS = ("eAKD", "mAKD", "jAKD", "gaze r", "mouth r", "eye diff")
 
 
 def _cells(values: Sequence[float | None]) -> str:
@@ -325,6 +342,12 @@ def format_table(self_rows: Sequence[FFResult], cross_rows: Sequence[CrossResult
                                                                         "psnr_mouth")]
             label = f"mean of {len(sel)}"
             lines.append(f"{lane:<5} {k:>2} {label:<44} {_cells(vals)}")
+    if any(r.n_face for r in self_rows):
+        lines += ["", f"{'face':<5} {'K':>2} {'video':<44} " + " ".join(f"{c:>8}" for c in FACE_COLUMNS)]
+        names = ("akd_eyes", "akd_mouth", "akd_jaw", "gaze_r", "mouth_r", "eye_diff")
+        for r in self_rows:
+            cells = " ".join("{:>8}".format("-") if getattr(r, n) is None else f"{getattr(r, n):>8.3f}" for n in names)
+            lines.append(f"{'self':<5} {r.k:>2} {r.video[:44]:<44} {cells}")
     return "\n".join(lines)
 
 

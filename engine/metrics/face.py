@@ -20,6 +20,13 @@ Our stand-ins, not the paper's networks, so the numbers are not comparable with 
   68-like, not dlib's jawline) of the largest face in each image; the images must have the same
   size (the evaluation resolution).
 
+Where tracking or appearance helps shows in finer readings of the same landmarks:
+`region_akd` (AKD of the eyes with the iris centres, the lips, the jaw line) and
+`face_signals` (the horizontal iris offset, the mouth's and the eyes' opening, each in units
+of the eye's or the mouth's width), which `agreement` compares over the frames of a clip:
+correlations of iris offsets and mouth openings between frame and render, and the mean
+eye-opening difference.
+
 Every function returns None when either image shows no face (or one under MIN_FACE_PX wide);
 `mean_of` averages what is left and says how many values it used. Each image is read once by
 `FaceReader.read` into a `Face`; the two-image functions are shorthands for that.
@@ -90,7 +97,7 @@ class FaceReader:
         from engine.track.lmk_model import LandmarkModel
 
         if self._landmark_model is None:
-            self._landmark_model = LandmarkModel(self.model)
+            self._landmark_model = LandmarkModel(self.model, detected=True)
         ids = self.model.lmk_ids.numpy()
         obs = Observations(points[None, ids, :2], points[None, ids, 2], np.array([True]), np.array([size]))
         p = fit_landmarks(self._landmark_model, obs).params
@@ -128,6 +135,62 @@ def face_akd(a: Face | None, b: Face | None) -> float | None:
         return None
     ids = list(LM68)
     return float(np.linalg.norm(a.landmarks[ids] - b.landmarks[ids], axis=1).mean())
+
+
+AKD_REGIONS = {"eyes": LM68[36:48] + (468, 473), "mouth": LM68[48:68], "jaw": LM68[0:17]}
+"""FaceMesh ids of each `region_akd` region: the lid margins' 12 points and the iris centres;
+the outer and inner lips; the 17 contour points."""
+
+
+def region_akd(a: Face | None, b: Face | None, region: str) -> float | None:
+    """`face_akd` over one region of `AKD_REGIONS`."""
+    if a is None or b is None:
+        return None
+    ids = list(AKD_REGIONS[region])
+    return float(np.linalg.norm(a.landmarks[ids] - b.landmarks[ids], axis=1).mean())
+
+
+# (iris centre, inner corner, outer corner, lid pairs upper/lower) of each eye; the mouth's
+# inner corners and its mid inner lips.
+_EYES = ((468, 133, 33, ((159, 145), (158, 153), (160, 144))), (473, 362, 263, ((386, 374), (385, 380), (387, 373))))
+_MOUTH = ((78, 308), (13, 14))
+
+
+def face_signals(face: Face | None) -> np.ndarray | None:
+    """[3] (iris offset, mouth opening, eye opening) of a face, or None: the iris centres'
+    offset from the eyes' mid-corners along the corner line (image +x), the mid inner-lip gap,
+    and the mean lid gap, each divided by the eye's (the mouth's) corner-to-corner width and
+    averaged over the two eyes."""
+    if face is None:
+        return None
+    p = face.landmarks
+    gaze, opening = [], []
+    for iris, inner, outer, lids in _EYES:
+        axis = p[outer] - p[inner]
+        width = float(np.linalg.norm(axis))
+        axis = axis / width * np.sign(axis[0])                      # both eyes measured towards image +x
+        gaze.append(float((p[iris] - (p[inner] + p[outer]) / 2) @ axis) / width)
+        opening.append(float(np.mean([np.linalg.norm(p[u] - p[d]) for u, d in lids])) / width)
+    (c0, c1), (u, d) = _MOUTH
+    mouth = float(np.linalg.norm(p[u] - p[d]) / np.linalg.norm(p[c1] - p[c0]))
+    return np.array([np.mean(gaze), mouth, np.mean(opening)])
+
+
+def agreement(real: Iterable[np.ndarray | None], render: Iterable[np.ndarray | None]) -> dict[str, float | None]:
+    """How a clip's renders follow its frames, from paired `face_signals`: ``gaze_r`` and
+    ``mouth_r``, the correlations of iris offsets and of mouth openings over the frames where
+    both show a face; ``eye_diff``, the mean |eye-opening difference| in eye widths; ``n``, the
+    frames used. A correlation is None with fewer than 3 frames or a constant signal."""
+    pairs = [(a, b) for a, b in zip(real, render) if a is not None and b is not None]
+    out: dict[str, float | None] = {"gaze_r": None, "mouth_r": None, "eye_diff": None, "n": float(len(pairs))}
+    if not pairs:
+        return out
+    a, b = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    out["eye_diff"] = float(np.abs(a[:, 2] - b[:, 2]).mean())
+    for key, col in (("gaze_r", 0), ("mouth_r", 1)):
+        if len(pairs) >= 3 and a[:, col].std() > 1e-9 and b[:, col].std() > 1e-9:
+            out[key] = float(np.corrcoef(a[:, col], b[:, col])[0, 1])
+    return out
 
 
 def aed(a: np.ndarray | None, b: np.ndarray | None) -> float | None:

@@ -77,3 +77,44 @@ def test_expression_pose_of_a_mirrored_portrait_mirrors_the_head_rotation(model)
     np.testing.assert_allclose(mirrored * [1, -1, -1], pose, atol=0.03)
     assert abs(pose[0]) > 0.1                    # her head is pitched ~0.2 rad: the check above is not all noise
     assert apd(*[expression_pose(shifted(a, 7, -5), model)[1], pose]) < 0.02
+
+
+def synthetic_face(iris_dx: float = 0.0, lip_gap: float = 0.0, lid_gap: float = 3.0):
+    """A `Face` whose eyes are 30 px wide at y = 100, their irises ``iris_dx`` px towards +x of
+    the mid-corners, lids ``lid_gap`` apart, and a 50-px mouth at y = 160 parted ``lip_gap``."""
+    from engine.metrics.face import Face
+
+    p = np.zeros((478, 2))
+    for iris, inner, outer, lids, cx, side in ((468, 133, 33, ((159, 145), (158, 153), (160, 144)), 70, -1),
+                                                (473, 362, 263, ((386, 374), (385, 380), (387, 373)), 130, 1)):
+        p[inner], p[outer] = (cx - side * 15, 100), (cx + side * 15, 100)
+        p[iris] = (cx + iris_dx, 100)
+        for u, d in lids:
+            p[u], p[d] = (cx, 100 - lid_gap / 2), (cx, 100 + lid_gap / 2)
+    p[78], p[308], p[13], p[14] = (75, 160), (125, 160), (100, 160 - lip_gap / 2), (100, 160 + lip_gap / 2)
+    return Face(p, np.zeros(128), None, None)
+
+
+def test_face_signals_are_offsets_and_openings_in_widths():
+    from engine.metrics.face import face_signals
+
+    s = face_signals(synthetic_face(iris_dx=3.0, lip_gap=10.0, lid_gap=6.0))
+    np.testing.assert_allclose(s, [3 / 30, 10 / 50, 6 / 30])
+    assert face_signals(None) is None
+
+
+def test_agreement_correlates_frame_and_render_signals():
+    from engine.metrics.face import agreement, face_signals, region_akd
+
+    looks = [-4.0, -1.0, 0.0, 2.0, 5.0]
+    real = [face_signals(synthetic_face(dx, lip_gap=2 * i, lid_gap=6.0)) for i, dx in enumerate(looks)]
+    follows = [face_signals(synthetic_face(dx / 2, lip_gap=3 * i, lid_gap=4.5)) for i, dx in enumerate(looks)]
+    a = agreement(real, follows + [None])
+    assert a["gaze_r"] == pytest.approx(1.0) and a["mouth_r"] == pytest.approx(1.0)
+    assert a["eye_diff"] == pytest.approx(1.5 / 30) and a["n"] == 5
+    ahead = [face_signals(synthetic_face(0.0, lip_gap=2 * i)) for i in range(5)]     # the render looks ahead
+    assert agreement(real, ahead)["gaze_r"] is None
+    reversed_ = agreement(real, real[::-1])
+    assert reversed_["mouth_r"] == pytest.approx(-1.0)
+    assert region_akd(synthetic_face(2.0), synthetic_face(0.0), "eyes") == pytest.approx(2 * 2 / 14)
+    assert region_akd(synthetic_face(2.0), synthetic_face(0.0), "jaw") == 0
