@@ -42,7 +42,8 @@ class DriveStats:
     stages: dict = field(default_factory=dict)   # stage -> {"mean", "p50", "p95", "max"} ms
     latency: dict = field(default_factory=dict)  # capture done -> frame rendered: {"mean", "p50", "p95", "max"} ms
     first_ms: float = 0.0          # wall time of the first frame (initial fit, warm-up)
-    dropped: int = 0               # frames skipped by a real-time source (consumer too slow)
+    dropped: int = 0               # frames not shown: skipped by a real-time source, or tracked and replaced
+                                   # by a newer one before the renderer took them (consumer too slow)
     notes: list = field(default_factory=list)
     driver: HeadParams | None = None   # [N, ...] the tracker's parameters per processed frame
     driven: HeadParams | None = None   # [N, ...] the avatar's, as rendered
@@ -219,6 +220,7 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
                         break
                     time.sleep(0.0005)
                     continue
+                superseded[0] += f.index - seen - 1     # tracked, then replaced by a newer frame before shown
                 seen = f.index
                 img, _, render_ms = render(f.params, f.posed)
                 live.displayed(f, render_ms)
@@ -231,6 +233,7 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
         finally:
             live.stop()
 
+    superseded = [0]
     start = time.perf_counter()
     live_mode = realtime if pipelined is None else pipelined
     interrupted = threading.Event()
@@ -241,7 +244,7 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
         tr.close()
         source.close()
     stats.seconds = time.perf_counter() - start
-    stats.dropped = getattr(source, "dropped", 0)
+    stats.dropped = getattr(source, "dropped", 0) + superseded[0]
     stats.stages = {k: _summary(v) for k, v in times.items() if v}
     stats.latency = _summary(latency)
     if driven_params:

@@ -177,17 +177,20 @@ def test_drive_video_writes_a_side_by_side_mp4_with_stage_timings(model, animate
     assert set(stats.stages) == {"capture", "landmarks", "solve", "transfer", "animate", "render", "encode"}
     assert stats.latency["mean"] > stats.stages["render"]["mean"]
     assert "FPS end to end" in stats.table()
-    # the driven avatar's jaw follows the driver's, and its rendered mouth opens (darkens) with it
+    # the driven avatar's jaw follows the driver's, and its rendered mouth opens with it: between
+    # the lips, teeth or the cavity show where the first (closed) frame shows lips
     jaw = stats.driven.jaw[:, 0].numpy()
     assert stats.driver.batch_size == 16 and stats.found_mask.all()
     # (0.79 on the default avatar with hair and shoulders, whose render FaceMesh reads less
     # cleanly than the bald head's; the tracker alone follows it at > 0.9, the test above)
     assert np.corrcoef(jaw, truth)[0, 1] > 0.75 and jaw.max() > 0.05
     k = int(jaw.argmax())
-    rc = mouth_pixel(model, stats.driven.frame(k), size=128)
-    rc = (rc[0], rc[1] + 128)                                         # the avatar is the right half
-    print("mouth darkness", darkness(frames[k], rc), darkness(frames[0], rc))
-    assert darkness(frames[k], rc) > darkness(frames[0], rc) + 20
+    r, c = mouth_pixel(model, stats.driven.frame(k), size=128)
+    c += 128                                                          # the avatar is the right half
+    patch = lambda img: img[r - 2:r + 3, c - 2:c + 3].astype(float)   # noqa: E731
+    change = np.abs(patch(frames[k]) - patch(frames[0])).mean()
+    print("mouth change", change)
+    assert change > 15
 
 
 def test_drive_video_eases_to_neutral_where_the_face_is_lost(model, animated, renderer, tmp_path):
