@@ -41,9 +41,17 @@ class FitConfig:
     w_shape: float = 0.02
     """Prior on identity coefficients (the basis is scaled so 1 is a large change)."""
     w_expr: float = 0.004
-    """Prior on expression coefficients."""
+    """Prior on the named (ARKit) expression coefficients."""
+    w_expr_mouth_local: float = 0.3
+    """Prior on the head model's ``local_mouth_*`` modes (smooth corrections round the mouth, 3 mm
+    a unit): above ``w_expr`` they only absorb what the named shapes and the jaw cannot, and a
+    wide-open mouth is read as a jaw opening, not as lips pulled apart by local modes (the
+    eyes' and brows' local modes keep ``w_expr``: they help read a closing lid)."""
     w_expr_negative: float = 10.0
     """Penalty on negative blendshape weights (an ARKit weight is in [0, 1])."""
+    w_expr_over: float = 10.0
+    """Penalty on named blendshape weights above 1 (with ``w_expr_mouth_local``, what keeps a
+    wide-open mouth from being read as lips pulled apart instead of a jaw opening)."""
     w_jaw: float = 1.0
     """Penalty on jaw rotation other than opening (closing past rest, sideways, twist)."""
     w_eyes: float = 0.01
@@ -56,6 +64,16 @@ class FitConfig:
     """Video: strength of the temporal smoothing of per-frame unknowns (0 = none)."""
     lm_iters: int = 8
     """Video: Levenberg-Marquardt iterations per frame."""
+
+
+def expr_prior(lm, cfg: FitConfig) -> tuple[Tensor, Tensor]:
+    """([E] prior weight of each expression coefficient: ``w_expr_mouth_local`` for the
+    ``local_mouth_*`` modes, ``w_expr`` for the rest; [E] 1.0 where the coefficient is a named
+    shape, not a local mode, else 0)."""
+    names = list(lm.model.expr_names)
+    named = torch.tensor([not n.startswith("local_") for n in names], dtype=torch.float32)
+    mouth = torch.tensor([n.startswith("local_mouth_") for n in names], dtype=torch.float32)
+    return cfg.w_expr + (cfg.w_expr_mouth_local - cfg.w_expr) * mouth, named
 
 
 @dataclass
@@ -195,6 +213,8 @@ def fit_landmarks(lm: LandmarkModel, obs: Observations, cfg: FitConfig = FitConf
     found = torch.tensor(obs.found, dtype=torch.float32)
     n_found = found.sum().clamp_min(1)
 
+    w_expr, named = expr_prior(lm, cfg)
+
     def energy() -> Tensor:
         p = u.params()
         f = u.log_f.exp().expand(n)
@@ -205,7 +225,8 @@ def fit_landmarks(lm: LandmarkModel, obs: Observations, cfg: FitConfig = FitConf
         d_obs = depth - depth.mean(1, keepdim=True)
         e = e + cfg.w_depth * ((((d_model - d_obs) / scale[:, None]) ** 2).mean(1) * found).sum() / n_found
         e = e + cfg.w_shape * (u.shape ** 2).sum()
-        e = e + cfg.w_expr * (u.expr ** 2).sum(1).mean() + cfg.w_expr_negative * (torch.relu(-u.expr) ** 2).sum(1).mean()
+        e = e + (w_expr * u.expr ** 2).sum(1).mean() + cfg.w_expr_negative * (torch.relu(-u.expr) ** 2).sum(1).mean()
+        e = e + cfg.w_expr_over * ((torch.relu(u.expr - 1) * named) ** 2).sum(1).mean()
         e = e + cfg.w_jaw * (torch.relu(-u.jaw[:, 0]) ** 2 + (u.jaw[:, 1:] ** 2).sum(1)).mean() * 100
         e = e + cfg.w_eyes * (u.eyes ** 2).sum(1).mean()
         e = e + cfg.w_focal * ((u.log_f - torch.tensor(log_f0, dtype=torch.float32)) ** 2).mean()

@@ -19,7 +19,7 @@ from scipy.linalg import solve_banded
 from smplx.lbs import batch_rigid_transform, batch_rodrigues
 from torch import Tensor
 
-from engine.track.fit import FLIP, REF_SIZE, FitConfig, project
+from engine.track.fit import FLIP, REF_SIZE, FitConfig, expr_prior, project
 from engine.track.lmk_model import LandmarkModel
 from engine.types import HeadParams
 
@@ -83,6 +83,7 @@ def solve_frames(lm: LandmarkModel, p: HeadParams, target: Tensor, found: Tensor
     # prior weights per unknown, in the energy's units (mean over landmarks of squared 512-px error)
     n_rot = 12
     P = n_rot + 3 + E
+    w_expr, named = expr_prior(lm, cfg)
     with torch.no_grad():
         for _ in range(iters):
             pts, r = _residuals(lm, p, f, size, target, scale)                     # [B, L, 3], [B, L, 2]
@@ -102,14 +103,16 @@ def solve_frames(lm: LandmarkModel, p: HeadParams, target: Tensor, found: Tensor
             prior[:, 4:6] = cfg.w_jaw * 100          # jaw: opening is free, sideways and twist are not
             prior[:, 3] = cfg.w_jaw * 100 * (p.jaw[:, 0] < 0)
             prior[:, 6:12] = cfg.w_eyes
-            prior[:, 15:] = cfg.w_expr + cfg.w_expr_negative * (p.expr < 0)
+            prior[:, 15:] = w_expr + cfg.w_expr_negative * (p.expr < 0)
             prior = 2 * prior                        # the L-BFGS energy's priors are w·x², not ½·w·x²
-            H = H + torch.diag_embed(prior) + torch.diag_embed(lam * torch.diagonal(H, dim1=1, dim2=2) + 1e-6)
-            g = g + (prior * x)[..., None]
+            over = torch.zeros(B, P)                 # named weights above 1: w_over·(x − 1)²
+            over[:, 15:] = 2 * cfg.w_expr_over * named * (p.expr > 1)
+            H = H + torch.diag_embed(prior + over) + torch.diag_embed(lam * torch.diagonal(H, dim1=1, dim2=2) + 1e-6)
+            g = g + (prior * x + over * (x - 1))[..., None]
             step = torch.linalg.solve(H, -g)[..., 0]
             q = _unpack(p, x + step, E)
-            e_old = _energy(w, r, prior, x)
-            e_new = _energy(w, _residuals(lm, q, f, size, target, scale)[1], prior, x + step)
+            e_old = _energy(w, r, prior, x, over)
+            e_new = _energy(w, _residuals(lm, q, f, size, target, scale)[1], prior, x + step, over)
             better = (e_new < e_old)[:, None]
             p = _select(better, q, p)
             lam = torch.where(better, lam * 0.3, lam * 10).clamp(1e-6, 1e4)
@@ -133,8 +136,8 @@ def _rotation_columns(lm: LandmarkModel, p: HeadParams, f: Tensor, size: Tensor,
     return ((rq - r[:, None]) / FD_STEP).permute(0, 2, 3, 1)
 
 
-def _energy(w: Tensor, r: Tensor, prior: Tensor, x: Tensor) -> Tensor:
-    return 0.5 * (w * r**2).sum((1, 2)) / r.shape[1] + 0.5 * (prior * x**2).sum(1)
+def _energy(w: Tensor, r: Tensor, prior: Tensor, x: Tensor, over: Tensor) -> Tensor:
+    return 0.5 * (w * r**2).sum((1, 2)) / r.shape[1] + 0.5 * (prior * x**2 + over * torch.relu(x - 1) ** 2).sum(1)
 
 
 def _unpack(p: HeadParams, x: Tensor, E: int) -> HeadParams:
