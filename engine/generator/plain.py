@@ -27,6 +27,8 @@ IRIS = (0.30, 0.22, 0.15)
 PUPIL = (0.03, 0.03, 0.03)
 TEETH = (0.93, 0.91, 0.85)
 CAVITY = (0.30, 0.08, 0.08)
+GUM = (0.62, 0.30, 0.30)
+TONGUE = (0.55, 0.22, 0.22)
 LIGHT = (-0.35, 0.45, 0.82)
 
 
@@ -68,6 +70,41 @@ def inner_parts(model: HeadModel, slots: UVSlots) -> np.ndarray:
     return slot_uv(slots)[:, 1] < parts.CAVITY_UPPER[3] + 0.004
 
 
+def _chart_coords(uv: np.ndarray, rect) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) in [0, 1]: a texel's position across a chart rectangle (u) and along it (v)."""
+    u0, v0, u1, v1 = rect
+    return np.clip((uv[:, 0] - u0) / (u1 - u0), 0, 1), np.clip((uv[:, 1] - v0) / (v1 - v0), 0, 1)
+
+
+def teeth_colors(uv: np.ndarray, rect, gum_at_top: bool) -> np.ndarray:
+    """[N, 3] colours of a teeth chart's texels: TEETH with a darker gap between neighbouring
+    teeth (one per chart column), darker towards the back of the arch, where less light
+    reaches, and GUM along the gum line, so a mouth no source showed open has teeth, not a slab."""
+    a, b = _chart_coords(uv, rect)
+    cols = parts.TEETH_COLS
+    to_gap = np.abs(a * cols - np.round(a * cols))                      # 0 on a boundary, 0.5 mid-tooth
+    gap = np.exp(-(to_gap / 0.12) ** 2)
+    back = 1 - 0.45 * (2 * a - 1) ** 2
+    c = np.asarray(TEETH)[None] * (back * (1 - 0.3 * gap))[:, None]
+    gum_side = b if gum_at_top else 1 - b                               # 1 at the gum line
+    w = np.clip((gum_side - 0.75) / 0.2, 0, 1)[:, None]
+    return c * (1 - w) + np.asarray(GUM)[None] * back[:, None] * w
+
+
+def cavity_colors(uv: np.ndarray, rect, tongue: bool) -> np.ndarray:
+    """[N, 3] colours of a mouth-cavity chart: CAVITY darkening with depth (the charts' rows run
+    from the lip rim inwards), the lower one with a TONGUE in its middle."""
+    a, b = _chart_coords(uv, rect)
+    depth = 1 - b if tongue else b               # the lower chart's rim is its top edge
+    if rect is parts.CAVITY_BACK:
+        depth = np.ones_like(a)
+    c = np.tile(np.asarray(CAVITY), (len(a), 1))
+    if tongue:
+        w = (np.clip(1 - np.abs(2 * a - 1) / 0.7, 0, 1) * np.clip((depth - 0.15) / 0.3, 0, 1))[:, None]
+        c = c * (1 - w) + np.asarray(TONGUE)[None] * w
+    return c * (1 - 0.55 * depth)[:, None]
+
+
 def mouth_interior(model: HeadModel, slots: UVSlots) -> np.ndarray:
     """[N] bool: the slot lies on the teeth or the mouth cavity (the inner parts right of the eyeballs)."""
     return inner_parts(model, slots) & (slot_uv(slots)[:, 0] >= parts.CAVITY_UPPER[0] - 0.004)
@@ -90,10 +127,12 @@ def plain_colors(model: HeadModel, slots: UVSlots, shaded: bool = True) -> torch
             color[eye] = SCLERA
             color[eye & (angle < IRIS_RIM_DEG)] = IRIS
             color[eye & (angle < 11)] = PUPIL
-        for rect in (parts.TEETH_UPPER, parts.TEETH_LOWER):
-            color[_in_rect(uv, rect)] = TEETH
-        for rect in (parts.CAVITY_UPPER, parts.CAVITY_LOWER, parts.CAVITY_BACK):
-            color[_in_rect(uv, rect)] = CAVITY
+        for rect, gum_at_top in ((parts.TEETH_UPPER, True), (parts.TEETH_LOWER, False)):
+            m = _in_rect(uv, rect)
+            color[m] = teeth_colors(uv[m], rect, gum_at_top)
+        for rect, tongue in ((parts.CAVITY_UPPER, False), (parts.CAVITY_LOWER, True), (parts.CAVITY_BACK, False)):
+            m = _in_rect(uv, rect)
+            color[m] = cavity_colors(uv[m], rect, tongue)
     if shaded:
         color = color * shade(model, slots, model.v_template.numpy())[:, None]
     return torch.from_numpy(color).float()
