@@ -67,7 +67,6 @@ def build_animated(paths: Sequence[Path], model: HeadModel, progress: Progress |
     remains; portraits that seem to show different people (dlib face descriptors, see
     `engine.track.identity`) get a note and a warning, and are still used."""
     from engine.generator.api import generate
-    from engine.generator.projective import Source
     from engine.io.media import MediaError, read_image
     from engine.track.tracker import track_portraits
 
@@ -115,7 +114,7 @@ def build_animated(paths: Sequence[Path], model: HeadModel, progress: Progress |
                          f"distance {d:.2f} > {SAME_PERSON_DISTANCE}); the avatar mixes them")
     check()
     report("warping into UV", 0.0)
-    sources = [Source(images[i], tracked.mattes[i], tracked.params.frame(i), tracked.K[i]) for i in range(len(usable))]
+    sources = [tracked.source(i, images[i]) for i in range(len(usable))]
     shape = tracked.params.shape[0]
     animated = generate(generator, model, sources, shape, checkpoint)
     check()

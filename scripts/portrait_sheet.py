@@ -25,7 +25,6 @@ def main() -> None:
     from engine.animate import AnimatedAvatar
     from engine.expressions import apply_expressions
     from engine.generator.api import generate
-    from engine.generator.projective import Source
     from engine.headmodel.openhead import load_head_model
     from engine.io.media import read_image
     from engine.render.turntable import render_array
@@ -37,7 +36,7 @@ def main() -> None:
     for path in paths:
         tracked = track_portraits([path], model)
         image = read_image(path)
-        full = generate("projective", model, [Source(image, tracked.mattes[0], tracked.params.frame(0), tracked.K[0])],
+        full = generate("projective", model, [tracked.source(0, image)],
                         tracked.params.shape[0])
         bald = AnimatedAvatar(replace(full.avatar, outer=None), model)
         h, w = image.shape[:2]

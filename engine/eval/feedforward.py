@@ -29,7 +29,6 @@ import numpy as np
 import torch
 
 from engine.generator.api import check_generator, generate
-from engine.generator.projective import Source
 from engine.headmodel.base import HeadModel
 from engine.io.media import VideoReader
 from engine.metrics import psnr, ssim
@@ -75,6 +74,8 @@ class FFResult:
     gaze_r: float | None = None        # `agreement` of frame and render over the targets
     mouth_r: float | None = None
     eye_diff: float | None = None
+    gaze_sd: float | None = None       # the frames' spread of iris offsets and mouth openings
+    mouth_sd: float | None = None
 
 
 @dataclass
@@ -174,7 +175,7 @@ def build(clip: Clip, model: HeadModel, k: int, generator: str = "projective", c
     """The avatar of ``clip``'s K source frames (`engine.generator.api.generate`; ``outer``: with its
     hair shell and bust, else the head page alone)."""
     tr = clip.tracked
-    sources = [Source(clip.frames[i], tr.person_matte(i), tr.params.frame(i), tr.K[i]) for i in source_frames(clip.n, k)]
+    sources = [tr.source(i, clip.frames[i]) for i in source_frames(clip.n, k)]
     return generate(generator, model, sources, tr.params.shape[0], checkpoint, outer=outer)
 
 
@@ -237,7 +238,7 @@ def evaluate_clip(clip: Clip, model: HeadModel, ks: Sequence[int] = (1, 4), n_ta
                                 mean_of(lps)[0], c, e, q, d, n_face, generator, float(np.mean(hps)),
                                 float(np.mean(hss)), mean_of(regions["eyes"])[0], mean_of(regions["mouth"])[0],
                                 akd["eyes"], akd["mouth"], akd["jaw"], agree["gaze_r"], agree["mouth_r"],
-                                agree["eye_diff"]))
+                                agree["eye_diff"], agree["gaze_sd"], agree["mouth_sd"]))
     return results
 
 
@@ -304,8 +305,10 @@ DEFINITIONS = {
     "gaze r": "correlation over the targets of the horizontal iris offset (in eye widths) read by FaceMesh on frame and render",
     "mouth r": "the same correlation of the mouth opening (mid inner-lip gap / mouth width)",
     "eye diff": "mean |eye opening difference| between frame and render, in eye widths",
+    "gaze sd": "standard deviation of the frames' iris offsets (mouth sd: of their mouth openings): "
+               "a correlation means little where these are small",
 }
-FACE_COLUMNS = ("eAKD", "mAKD", "jAKD", "gaze r", "mouth r", "eye diff")
+FACE_COLUMNS = ("eAKD", "mAKD", "jAKD", "gaze r", "mouth r", "eye diff", "gaze sd", "mouth sd")
 
 
 def _cells(values: Sequence[float | None]) -> str:
@@ -344,7 +347,7 @@ def format_table(self_rows: Sequence[FFResult], cross_rows: Sequence[CrossResult
             lines.append(f"{lane:<5} {k:>2} {label:<44} {_cells(vals)}")
     if any(r.n_face for r in self_rows):
         lines += ["", f"{'face':<5} {'K':>2} {'video':<44} " + " ".join(f"{c:>8}" for c in FACE_COLUMNS)]
-        names = ("akd_eyes", "akd_mouth", "akd_jaw", "gaze_r", "mouth_r", "eye_diff")
+        names = ("akd_eyes", "akd_mouth", "akd_jaw", "gaze_r", "mouth_r", "eye_diff", "gaze_sd", "mouth_sd")
         for r in self_rows:
             cells = " ".join("{:>8}".format("-") if getattr(r, n) is None else f"{getattr(r, n):>8.3f}" for n in names)
             lines.append(f"{'self':<5} {r.k:>2} {r.video[:44]:<44} {cells}")

@@ -46,7 +46,6 @@ def evaluate_portrait(path: Path, model: HeadModel, renderer=None, side: int = S
     """Score one portrait's own K = 1 avatar at its tracked camera (see the module docstring);
     ``outer``: with its hair shell and bust, else the head page alone."""
     from engine.generator.api import generate
-    from engine.generator.projective import Source
     from engine.io.media import read_image
     from engine.refine.data import tracker_camera
     from engine.render.select import select
@@ -57,7 +56,7 @@ def evaluate_portrait(path: Path, model: HeadModel, renderer=None, side: int = S
     tracked = track_portraits([path], model)
     image = read_image(path)
     params = tracked.params.frame(0)
-    animated = generate("projective", model, [Source(image, tracked.mattes[0], params, tracked.K[0])],
+    animated = generate("projective", model, [tracked.source(0, image)],
                         tracked.params.shape[0], outer=outer)
     cam = tracker_camera(tracked.K[0], tuple(int(x) for x in image.shape[:2]), side)
     small = cv2.resize(image, (cam.width, cam.height), interpolation=cv2.INTER_AREA)

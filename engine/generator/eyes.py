@@ -101,16 +101,16 @@ def eye_texture(angle: np.ndarray, iris: np.ndarray, sclera: np.ndarray) -> np.n
     return out + c * (1 - _smoothstep(iris_deg - EDGE_DEG, iris_deg + EDGE_DEG, angle))[:, None]
 
 
-def paint_eyes(model: HeadModel, slots: UVSlots, sources: list, color: torch.Tensor) -> torch.Tensor:
+def paint_eyes(model: HeadModel, slots: UVSlots, readings: list[dict], color: torch.Tensor) -> torch.Tensor:
     """``color`` [N, 3] with every eyeball texel repainted as an eye (see the module docstring),
-    its iris and sclera pooled over ``sources`` (`Source`s) by the pixels each shows; both eyes
-    take the pooled colours of the two, an eye hidden in every source its partner's."""
+    its iris and sclera pooled over the sources' ``readings`` (`eye_colors` of each) by the
+    pixels each shows: both eyes take the pooled colours of the two."""
     eyes = eyeball_angles(model, slots)
     if not eyes:
         return color
     iris_sum, iris_n, sclera_sum, sclera_n = np.zeros(3), 0.0, np.zeros(3), 0.0
-    for src in sources:
-        for iris, sclera, n_iris, n_sclera in eye_colors(model, src).values():
+    for reading in readings:
+        for iris, sclera, n_iris, n_sclera in reading.values():
             if n_iris >= MIN_PIXELS:
                 iris_sum, iris_n = iris_sum + n_iris * iris, iris_n + n_iris
             if n_sclera >= MIN_PIXELS:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from engine.animate import AnimatedAvatar
 from engine.binding import UVSlots, place, slot_frames, surface_init
+from engine.generator.eyes import eye_colors, paint_eyes
 from engine.generator.projective import ProjectiveConfig, Source, pool, project_slots, sample_warp
 from engine.headmodel.base import HeadModel
 from engine.residual import RESIDUAL_CHANNELS
@@ -246,6 +247,7 @@ class SourceInput:
     image: Tensor        # [3, S, S] in [0, 1]
     grid: Tensor         # [N, 2] grid_sample coordinates of each slot in ``image``
     warp: tuple          # projective (colour [N, 3], matte [N], weight [N]; 0 = not seen)
+    eyes: dict = field(default_factory=dict)   # the source's iris and sclera (`eyes.eye_colors`)
 
     @property
     def weight(self) -> Tensor:
@@ -274,7 +276,7 @@ def prepare_source(model: HeadModel, slots: UVSlots, src: Source, size: int,
     img = F.interpolate(img[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
     uv, weight = project_slots(model, slots, src, cfg)
     grid = torch.stack([(uv[:, 0] + ix) / side * 2 - 1, (uv[:, 1] + iy) / side * 2 - 1], -1)
-    return SourceInput(img, grid, sample_warp(src, uv, weight))
+    return SourceInput(img, grid, sample_warp(src, uv, weight), eye_colors(model, src))
 
 
 def view_direction(params: HeadParams, verts: Tensor, camera: Camera | None) -> Tensor:
@@ -369,6 +371,7 @@ class FeedForwardNetwork(nn.Module):
         base = {"local_position": local, "rotation": torch.tensor([1.0, 0, 0, 0]).expand(n, 4), "log_scale": log_scale}
         with torch.no_grad():
             color, opacity, confidence = pool(model, self.slots, [], warps=[s.warp for s in inputs])
+            color = paint_eyes(model, self.slots, [s.eyes for s in inputs], color)
         if self.cfg.projective_base:
             a = (0.99 * opacity).clamp(1e-4, 1 - 1e-4)
             base |= {"color": color, "opacity": torch.log(a / (1 - a))[:, None]}

@@ -10,7 +10,11 @@ areas from their left/right mirror where that was seen, the rest by inpainting i
 and mouth cavity that were not seen keep the plain avatar's palette, since inpainting them from
 skin would paint skin-coloured teeth; a source whose lips do not part beyond the rest mouth
 paints neither (seen through the rest mouth's gap they would take the lips' colours), so with
-one open-mouth source among several, the teeth are that source's. The eyeballs are painted as
+one open-mouth source among several, the teeth are that source's. Where the fit puts lids or
+lips over what the photo shows as an eye's or the mouth's opening (FaceMesh's detected loops,
+when the source carries them), those texels take nothing from the source and are filled from
+their neighbours: a yawning portrait's lower lip and chin do not take the colours of its mouth's
+inside, nor its lids those of its irises. The eyeballs are painted as
 eyes in their own frame, in the colours of the sources' irises and sclerae (`engine.generator.eyes`).
 
 Expression confidence: a texel whose surface point moves far between the neutral face and
@@ -56,6 +60,9 @@ class ProjectiveConfig:
     """Metres of expression displacement at which a texel's weight falls to 1/e."""
     min_confidence: float = 0.05
     """Pooled weight below which a texel counts as unseen and is filled."""
+    opening_margin_px: int = 1
+    """Pixels by which the detected eye and mouth openings are shrunk before the lid, lip and skin
+    texels that project into them are refused (the lid margins' own pixels stay theirs)."""
     mouth_open: float = 0.004
     """Metres the lips must part beyond the head model's rest mouth before a source paints the
     teeth and mouth cavity: through a closed mouth's rest gap they would only take lip colours."""
@@ -69,6 +76,7 @@ class Source:
     matte: np.ndarray      # [H, W] uint8 (255 = person)
     params: HeadParams     # batch of one
     K: np.ndarray          # [3, 3]
+    landmarks: np.ndarray | None = None   # [478, 2] FaceMesh's detected points, pixels; None: not known
 
 
 def slot_points(model: HeadModel, slots: UVSlots, params: HeadParams) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +121,9 @@ def _sample(img: np.ndarray, uv: torch.Tensor) -> torch.Tensor:
 def project_slots(model: HeadModel, slots: UVSlots, src: Source, cfg: ProjectiveConfig
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """(pixel position [N, 2] of every slot's surface point in the source image, source
-    weight [N]: visible x cos(view angle)^p x expression confidence, 0 where not seen)."""
+    weight [N]: visible x cos(view angle)^p x expression confidence, 0 where not seen, for the
+    teeth and cavity of a closed mouth, and for lid, lip and skin texels that fall inside the
+    detected eye and mouth openings when the source has its landmarks)."""
     pts, nrm = slot_points(model, slots, src.params)
     h, w = src.rgb.shape[:2]
     f = float(src.K[0, 0])
@@ -127,7 +137,33 @@ def project_slots(model: HeadModel, slots: UVSlots, src: Source, cfg: Projective
     weight = vis.float() * cos.clamp_min(0) ** cfg.view_power * expression_confidence(model, slots, src.params, cfg)
     if mouth_gap(model, src.params) < cfg.mouth_open:
         weight = weight * ~torch.as_tensor(mouth_interior(model, slots))
+    if src.landmarks is not None:
+        weight = weight * ~(_in_openings(src.landmarks, uv, (h, w), cfg) & ~torch.as_tensor(inner_parts(model, slots)))
     return uv, weight
+
+
+def _in_openings(landmarks: np.ndarray, uv: torch.Tensor, size: tuple, cfg: ProjectiveConfig) -> torch.Tensor:
+    """[N] bool: the pixel at ``uv`` lies inside an eye's or the mouth's opening as FaceMesh
+    detected it (``landmarks`` [478, 2]), shrunk by ``cfg.opening_margin_px``: what shows there
+    is an eyeball, teeth or the mouth's inside, never lid, lip or skin, whatever the fit says."""
+    import cv2
+
+    from engine.headmodel import facemesh as fm
+
+    h, w = size
+    mask = np.zeros((h, w), np.uint8)
+    loops = fm.topology()
+    for name in ("eye_L", "eye_R", "lips_inner"):
+        pts = np.asarray(landmarks)[loops[name]]
+        if np.isfinite(pts).all():
+            cv2.fillPoly(mask, [np.round(pts * 4).astype(np.int32)], 1, shift=2)
+    k = 2 * cfg.opening_margin_px + 1
+    mask = cv2.erode(mask, np.ones((k, k), np.uint8))
+    ij = uv.floor().long()
+    inside = (ij[:, 0] >= 0) & (ij[:, 0] < w) & (ij[:, 1] >= 0) & (ij[:, 1] < h)
+    out = torch.zeros(len(uv), dtype=torch.bool)
+    out[inside] = torch.from_numpy(mask[ij[inside, 1].numpy(), ij[inside, 0].numpy()] > 0)
+    return out
 
 
 def mouth_gap(model: HeadModel, params: HeadParams) -> float:
@@ -252,11 +288,11 @@ def projective_gaussians(model: HeadModel, sources: list[Source], shape: torch.T
                          cfg: ProjectiveConfig = ProjectiveConfig()) -> tuple[UVGaussians, torch.Tensor]:
     """(UV Gaussians of the subject, confidence map [R, R]) from tracked sources sharing ``shape``.
     Gaussians lie on the subject's neutral surface, flat, as wide as their texel's footprint."""
-    from engine.generator.eyes import paint_eyes
+    from engine.generator.eyes import eye_colors, paint_eyes
 
     slots = model.uv_slots(cfg.resolution)
     color, opacity, conf = pool(model, slots, sources, cfg)
-    color = paint_eyes(model, slots, sources, color)
+    color = paint_eyes(model, slots, [eye_colors(model, s) for s in sources], color)
     rest = model.vertices(HeadParams(shape[None], torch.zeros(1, model.n_expr), *(torch.zeros(1, 3),) * 3,
                                      torch.zeros(1, 6), torch.zeros(1, 3)))[0]
     uvg = surface_init(slots, rest, model.faces, color, opacity=0.99 * opacity)

@@ -21,7 +21,6 @@ def prepare(video: Path, model: HeadModel, resolution: int, avatar: Avatar | Non
     for ``video``) skips it. ``outer=False`` starts from the head page alone (no hair shell or
     bust), trained on the head-and-neck matte as avatars were before they had an outer layer."""
     from engine.generator.api import generate
-    from engine.generator.projective import Source
     from engine.io.media import VideoReader
     from engine.track.tracker import track_video
 
@@ -37,7 +36,7 @@ def prepare(video: Path, model: HeadModel, resolution: int, avatar: Avatar | Non
         with VideoReader(video) as frames:
             rgb = next(f for i, f in enumerate(frames) if i == ref)
         kind = "network" if network is not None else "projective"
-        start = generate(kind, model, [Source(rgb, tracked.person_matte(ref), tracked.params.frame(ref), tracked.K[ref])],
+        start = generate(kind, model, [tracked.source(ref, rgb)],
                          tracked.params.shape[0], network, outer=outer).avatar
         avatar = Avatar(start.gaussians, model.name, tracked.params.shape[0],
                         {"generator": kind, "sources": [f"{video}#frame{ref}"], "reference_frame": ref},

@@ -66,6 +66,14 @@ class Tracked:
     seconds: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
+    def source(self, i: int, rgb: np.ndarray):
+        """Frame ``i`` (its image ``rgb``, uint8 [H, W, 3]) as a generator's `Source`: the
+        person matte, fitted parameters, intrinsics and detected landmarks."""
+        from engine.generator.projective import Source
+
+        lmk = self.landmarks[i] if self.landmarks is not None and np.isfinite(self.landmarks[i]).all() else None
+        return Source(rgb, self.person_matte(i), self.params.frame(i), self.K[i], lmk)
+
     def person_matte(self, i: int) -> np.ndarray:
         """Frame ``i``'s person matte at the frame's own size (uint8 [H, W])."""
         import cv2

@@ -136,7 +136,7 @@ def test_only_an_open_mouth_source_paints_the_teeth(model, plain):
 
 
 def test_a_sideways_gaze_in_the_portrait_still_gives_a_centred_iris(model, plain):
-    from engine.generator.eyes import eyeball_angles, paint_eyes
+    from engine.generator.eyes import eye_colors, eyeball_angles, paint_eyes
     from engine.headmodel.build import IRIS_RIM_DEG
 
     slots = model.uv_slots(256)
@@ -151,7 +151,7 @@ def test_a_sideways_gaze_in_the_portrait_still_gives_a_centred_iris(model, plain
         p = HeadParams(p.shape, p.expr, p.rotation, p.neck, p.jaw, torch.tensor([[0.0, yaw, 0.0] * 2]), p.translation)
         src = portrait(blue, p)
         color, _, _ = pool(model, slots, [src])
-        painted.append(paint_eyes(model, slots, [src], color))
+        painted.append(paint_eyes(model, slots, [eye_colors(model, src)], color))
     for mask, angle in eyes.values():
         m = torch.as_tensor(mask)
         # the same eye whatever the photo's gaze: the texture is a function of the angle to the pole
