@@ -2,7 +2,8 @@
 rendered from an avatar with known parameters.
 
 The clip (`known_clip`): the avatar's neutral identity seen from the front, its jaw opening and
-closing (0 to JAW_MAX rad), both eyelids closing and opening (eyeBlink 0 to 1), the gaze
+closing (0 to JAW_MAX rad), both eyelids closing and opening (eyeBlink from 0 to the weight at
+which this identity's lids meet, at most 1), the gaze
 sweeping ±GAZE_YAW degrees left and right and ±GAZE_PITCH up and down, and the head turning a
 little, all on smooth schedules so a video tracker can follow them. Each tracker reads it:
 
@@ -80,14 +81,28 @@ def known_params(model: HeadModel, neutral: HeadParams, n: int = FRAMES) -> Head
     p = HeadParams(*(getattr(neutral, f.name).expand(n, -1).clone() for f in dataclasses.fields(HeadParams)))
     p.jaw[:, 0] = s["jaw"]
     names = list(model.expr_names)
+    full = _closing_blink(model, neutral)
     for name in BLINKS:
         if name in names:
-            p.expr[:, names.index(name)] = s["blink"]
+            p.expr[:, names.index(name)] = s["blink"] * full
     yaw, pitch = torch.deg2rad(s["gaze_yaw"]), torch.deg2rad(s["gaze_pitch"])
     for eye in (slice(0, 3), slice(3, 6)):
         p.eyes[:, eye] = _rotvec_yaw_pitch(yaw, pitch)
     p.neck[:, 1] = torch.deg2rad(s["head_yaw"])
     return p
+
+
+def _closing_blink(model: HeadModel, neutral: HeadParams) -> float:
+    """The eyeBlink weight that just closes this identity's eyes (closure 1, lids meeting): a
+    linear blendshape closes a narrow eye before weight 1 and would cross its lids at 1."""
+    names = list(model.expr_names)
+    if not all(n in names for n in BLINKS):
+        return 1.0
+    p = dataclasses.replace(neutral.cpu(), expr=neutral.expr.cpu().clone())
+    for name in BLINKS:
+        p.expr[:, names.index(name)] = 1.0
+    c = float(closure(model, p).mean()) - float(closure(model, neutral).mean())
+    return 1.0 / c if c > 1.0 else 1.0
 
 
 def _rotvec_yaw_pitch(yaw: torch.Tensor, pitch: torch.Tensor) -> torch.Tensor:

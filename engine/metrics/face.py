@@ -179,14 +179,18 @@ def face_signals(face: Face | None) -> np.ndarray | None:
 def agreement(real: Iterable[np.ndarray | None], render: Iterable[np.ndarray | None]) -> dict[str, float | None]:
     """How a clip's renders follow its frames, from paired `face_signals`: ``gaze_r`` and
     ``mouth_r``, the correlations of iris offsets and of mouth openings over the frames where
-    both show a face; ``eye_diff``, the mean |eye-opening difference| in eye widths; ``n``, the
-    frames used. A correlation is None with fewer than 3 frames or a constant signal."""
+    both show a face; ``gaze_sd`` and ``mouth_sd``, the spread of the frames' signals (a
+    correlation says little where the person hardly looks aside or opens the mouth);
+    ``eye_diff``, the mean |eye-opening difference| in eye widths; ``n``, the frames used. A
+    correlation is None with fewer than 3 frames or a constant signal."""
     pairs = [(a, b) for a, b in zip(real, render) if a is not None and b is not None]
-    out: dict[str, float | None] = {"gaze_r": None, "mouth_r": None, "eye_diff": None, "n": float(len(pairs))}
+    out: dict[str, float | None] = {"gaze_r": None, "mouth_r": None, "gaze_sd": None, "mouth_sd": None,
+                                    "eye_diff": None, "n": float(len(pairs))}
     if not pairs:
         return out
     a, b = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
     out["eye_diff"] = float(np.abs(a[:, 2] - b[:, 2]).mean())
+    out["gaze_sd"], out["mouth_sd"] = float(a[:, 0].std()), float(a[:, 1].std())
     for key, col in (("gaze_r", 0), ("mouth_r", 1)):
         if len(pairs) >= 3 and a[:, col].std() > 1e-9 and b[:, col].std() > 1e-9:
             out[key] = float(np.corrcoef(a[:, col], b[:, col])[0, 1])

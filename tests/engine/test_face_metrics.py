@@ -112,6 +112,7 @@ def test_agreement_correlates_frame_and_render_signals():
     a = agreement(real, follows + [None])
     assert a["gaze_r"] == pytest.approx(1.0) and a["mouth_r"] == pytest.approx(1.0)
     assert a["eye_diff"] == pytest.approx(1.5 / 30) and a["n"] == 5
+    assert a["gaze_sd"] == pytest.approx(np.std(looks) / 30) and a["mouth_sd"] == pytest.approx(np.std([0, 2, 4, 6, 8]) / 50)
     ahead = [face_signals(synthetic_face(0.0, lip_gap=2 * i)) for i in range(5)]     # the render looks ahead
     assert agreement(real, ahead)["gaze_r"] is None
     reversed_ = agreement(real, real[::-1])
