@@ -26,6 +26,9 @@ SCLERA = (0.92, 0.90, 0.87)
 IRIS = (0.30, 0.22, 0.15)
 PUPIL = (0.03, 0.03, 0.03)
 TEETH = (0.93, 0.91, 0.85)
+MOUTH_SHADE = 0.5
+"""How much light reaches the teeth inside the mouth, against the face's: what a photo's parted
+lips show is teeth in the mouth's shadow, never TEETH at full brightness (a white slab)."""
 CAVITY = (0.30, 0.08, 0.08)
 GUM = (0.62, 0.30, 0.30)
 TONGUE = (0.55, 0.22, 0.22)
@@ -79,12 +82,13 @@ def _chart_coords(uv: np.ndarray, rect) -> tuple[np.ndarray, np.ndarray]:
 def teeth_colors(uv: np.ndarray, rect, gum_at_top: bool) -> np.ndarray:
     """[N, 3] colours of a teeth chart's texels: TEETH with a darker gap between neighbouring
     teeth (one per chart column), darker towards the back of the arch, where less light
-    reaches, and GUM along the gum line, so a mouth no source showed open has teeth, not a slab."""
+    reaches, all in the mouth's shade (MOUTH_SHADE), and GUM along the gum line, so a mouth no
+    source showed open has teeth, not a slab."""
     a, b = _chart_coords(uv, rect)
     cols = parts.TEETH_COLS
     to_gap = np.abs(a * cols - np.round(a * cols))                      # 0 on a boundary, 0.5 mid-tooth
     gap = np.exp(-(to_gap / 0.12) ** 2)
-    back = 1 - 0.45 * (2 * a - 1) ** 2
+    back = MOUTH_SHADE * (1 - 0.5 * (2 * a - 1) ** 2) * (1.0 if gum_at_top else 0.7)   # lower teeth: deeper
     c = np.asarray(TEETH)[None] * (back * (1 - 0.3 * gap))[:, None]
     gum_side = b if gum_at_top else 1 - b                               # 1 at the gum line
     w = np.clip((gum_side - 0.75) / 0.2, 0, 1)[:, None]

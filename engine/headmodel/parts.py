@@ -177,9 +177,10 @@ def add_teeth(b: PartBuilder, face: np.ndarray, upper: bool) -> np.ndarray:
     z = z_front - 0.018 * (1 - np.cos(phi))
     sign = 1.0 if upper else -1.0
     # rows from the biting edge's back to the gum: (height above the biting edge, depth offset).
-    # The upper incisors' edge sits 3.5 mm below the mouth line, so they show between parted
-    # lips as real ones do; the lower ones' edge sits behind it (an overbite).
-    edge = m[1] - (0.0035 if upper else 0.0025)
+    # The upper incisors' edge sits 1.5 mm below the mouth line, so they show between parted
+    # lips as real ones do; the lower ones' 4.5 mm, behind the upper (an overbite), where the
+    # lower lip covers them until the mouth opens wide.
+    edge = m[1] - (0.0015 if upper else 0.0045)
     profile = [(0.0, -0.005), (0.0, 0.0), (0.005, 0.0003), (0.0095, 0.0)]
     pos = np.array([[[xi, edge + sign * h, zi + dz] for xi, zi in zip(x, z)] for h, dz in profile])
     uv = _rect_uv(TEETH_UPPER if upper else TEETH_LOWER, len(profile), len(phi))

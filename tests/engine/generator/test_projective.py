@@ -160,3 +160,25 @@ def test_a_sideways_gaze_in_the_portrait_still_gives_a_centred_iris(model, plain
         torch.testing.assert_close(painted[1][iris].mean(0), torch.tensor([0.15, 0.35, 0.75]), atol=0.08, rtol=0)
         assert painted[1][torch.as_tensor(mask & (angle < 8))].max() < 0.1                     # the pupil
         assert painted[1][torch.as_tensor(mask & (angle > IRIS_RIM_DEG + 5))].mean() > 0.7      # the sclera
+
+
+def test_the_plain_mouth_has_shaded_teeth_with_gaps_and_a_cavity_darkening_inwards(model):
+    from engine.generator.plain import CAVITY, MOUTH_SHADE, TEETH, _chart_coords, plain_colors, slot_uv
+    from engine.headmodel import parts
+
+    slots = model.uv_slots(256)
+    color, uv = plain_colors(model, slots, shaded=False).numpy(), slot_uv(slots)
+    for rect in (parts.TEETH_UPPER, parts.TEETH_LOWER):
+        m = (uv[:, 0] > rect[0]) & (uv[:, 0] < rect[2]) & (uv[:, 1] > rect[1]) & (uv[:, 1] < rect[3])
+        lum = color[m].mean(1)
+        assert lum.max() <= MOUTH_SHADE * max(TEETH) + 1e-6               # in the mouth's shade, never a white slab
+        a, _ = _chart_coords(uv[m], rect)
+        mid = np.abs(a - 0.5) < 0.25                                     # the front teeth: a gap every column
+        cols = np.round(a[mid] * parts.TEETH_COLS * 4).astype(int)       # four bins a tooth
+        per_bin = np.array([lum[mid][cols == c].mean() for c in np.unique(cols)])
+        assert per_bin.max() - per_bin.min() > 0.05
+    m = (uv[:, 0] > parts.CAVITY_UPPER[0]) & (uv[:, 0] < parts.CAVITY_UPPER[2]) & \
+        (uv[:, 1] > parts.CAVITY_UPPER[1]) & (uv[:, 1] < parts.CAVITY_UPPER[3])
+    _, depth = _chart_coords(uv[m], parts.CAVITY_UPPER)
+    lum = color[m].mean(1)
+    assert lum[depth < 0.2].mean() > 1.5 * lum[depth > 0.8].mean() and lum.max() <= max(CAVITY)
