@@ -10,11 +10,11 @@ areas from their left/right mirror where that was seen, the rest by inpainting i
 and mouth cavity that were not seen keep the plain avatar's palette, since inpainting them from
 skin would paint skin-coloured teeth; a source whose lips do not part beyond the rest mouth
 paints neither (seen through the rest mouth's gap they would take the lips' colours), so with
-one open-mouth source among several, the teeth are that source's. Where the fit puts lids or
-lips over what the photo shows as an eye's or the mouth's opening (FaceMesh's detected loops,
-when the source carries them), those texels take nothing from the source and are filled from
-their neighbours: a yawning portrait's lower lip and chin do not take the colours of its mouth's
-inside, nor its lids those of its irises. The eyeballs are painted as
+one open-mouth source among several, the teeth are that source's. Where the fit puts lids,
+lips or skin over what the photo shows as an eye's or the mouth's opening (FaceMesh's detected
+loops, when the source carries them), those texels take nothing from the source and are filled
+from their neighbours, so a fit that reads a mouth or an eye less open than it is does not paint
+the teeth or the iris onto the lips or the lids. The eyeballs are painted as
 eyes in their own frame, in the colours of the sources' irises and sclerae (`engine.generator.eyes`).
 
 Expression confidence: a texel whose surface point moves far between the neutral face and
@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.binding import UVSlots, surface_init
+from engine.generator.eyes import eye_colors, paint_eyes
 from engine.generator.plain import inner_parts, mouth_interior, plain_colors
 from engine.headmodel.base import HeadModel
 from engine.headmodel.rig import vertex_normals
@@ -288,8 +289,6 @@ def projective_gaussians(model: HeadModel, sources: list[Source], shape: torch.T
                          cfg: ProjectiveConfig = ProjectiveConfig()) -> tuple[UVGaussians, torch.Tensor]:
     """(UV Gaussians of the subject, confidence map [R, R]) from tracked sources sharing ``shape``.
     Gaussians lie on the subject's neutral surface, flat, as wide as their texel's footprint."""
-    from engine.generator.eyes import eye_colors, paint_eyes
-
     slots = model.uv_slots(cfg.resolution)
     color, opacity, conf = pool(model, slots, sources, cfg)
     color = paint_eyes(model, slots, [eye_colors(model, s) for s in sources], color)

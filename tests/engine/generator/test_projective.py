@@ -9,6 +9,7 @@ from engine.animate import AnimatedAvatar
 from engine.expressions import apply_expressions
 from engine.generator.plain import inner_parts
 from engine.generator.projective import ProjectiveConfig, Source, expression_confidence, pool, projective_gaussians
+from engine.headmodel import facemesh as fm
 from engine.headmodel.base import HeadModel
 from engine.render import select
 from engine.track.fit import intrinsics
@@ -182,3 +183,32 @@ def test_the_plain_mouth_has_shaded_teeth_with_gaps_and_a_cavity_darkening_inwar
     _, depth = _chart_coords(uv[m], parts.CAVITY_UPPER)
     lum = color[m].mean(1)
     assert lum[depth < 0.2].mean() > 1.5 * lum[depth > 0.8].mean() and lum.max() <= max(CAVITY)
+
+
+def test_surface_texels_inside_a_detected_opening_take_nothing_from_the_source(model, plain):
+    """The fit says the mouth is closed, FaceMesh says it is open: the lip and skin texels that
+    fall inside the detected opening get no weight, the teeth and cavity and everything outside
+    keep theirs."""
+    import cv2
+
+    from engine.generator.projective import project_slots
+
+    slots = model.uv_slots(256)
+    src = portrait(plain, posed(model))
+    uv, w = project_slots(model, slots, src, ProjectiveConfig())
+    lmk = np.full((478, 2), np.nan)
+    inner = fm.topology()["lips_inner"]
+    centre = uv[torch.as_tensor(face_texels(model, slots))].mean(0).numpy() + np.array([0.0, 40.0])  # about the mouth
+    angle = np.linspace(0, 2 * np.pi, len(inner), endpoint=False)
+    lmk[inner] = centre + np.stack([30 * np.cos(angle), 12 * np.sin(angle)], 1)   # a wide-open mouth, detected
+    _, w2 = project_slots(model, slots, Source(src.rgb, src.matte, src.params, src.K, lmk), ProjectiveConfig())
+    mask = np.zeros(src.rgb.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(lmk[inner]).astype(np.int32)], 1)
+    mask = cv2.erode(mask, np.ones((3, 3), np.uint8))
+    ij = uv.floor().long().clamp(0, SIZE - 1)
+    inside = torch.from_numpy(mask[ij[:, 1].numpy(), ij[:, 0].numpy()] > 0) & ~torch.as_tensor(inner_parts(model, slots))
+    assert (inside & (w > 0)).sum() > 50
+    assert w2[inside].max() == 0
+    near = cv2.dilate(mask, np.ones((5, 5), np.uint8))                  # the polygon's edge pixels may go either way
+    outside = torch.from_numpy(near[ij[:, 1].numpy(), ij[:, 0].numpy()] == 0) | torch.as_tensor(inner_parts(model, slots))
+    torch.testing.assert_close(w2[outside], w[outside])
