@@ -302,7 +302,8 @@ DEFINITIONS = {
     "ePSNR": "PSNR over the eyes' region pixels (a box round both lid margins, inside the portrait matte)",
     "mPSNR": "PSNR over the mouth's region pixels (a box round the outer lips, inside the portrait matte)",
     "eAKD": "AKD of the lid margins and iris centres (mAKD: the lips; jAKD: the 17 contour points), pixels",
-    "gaze r": "correlation over the targets of the horizontal iris offset (in eye widths) read by FaceMesh on frame and render",
+    "gaze r": "correlation over the targets of the horizontal iris offset (in eye widths) read by FaceMesh on "
+              "frame and render",
     "mouth r": "the same correlation of the mouth opening (mid inner-lip gap / mouth width)",
     "eye diff": "mean |eye opening difference| between frame and render, in eye widths",
     "gaze sd": "standard deviation of the frames' iris offsets (mouth sd: of their mouth openings): "

@@ -96,7 +96,8 @@ def eye_texture(angle: np.ndarray, iris: np.ndarray, sclera: np.ndarray) -> np.n
     iris_deg = IRIS_RIM_DEG
     ring = 1 - (1 - LIMBUS_SHADE) * _smoothstep(iris_deg - LIMBUS_DEG, iris_deg, angle)
     c = np.asarray(iris)[None] * ring[:, None]
-    c = c + (np.asarray(PUPIL)[None] - c) * (1 - _smoothstep(PUPIL_DEG - EDGE_DEG, PUPIL_DEG + EDGE_DEG, angle))[:, None]
+    pupil = 1 - _smoothstep(PUPIL_DEG - EDGE_DEG, PUPIL_DEG + EDGE_DEG, angle)
+    c = c + (np.asarray(PUPIL)[None] - c) * pupil[:, None]
     out = np.asarray(sclera)[None] * _smoothstep(iris_deg - EDGE_DEG, iris_deg + EDGE_DEG, angle)[:, None]
     return out + c * (1 - _smoothstep(iris_deg - EDGE_DEG, iris_deg + EDGE_DEG, angle))[:, None]
 

@@ -88,8 +88,8 @@ def test_table_and_json(clip, model, faces, tmp_path):
     assert all(c in lines[0] for c in COLUMNS)
     assert lines[1].startswith("self") and lines[2].startswith("cross") and len(lines) == 8   # 2 rows, 2 means
     assert lines[2].split()[5:8] == ["-", "-", "-"]                                          # no PSNR/SSIM/LPIPS
-    assert lines[5] == "" and lines[6].split()[3:] == list(FACE_COLUMNS[:3]) + ["gaze", "r", "mouth", "r", "eye", "diff", "gaze", "sd",
-                                                                    "mouth", "sd"]
+    head = list(FACE_COLUMNS[:3]) + ["gaze", "r", "mouth", "r", "eye", "diff", "gaze", "sd", "mouth", "sd"]
+    assert lines[5] == "" and lines[6].split()[3:] == head
     face = lines[7].split()                                  # then the face block: a blank line, its head, a row
     assert face[:3] == ["self", "1", "talk.mp4"] and float(face[3]) == pytest.approx(rows[0].akd_eyes, abs=1e-3)
     assert rows[0].akd_jaw is not None and rows[0].gaze_r is None        # 2 frames: too few for a correlation
