@@ -343,7 +343,7 @@ def test_alignment_recovers_a_perturbed_head_pose(model, video):
     trans[frames, 0] += 0.008
     off = dataclasses.replace(video, params=dataclasses.replace(video.params, rotation=rot, translation=trans))
     before = evaluate(truth, model, off, "off")
-    params = align_frames(truth, model, off, frames, AlignConfig(iterations=40, resolution=SIZE))
+    params = align_frames(truth, model, off, frames, AlignConfig(iterations=60, resolution=SIZE))
     after = evaluate(truth, model, dataclasses.replace(off, params=params), "aligned")
 
     assert image_error(model, video, params, frames) < image_error(model, video, off.params, frames) / 3
