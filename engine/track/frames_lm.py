@@ -109,10 +109,20 @@ def solve_frames(lm: LandmarkModel, p: HeadParams, target: Tensor, found: Tensor
             over[:, 15:] = 2 * cfg.w_expr_over * named * (p.expr > 1)
             H = H + torch.diag_embed(prior + over) + torch.diag_embed(lam * torch.diagonal(H, dim1=1, dim2=2) + 1e-6)
             g = g + (prior * x + over * (x - 1))[..., None]
+            if cfg.w_vergence > 0:                   # w_v·|e_R − e_L|²: couples the two eyes' unknowns
+                d = x[:, 6:9] - x[:, 9:12]
+                v = 2 * cfg.w_vergence * torch.eye(3)
+                H[:, 6:9, 6:9] += v
+                H[:, 9:12, 9:12] += v
+                H[:, 6:9, 9:12] -= v
+                H[:, 9:12, 6:9] -= v
+                g[:, 6:9, 0] += 2 * cfg.w_vergence * d
+                g[:, 9:12, 0] -= 2 * cfg.w_vergence * d
             step = torch.linalg.solve(H, -g)[..., 0]
             q = _unpack(p, x + step, E)
-            e_old = _energy(w, r, prior, x, over)
-            e_new = _energy(w, _residuals(lm, q, f, size, target, scale)[1], prior, x + step, over)
+            e_old = _energy(w, r, prior, x, over) + _vergence(x, cfg)
+            r_new = _residuals(lm, q, f, size, target, scale)[1]
+            e_new = _energy(w, r_new, prior, x + step, over) + _vergence(x + step, cfg)
             better = (e_new < e_old)[:, None]
             p = _select(better, q, p)
             lam = torch.where(better, lam * 0.3, lam * 10).clamp(1e-6, 1e4)
@@ -138,6 +148,11 @@ def _rotation_columns(lm: LandmarkModel, p: HeadParams, f: Tensor, size: Tensor,
 
 def _energy(w: Tensor, r: Tensor, prior: Tensor, x: Tensor, over: Tensor) -> Tensor:
     return 0.5 * (w * r**2).sum((1, 2)) / r.shape[1] + 0.5 * (prior * x**2 + over * torch.relu(x - 1) ** 2).sum(1)
+
+
+def _vergence(x: Tensor, cfg: FitConfig) -> Tensor:
+    """[B] the prior on the two eyes' difference, w_v·|e_R − e_L|² (x: the unknowns, eyes at 6:12)."""
+    return cfg.w_vergence * ((x[:, 6:9] - x[:, 9:12]) ** 2).sum(1)
 
 
 def _unpack(p: HeadParams, x: Tensor, E: int) -> HeadParams:
