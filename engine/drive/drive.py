@@ -220,7 +220,7 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
                         break
                     time.sleep(0.0005)
                     continue
-                superseded[0] += f.index - seen - 1     # tracked, then replaced by a newer frame before shown
+                stats.dropped += f.index - seen - 1     # tracked, then replaced by a newer frame before shown
                 seen = f.index
                 img, _, render_ms = render(f.params, f.posed)
                 live.displayed(f, render_ms)
@@ -233,7 +233,6 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
         finally:
             live.stop()
 
-    superseded = [0]
     start = time.perf_counter()
     live_mode = realtime if pipelined is None else pipelined
     interrupted = threading.Event()
@@ -244,7 +243,7 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
         tr.close()
         source.close()
     stats.seconds = time.perf_counter() - start
-    stats.dropped = getattr(source, "dropped", 0) + superseded[0]
+    stats.dropped += getattr(source, "dropped", 0)
     stats.stages = {k: _summary(v) for k, v in times.items() if v}
     stats.latency = _summary(latency)
     if driven_params:

@@ -38,6 +38,7 @@ import torch
 
 from engine.animate import AnimatedAvatar
 from engine.headmodel.base import HeadModel
+from engine.metrics.face import LID_PAIRS
 from engine.types import HeadParams
 
 JAW_MAX = 0.3           # rad: the clip's widest jaw opening
@@ -50,9 +51,6 @@ SIZE = 512
 TRACKERS = ("portrait", "video", "real-time")
 OPEN = 0.25             # gaze is scored on frames whose true closure is below this
 
-# FaceMesh's lid-margin pairs (upper, lower) of each eye, and the eye's corners (for its width).
-LIDS = {"right": ((159, 145), (158, 153), (160, 144)), "left": ((386, 374), (385, 380), (387, 373))}
-CORNERS = {"right": (33, 133), "left": (362, 263)}
 BLINKS = ("eyeBlink_L", "eyeBlink_R")
 
 
@@ -146,8 +144,8 @@ def closure(model: HeadModel, params: HeadParams) -> np.ndarray:
         lm, lm0 = (model.landmarks(model.vertices(p)).numpy() for p in (posed, rest))
     out = np.zeros((n, 2))
     for k, eye in enumerate(("right", "left")):
-        gap = sum(lm[:, ids.index(a), 1] - lm[:, ids.index(b), 1] for a, b in LIDS[eye])     # signed: lids may cross
-        gap0 = sum(lm0[:, ids.index(a), 1] - lm0[:, ids.index(b), 1] for a, b in LIDS[eye])
+        gap = sum(lm[:, ids.index(a), 1] - lm[:, ids.index(b), 1] for a, b in LID_PAIRS[eye])     # signed: lids may cross
+        gap0 = sum(lm0[:, ids.index(a), 1] - lm0[:, ids.index(b), 1] for a, b in LID_PAIRS[eye])
         out[:, k] = 1 - gap / np.maximum(gap0, 1e-9)
     return out
 

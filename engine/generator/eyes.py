@@ -69,12 +69,17 @@ def eye_colors(model: HeadModel, src) -> dict[str, tuple[np.ndarray, np.ndarray,
             continue
         centre = uv[ids.index(iris[0])]
         radius = float(np.mean([np.linalg.norm(uv[ids.index(i)] - centre) for i in iris[1:]]))
-        opening = np.zeros((h, w), np.uint8)
-        cv2.fillPoly(opening, [np.round(uv[[ids.index(i) for i in lid]] * 4).astype(np.int32)], 1, shift=2)
-        yy, xx = np.mgrid[0:h, 0:w]
+        outline = uv[[ids.index(i) for i in lid]]
+        # only the outline's bounding box is read: the image may be megapixels, the eye is not
+        x0, y0 = np.clip(np.floor(outline.min(0)).astype(int), 0, (w, h))
+        x1, y1 = np.clip(np.ceil(outline.max(0)).astype(int) + 1, 0, (w, h))
+        opening = np.zeros((max(y1 - y0, 0), max(x1 - x0, 0)), np.uint8)
+        cv2.fillPoly(opening, [np.round((outline - (x0, y0)) * 4).astype(np.int32)], 1, shift=2)
+        yy, xx = np.mgrid[y0:y1, x0:x1]
         r = np.hypot(xx + 0.5 - centre[0], yy + 0.5 - centre[1])
-        iris_px = src.rgb[(opening > 0) & (r < 0.7 * radius)].astype(np.float32) / 255
-        sclera_px = src.rgb[(opening > 0) & (r > 1.15 * radius)].astype(np.float32) / 255
+        box = src.rgb[y0:y1, x0:x1]
+        iris_px = box[(opening > 0) & (r < 0.7 * radius)].astype(np.float32) / 255
+        sclera_px = box[(opening > 0) & (r > 1.15 * radius)].astype(np.float32) / 255
         iris_c = np.median(iris_px, 0) if len(iris_px) else np.asarray(IRIS)
         if len(sclera_px):      # the brighter half: lashes and the lid's shadow darken the rest
             lum = sclera_px.mean(1)

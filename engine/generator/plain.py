@@ -95,15 +95,15 @@ def teeth_colors(uv: np.ndarray, rect, gum_at_top: bool) -> np.ndarray:
     return c * (1 - w) + np.asarray(GUM)[None] * back[:, None] * w
 
 
-def cavity_colors(uv: np.ndarray, rect, tongue: bool) -> np.ndarray:
-    """[N, 3] colours of a mouth-cavity chart: CAVITY darkening with depth (the charts' rows run
-    from the lip rim inwards), the lower one with a TONGUE in its middle."""
+def cavity_colors(uv: np.ndarray, part: str) -> np.ndarray:
+    """[N, 3] colours of the mouth cavity's ``part`` chart ("upper", "lower" or "back"): CAVITY
+    darkening with depth (the tubes' rows run from the lip rim inwards; the back wall is deepest),
+    the lower tube with a TONGUE in its middle."""
+    rect = {"upper": parts.CAVITY_UPPER, "lower": parts.CAVITY_LOWER, "back": parts.CAVITY_BACK}[part]
     a, b = _chart_coords(uv, rect)
-    depth = 1 - b if tongue else b               # the lower chart's rim is its top edge
-    if rect is parts.CAVITY_BACK:
-        depth = np.ones_like(a)
+    depth = {"upper": b, "lower": 1 - b, "back": np.ones_like(a)}[part]   # the lower tube's rim is its top edge
     c = np.tile(np.asarray(CAVITY), (len(a), 1))
-    if tongue:
+    if part == "lower":
         w = (np.clip(1 - np.abs(2 * a - 1) / 0.7, 0, 1) * np.clip((depth - 0.15) / 0.3, 0, 1))[:, None]
         c = c * (1 - w) + np.asarray(TONGUE)[None] * w
     return c * (1 - 0.55 * depth)[:, None]
@@ -134,9 +134,9 @@ def plain_colors(model: HeadModel, slots: UVSlots, shaded: bool = True) -> torch
         for rect, gum_at_top in ((parts.TEETH_UPPER, True), (parts.TEETH_LOWER, False)):
             m = _in_rect(uv, rect)
             color[m] = teeth_colors(uv[m], rect, gum_at_top)
-        for rect, tongue in ((parts.CAVITY_UPPER, False), (parts.CAVITY_LOWER, True), (parts.CAVITY_BACK, False)):
+        for part, rect in (("upper", parts.CAVITY_UPPER), ("lower", parts.CAVITY_LOWER), ("back", parts.CAVITY_BACK)):
             m = _in_rect(uv, rect)
-            color[m] = cavity_colors(uv[m], rect, tongue)
+            color[m] = cavity_colors(uv[m], part)
     if shaded:
         color = color * shade(model, slots, model.v_template.numpy())[:, None]
     return torch.from_numpy(color).float()

@@ -167,15 +167,20 @@ def _in_openings(landmarks: np.ndarray, uv: torch.Tensor, size: tuple, cfg: Proj
     return out
 
 
+def _without_pose(params: HeadParams) -> tuple[HeadParams, HeadParams]:
+    """(``params`` with head pose and translation removed, the same identity at rest), batch of one."""
+    z3 = torch.zeros(1, 3)
+    return (HeadParams(params.shape, params.expr, z3, z3, params.jaw, params.eyes, z3),
+            HeadParams(params.shape, torch.zeros_like(params.expr), z3, z3, z3, torch.zeros(1, 6), z3))
+
+
 def mouth_gap(model: HeadModel, params: HeadParams) -> float:
     """Metres the mid inner lips (FaceMesh 13 and 14) part beyond the rest mouth, head pose
     removed; 0 for a head model without those landmarks."""
     ids = [int(i) for i in model.lmk_ids]
     if 13 not in ids or 14 not in ids:
         return 0.0
-    z3 = torch.zeros(1, 3)
-    rest = HeadParams(params.shape, torch.zeros_like(params.expr), z3, z3, z3, torch.zeros(1, 6), z3)
-    posed = HeadParams(params.shape, params.expr, z3, z3, params.jaw, params.eyes, z3)
+    posed, rest = _without_pose(params)
     a, b = ids.index(13), ids.index(14)
     with torch.no_grad():
         gap = [float((l[0, a] - l[0, b]).norm()) for l in (model.landmarks(model.vertices(p)) for p in (posed, rest))]
@@ -196,9 +201,7 @@ def sample_warp(src: Source, uv: torch.Tensor, weight: torch.Tensor) -> tuple[to
 def expression_confidence(model: HeadModel, slots: UVSlots, params: HeadParams, cfg: ProjectiveConfig) -> torch.Tensor:
     """[N] in (0, 1]: how little each slot's surface moves between the neutral face and this
     expression (jaw, eyes and blendshapes; head pose and shape removed)."""
-    z3 = torch.zeros(1, 3)
-    pose_free = HeadParams(params.shape, params.expr, z3, z3, params.jaw, params.eyes, z3)
-    neutral = HeadParams(params.shape, torch.zeros_like(params.expr), z3, z3, z3, torch.zeros(1, 6), z3)
+    pose_free, neutral = _without_pose(params)
     a, _ = slot_points(model, slots, pose_free)
     b, _ = slot_points(model, slots, neutral)
     return torch.exp(-((a - b).norm(dim=-1) / cfg.expr_scale) ** 2)

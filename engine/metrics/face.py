@@ -150,9 +150,11 @@ def region_akd(a: Face | None, b: Face | None, region: str) -> float | None:
     return float(np.linalg.norm(a.landmarks[ids] - b.landmarks[ids], axis=1).mean())
 
 
-# (iris centre, inner corner, outer corner, lid pairs upper/lower) of each eye; the mouth's
-# inner corners and its mid inner lips.
-_EYES = ((468, 133, 33, ((159, 145), (158, 153), (160, 144))), (473, 362, 263, ((386, 374), (385, 380), (387, 373))))
+LID_PAIRS = {"right": ((159, 145), (158, 153), (160, 144)), "left": ((386, 374), (385, 380), (387, 373))}
+"""FaceMesh's mid lid-margin points of each eye as (upper, lower) pairs: the lid gap's three columns."""
+# (iris centre, inner corner, outer corner, lid pairs) of each eye; the mouth's inner corners and
+# its mid inner lips.
+_EYES = ((468, 133, 33, LID_PAIRS["right"]), (473, 362, 263, LID_PAIRS["left"]))
 _MOUTH = ((78, 308), (13, 14))
 
 

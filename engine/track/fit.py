@@ -74,10 +74,7 @@ def expr_prior(lm, cfg: FitConfig) -> tuple[Tensor, Tensor]:
     """([E] prior weight of each expression coefficient: ``w_expr_mouth_local`` for the
     ``local_mouth_*`` modes, ``w_expr`` for the rest; [E] 1.0 where the coefficient is a named
     shape, not a local mode, else 0)."""
-    names = list(lm.model.expr_names)
-    named = torch.tensor([not n.startswith("local_") for n in names], dtype=torch.float32)
-    mouth = torch.tensor([n.startswith("local_mouth_") for n in names], dtype=torch.float32)
-    return cfg.w_expr + (cfg.w_expr_mouth_local - cfg.w_expr) * mouth, named
+    return cfg.w_expr + (cfg.w_expr_mouth_local - cfg.w_expr) * lm.mouth_local_expr, lm.named_expr
 
 
 @dataclass

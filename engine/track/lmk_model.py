@@ -45,6 +45,9 @@ class LandmarkModel:
         self.J_dirs = torch.einsum("jv,vcs->jcs", model.J_regressor, model.dirs)  # [J, 3, S+E]
         self.parents = model.parents
         self.n_shape, self.n_expr = model.n_shape, model.n_expr
+        names = list(model.expr_names)                                       # what the fit's priors tell apart:
+        self.named_expr = torch.tensor([not n.startswith("local_") for n in names], dtype=torch.float32)
+        self.mouth_local_expr = torch.tensor([n.startswith("local_mouth_") for n in names], dtype=torch.float32)
         # The same bases flattened for plain matrix products: the per-call einsums cost ~80 µs
         # each in small-op overhead, ten calls per solved frame.
         L, J = self.rest.shape[0], self.J_rest.shape[0]
