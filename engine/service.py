@@ -307,6 +307,32 @@ class AvatarService:
             avatar = replace(avatar, thumbnail=thumb)
         save_avatar(avatar, path)
 
+    def save_refined(self, path: Path, tracking: HeadParams) -> None:
+        """Save the current (refined) avatar to ``path`` and the tracking it trained on beside it
+        (`engine.refine.session.tracking_path`), where `eval refine` and the polish preset look."""
+        from engine.io.params import save_params
+        from engine.refine.session import tracking_path
+
+        self.save(path)
+        save_params(tracking, tracking_path(path))
+
+    def start_live(self, source, transfer=None, smoothing: float = 0.5):
+        """Drive the current avatar from ``source`` (an `engine.drive.sources` webcam or video) on
+        a worker thread: real-time tracking, expression transfer (``transfer``: a
+        `TransferConfig`) and One-Euro smoothing of ``smoothing`` strength. Returns the running
+        `LiveDriver`; ``latest()`` gives its newest parameters, which the caller shows with
+        `set_params`. The source is the driver's to close."""
+        from engine.drive.live import LiveDriver
+        from engine.drive.pipeline import DrivePipeline
+        from engine.drive.realtime import RealtimeConfig, RealtimeTracker
+        from engine.drive.transfer import TransferConfig
+
+        if self.avatar is None:
+            raise ValueError("a .ply scene cannot be driven: open or build an avatar")
+        pipeline = DrivePipeline(self.model.expr_names, self.neutral(), transfer or TransferConfig(), smoothing)
+        tracker = RealtimeTracker(self.model, RealtimeConfig(threads=None))
+        return LiveDriver(source, tracker, pipeline).start()
+
     def load(self, path: Path) -> Avatar:
         from engine.io import load_avatar
 

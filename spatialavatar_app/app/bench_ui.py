@@ -23,12 +23,12 @@ class DragTiming:
 def measure_drag(app, size: int, seconds: float = 5.0) -> DragTiming:
     """Drag the jawOpen slider back and forth (a full sweep each second) for ``seconds`` at
     render height ``size`` and count the UI frames and the new avatar pictures shown."""
-    app.set_resolution(size)
+    app.view.set_resolution(size)
     app.settle()
     frames, shown0, heights, last = 0, app.frames_shown, [], app.frames_shown
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        app.set_weight("jawOpen", 0.5 - 0.5 * math.cos(2 * math.pi * (time.perf_counter() - t0)))
+        app.view.set_weight("jawOpen", 0.5 - 0.5 * math.cos(2 * math.pi * (time.perf_counter() - t0)))
         app.paced_step()
         frames += 1
         if app.frames_shown != last and app.last_frame is not None:
@@ -37,7 +37,7 @@ def measure_drag(app, size: int, seconds: float = 5.0) -> DragTiming:
     dt = time.perf_counter() - t0
     shown = app.frames_shown - shown0
     ms = 1000 * (app.renders.mean_seconds() or 0.0)
-    app.set_weight("jawOpen", 0.0)
+    app.view.set_weight("jawOpen", 0.0)
     app.settle()                                    # at rest: the full-size picture
     rest = int(app.last_frame.alpha.shape[0]) if app.last_frame is not None else 0
     return DragTiming(size, dt, frames / dt, shown / dt, ms, int(statistics.median(heights)) if heights else 0, rest)

@@ -18,6 +18,7 @@ class JobEvent:
     fraction: float = 0.0
     text: str = ""
     value: Any = None     # done: the job's result; progress: an optional payload (e.g. a preview)
+    then: Callable[[Any], None] | None = None   # done: what the UI thread does with the result
 
 
 class Reporter:
@@ -41,8 +42,10 @@ class Jobs:
     def busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self, name: str, work: Callable[[Reporter], Any]) -> bool:
-        """Run ``work(reporter)`` on the worker thread; False (nothing started) while a job runs."""
+    def start(self, name: str, work: Callable[[Reporter], Any], then: Callable[[Any], None] | None = None) -> bool:
+        """Run ``work(reporter)`` on the worker thread; False (nothing started) while a job runs.
+        Its done event carries ``then``, which the UI thread calls with the result: each job
+        says what its result means, so nothing dispatches on job names."""
         if self.busy:
             return False
         self._cancel = threading.Event()
@@ -58,7 +61,7 @@ class Jobs:
                 traceback.print_exc()
                 self.events.put(JobEvent(name, "failed", text=f"{name} failed: {e}"))
             else:
-                self.events.put(JobEvent(name, "done", 1.0, value=value))
+                self.events.put(JobEvent(name, "done", 1.0, value=value, then=then))
 
         self._thread = threading.Thread(target=run, name=f"job-{name}", daemon=True)
         self._thread.start()

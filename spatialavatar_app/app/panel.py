@@ -1,6 +1,7 @@
-"""The control panel (Dear PyGui). Widgets only: every callback calls one `App` method, and the
-app pushes state back through the small `update_*` methods here. Widget ids are generated and
-kept in one dataclass per section, never magic strings."""
+"""The control panel (Dear PyGui). Widgets only: every callback calls one controller method of
+the `App` with the widget's value (so `UiState` holds everything the panel edits and nothing
+outside this module reads a widget), and the app pushes state back through the small
+`update_*` methods here. Widget ids are generated and kept in one dataclass, never magic strings."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -139,13 +140,13 @@ class Panel:
         with dpg.collapsing_header(label="View", default_open=True):
             with dpg.group(horizontal=True):
                 self.ids.camera = dpg.add_combo(cameras, default_value="front", width=170,
-                                                callback=lambda s, v: app.set_camera_preset(v))
-                dpg.add_button(label="Reset view", callback=lambda: app.reset_view())
-                dpg.add_button(label="Fullscreen", callback=lambda: app.toggle_fullscreen())
+                                                callback=lambda s, v: app.view.set_camera_preset(v))
+                dpg.add_button(label="Reset view", callback=lambda: app.view.reset_view())
+                dpg.add_button(label="Fullscreen", callback=lambda: app.view.toggle_fullscreen())
             with dpg.group(horizontal=True):
                 dpg.add_text("resolution")
                 self.ids.resolution = dpg.add_combo(RESOLUTIONS, default_value=str(app.state.resolution), width=80,
-                                                    callback=lambda s, v: app.set_resolution(int(v)))
+                                                    callback=lambda s, v: app.view.set_resolution(int(v)))
                 self.ids.backend = dpg.add_text("")
             self.ids.stats = dpg.add_text("")
 
@@ -154,17 +155,17 @@ class Panel:
         with dpg.collapsing_header(label="Expression", default_open=True):
             with dpg.group(horizontal=True):
                 self.ids.preset = dpg.add_combo(presets, default_value="neutral", width=150,
-                                                callback=lambda s, v: app.apply_preset(v))
-                dpg.add_button(label="Reset", callback=lambda: app.reset_pose())
+                                                callback=lambda s, v: app.view.apply_preset(v))
+                dpg.add_button(label="Reset", callback=lambda: app.view.reset_pose())
             with dpg.group(horizontal=True):
                 self.ids.preset_name = dpg.add_input_text(hint="preset name", width=150)
-                dpg.add_button(label="Save preset", callback=lambda: app.save_preset(dpg.get_value(self.ids.preset_name)))
+                dpg.add_button(label="Save preset", callback=lambda: app.view.save_preset(dpg.get_value(self.ids.preset_name)))
             for label, group in group_expressions(names):
                 with dpg.tree_node(label=f"{label} ({len(group)})"):
                     for n in group:
                         self.ids.sliders[n] = dpg.add_slider_float(
                             label=n, min_value=0.0, max_value=1.0, width=220,
-                            callback=lambda s, v, name: app.set_weight(name, v), user_data=n)
+                            callback=lambda s, v, name: app.view.set_weight(name, v), user_data=n)
 
     def _pose_section(self) -> None:
         dpg, app = self.dpg, self.app
@@ -172,7 +173,7 @@ class Panel:
             for label, fld, i, rng in POSE_SLIDERS:
                 self.ids.pose[(fld, i)] = dpg.add_slider_float(
                     label=label, min_value=-rng, max_value=rng, width=220,
-                    callback=lambda s, v, key: app.set_pose(key[0], key[1], v), user_data=(fld, i))
+                    callback=lambda s, v, key: app.view.set_pose(key[0], key[1], v), user_data=(fld, i))
 
     def _refine_section(self) -> None:
         dpg, app = self.dpg, self.app
@@ -180,13 +181,15 @@ class Panel:
             with dpg.group(horizontal=True):
                 dpg.add_button(label="Open video...", callback=lambda: self.open_dialog("video"))
                 self.ids.video = dpg.add_text("no video loaded")
-            self.ids.schedule = dpg.add_combo(list(REFINE_SCHEDULES), default_value=next(iter(REFINE_SCHEDULES)),
-                                              width=420)
+            label = next(k for k, v in REFINE_SCHEDULES.items() if v == app.state.refine.preset)
+            self.ids.schedule = dpg.add_combo(list(REFINE_SCHEDULES), default_value=label, width=420,
+                                              callback=lambda s, v: app.refining.set_preset(REFINE_SCHEDULES[v]))
             with dpg.group(horizontal=True):
-                self.ids.start = dpg.add_button(label="Refine", callback=lambda: app.start_refine(
-                    REFINE_SCHEDULES[dpg.get_value(self.ids.schedule)], dpg.get_value(self.ids.from_current)))
-                self.ids.cancel = dpg.add_button(label="Cancel", callback=lambda: app.cancel_job())
-                self.ids.from_current = dpg.add_checkbox(label="from current avatar")
+                self.ids.start = dpg.add_button(label="Refine", callback=lambda: app.refining.start())
+                self.ids.cancel = dpg.add_button(label="Cancel", callback=lambda: app.refining.cancel())
+                self.ids.from_current = dpg.add_checkbox(label="from current avatar",
+                                                         default_value=app.state.refine.from_current,
+                                                         callback=lambda s, v: app.refining.set_from_current(v))
             self.ids.progress = dpg.add_progress_bar(default_value=0.0, width=420, overlay="idle")
             self.ids.eta = dpg.add_text("")
             with dpg.group(horizontal=True):
@@ -194,40 +197,35 @@ class Panel:
                 self.ids.result = dpg.add_text("", wrap=250)
 
     def _drive_section(self) -> None:
-        dpg, app, ids = self.dpg, self.app, self.ids
+        dpg, drive, ids = self.dpg, self.app.driving, self.ids
+        o = self.app.state.drive
+
+        def option(name: str, cast=bool):
+            return lambda s, v: drive.set_option(name, cast(v))
         with dpg.collapsing_header(label="Drive (webcam or video)", default_open=False):
             with dpg.group(horizontal=True):
-                ids.drive_source = dpg.add_radio_button(("webcam", "loaded video"), default_value="webcam",
-                                                        horizontal=True)
-                ids.drive_device = dpg.add_input_int(label="device", default_value=0, width=80, min_value=0,
-                                                     min_clamped=True)
+                ids.drive_source = dpg.add_radio_button(("webcam", "loaded video"), default_value=o.source,
+                                                        horizontal=True, callback=option("source", str))
+                ids.drive_device = dpg.add_input_int(label="device", default_value=o.device, width=80, min_value=0,
+                                                     min_clamped=True, callback=option("device", int))
             with dpg.group(horizontal=True):
-                ids.drive_mirror = dpg.add_checkbox(label="mirror", default_value=True)
-                ids.drive_relative = dpg.add_checkbox(label="relative", default_value=True,
-                                                      callback=lambda: app.update_drive_options())
-                ids.drive_pose = dpg.add_checkbox(label="head pose", default_value=True,
-                                                  callback=lambda: app.update_drive_options())
-                ids.drive_gaze = dpg.add_checkbox(label="gaze", default_value=True,
-                                                  callback=lambda: app.update_drive_options())
-            ids.drive_smoothing = dpg.add_slider_float(label="smoothing", default_value=0.5, min_value=0.0,
-                                                       max_value=1.0, width=220,
-                                                       callback=lambda s, v: app.set_drive_smoothing(v))
+                ids.drive_mirror = dpg.add_checkbox(label="mirror", default_value=o.mirror, callback=option("mirror"))
+                ids.drive_relative = dpg.add_checkbox(label="relative", default_value=o.relative,
+                                                      callback=option("relative"))
+                ids.drive_pose = dpg.add_checkbox(label="head pose", default_value=o.head_pose,
+                                                  callback=option("head_pose"))
+                ids.drive_gaze = dpg.add_checkbox(label="gaze", default_value=o.gaze, callback=option("gaze"))
+            ids.drive_smoothing = dpg.add_slider_float(label="smoothing", default_value=o.smoothing, min_value=0.0,
+                                                       max_value=1.0, width=220, callback=option("smoothing", float))
             with dpg.group(horizontal=True):
-                dpg.add_button(label="Start", callback=lambda: app.start_drive(
-                    dpg.get_value(ids.drive_source), dpg.get_value(ids.drive_device), dpg.get_value(ids.drive_mirror)))
-                dpg.add_button(label="Stop", callback=lambda: app.stop_drive())
-                dpg.add_button(label="Calibrate neutral", callback=lambda: app.calibrate_drive())
+                dpg.add_button(label="Start", callback=lambda: drive.start())
+                dpg.add_button(label="Stop", callback=lambda: drive.stop())
+                dpg.add_button(label="Calibrate neutral", callback=lambda: drive.calibrate())
             ids.drive_record_camera = dpg.add_checkbox(label="Record MP4 with the camera beside the avatar",
-                                                       default_value=True)
+                                                       default_value=o.record_camera, callback=option("record_camera"))
             with dpg.group(horizontal=True):
                 dpg.add_image(self._camera_tex)
                 ids.drive_stats = dpg.add_text("", wrap=250)
-
-    def drive_options(self) -> dict:
-        g = self.dpg.get_value
-        return {"relative": g(self.ids.drive_relative), "head_pose": g(self.ids.drive_pose),
-                "gaze": g(self.ids.drive_gaze), "smoothing": g(self.ids.drive_smoothing),
-                "record_camera": g(self.ids.drive_record_camera)}
 
     def update_camera(self, image: np.ndarray | None, text: str) -> None:
         if image is not None:
@@ -240,12 +238,12 @@ class Panel:
             with dpg.group(horizontal=True):
                 dpg.add_text("folder")
                 self.ids.export_dir = dpg.add_input_text(default_value=str(app.state.export_dir), width=330,
-                                                         callback=lambda s, v: app.set_export_dir(v))
+                                                         callback=lambda s, v: app.exporting.set_folder(v))
             with dpg.group(horizontal=True):
-                dpg.add_button(label="PNG", callback=lambda: app.screenshot())
-                dpg.add_button(label=".ply (this pose)", callback=lambda: app.export_ply())
-                dpg.add_button(label="Avatar bundle", callback=lambda: app.save_avatar())
-                self.ids.record = dpg.add_button(label="Record MP4", callback=lambda: app.toggle_recording())
+                dpg.add_button(label="PNG", callback=lambda: app.exporting.screenshot())
+                dpg.add_button(label=".ply (this pose)", callback=lambda: app.exporting.export_ply())
+                dpg.add_button(label="Avatar bundle", callback=lambda: app.exporting.save_avatar())
+                self.ids.record = dpg.add_button(label="Record MP4", callback=lambda: app.exporting.toggle_recording())
 
     def _log_section(self) -> None:
         dpg = self.dpg
@@ -269,7 +267,7 @@ class Panel:
     def _picked(self, sender, app_data) -> None:
         paths = list((app_data or {}).get("selections", {}).values())
         if paths:
-            self.app.open_paths(paths)
+            self.app.opening.open_paths(paths)
 
     # ---- updates from the app
     def update_sliders(self, weights: dict[str, float], pose: Pose) -> None:
@@ -305,6 +303,9 @@ class Panel:
 
     def update_recording(self, on: bool) -> None:
         self.dpg.configure_item(self.ids.record, label="Stop recording" if on else "Record MP4")
+
+    def set_presets(self, names: list[str]) -> None:
+        self.dpg.configure_item(self.ids.preset, items=names)
 
     def set_preset_choice(self, name: str) -> None:
         self.dpg.set_value(self.ids.preset, name)

@@ -35,7 +35,7 @@ def main(out: Path, measure: bool) -> None:
     app = App(AvatarService(model, plain_avatar(model), renderer=app_renderer(model.device)), resolution=256,
               export_dir=out / "exports", stage_size=(512, 512))
     app.open()                                   # as run_app does: windows first, then the default avatar
-    app.load_default()
+    app.opening.load_default()
 
     def pump(until, timeout: float, what: str) -> float:
         t0 = time.perf_counter()
@@ -82,20 +82,20 @@ def main(out: Path, measure: bool) -> None:
     settle()
     res["built"] = app.service.avatar.metadata.get("sources")
 
-    # Sliders (through the same App methods the widgets call).
+    # Sliders (through the same controller methods the widgets call).
     neutral = app.last_frame.to_uint8()
-    app.apply_preset("smile")
+    app.view.apply_preset("smile")
     settle()
     smile = app.last_frame.to_uint8()
-    app.set_weight("jawOpen", 0.8)
-    app.set_pose("head", 0, 20.0)
+    app.view.set_weight("jawOpen", 0.8)
+    app.view.set_pose("head", 0, 20.0)
     settle()
     jaw = app.last_frame.to_uint8()
     changed = lambda a, b: float((np.abs(a.astype(int) - b).max(-1) > 16).mean())  # noqa: E731
     res["smile_vs_neutral"] = changed(smile, neutral)       # fraction of pixels that changed visibly
     res["jaw_vs_smile"] = changed(jaw, smile)
-    app.set_pose("head", 0, 0.0)
-    app.set_weight("jawOpen", 0.0)
+    app.view.set_pose("head", 0, 0.0)
+    app.view.set_weight("jawOpen", 0.0)
     settle()
     shot("smile")
 
@@ -105,7 +105,7 @@ def main(out: Path, measure: bool) -> None:
         for size in (256, 512):
             r = measure_drag(app, size)
             res[f"drag_{size}"] = {"ui_fps": r.ui_fps, "avatar_fps": r.avatar_fps, "render_ms": r.render_ms}
-        app.set_resolution(256)
+        app.view.set_resolution(256)
         settle()
 
     # The panel's "Open..." dialog does what a drop does (its pick callback gets the selection).
@@ -125,25 +125,25 @@ def main(out: Path, measure: bool) -> None:
 
     # Fullscreen (the F key and the panel button call this) and back.
     windowed = app.stage.size
-    app.toggle_fullscreen()
+    app.view.toggle_fullscreen()
     pump(lambda: app.stage.size != windowed, 10, "fullscreen")
     res["fullscreen_size"] = list(app.stage.size)
     settle()
-    app.toggle_fullscreen()
+    app.view.toggle_fullscreen()
     pump(lambda: app.stage.size == windowed, 10, "windowed again")
     res["windowed_size"] = [list(windowed), list(app.stage.size)]
     settle()
 
     # Exports.
-    png = app.screenshot()
+    png = app.exporting.screenshot()
     res["png"] = list(iio.imread(png).shape)
-    app.export_ply()
+    app.exporting.export_ply()
     wait_for("wrote", 60)
-    app.save_avatar()
+    app.exporting.save_avatar()
     wait_for("wrote", 60)
-    app.toggle_recording()
-    pump(lambda: False if app.recorder and app.recorder.frames < 30 else True, 30, "recording")
-    app.toggle_recording()
+    app.exporting.toggle_recording()
+    pump(lambda: False if app.exporting.recorder and app.exporting.recorder.frames < 30 else True, 30, "recording")
+    app.exporting.toggle_recording()
     res["exports"] = sorted(p.name.split("-")[0] + p.suffix for p in (out / "exports").iterdir())
 
     # Bad drops are messages, never crashes.
@@ -167,10 +167,10 @@ def main(out: Path, measure: bool) -> None:
 
     blocker = out / "a-file"
     blocker.write_text("a file where the export folder should be")
-    app.set_export_dir(str(blocker / "exports"))
-    app.export_ply()
-    app.screenshot()
-    app.set_export_dir(str(out / "exports"))
+    app.exporting.set_folder(str(blocker / "exports"))
+    app.exporting.export_ply()
+    app.exporting.screenshot()
+    app.exporting.set_folder(str(out / "exports"))
     button = app.dpg.add_button(label="Boom", parent=app.panel.window)
 
     def boom() -> None:
@@ -195,8 +195,10 @@ def main(out: Path, measure: bool) -> None:
     app._drops.append([str(clip)])
     app.step()
     res["video"] = str(app.state.video)
-    app.start_refine("polish")                   # nothing refined on this clip yet: a message
-    app.start_refine("fast", iterations=50)
+    app.refining.set_preset("polish")
+    app.refining.start()                         # nothing refined on this clip yet: a message
+    app.refining.set_preset("fast")
+    app.refining.start(iterations=50)
     t0 = time.perf_counter()
     wait_for("refined: held-out PSNR", 600)
     res["refine_s"] = time.perf_counter() - t0
@@ -206,27 +208,31 @@ def main(out: Path, measure: bool) -> None:
     app._drops.append([str(out / "exports" / "clip.refined.savatar")])   # reopened from disk: polish still knows
     app.step()                                                            # its tracking (the file beside it)
     mark = len(app.events)
-    app.start_refine("polish", iterations=20)    # continues it on the tracking it trained on
+    app.refining.set_preset("polish")
+    app.refining.start(iterations=20)            # continues it on the tracking it trained on
     pump(lambda: any(e.startswith("refined: held-out PSNR") for e in app.events[mark:]), 600, "polish")
     res["polished"] = (app.service.avatar.metadata.get("refined") or {}).get("config", {}).get("resolution")
 
     # Live driving, with the loaded clip standing in for a webcam.
-    app.start_drive("loaded video")
-    live, jaws = app.live, []
+    app.driving.set_option("source", "loaded video")
+    app.driving.start()
+    live, jaws = app.driving.live, []
     t0 = time.perf_counter()
-    while time.perf_counter() - t0 < 8 and app.live is not None:     # the clip ends by itself (~2 s)
+    while time.perf_counter() - t0 < 8 and app.driving.live is not None:     # the clip ends by itself (~2 s)
         app.step()
         jaws.append(float(app.service.params.jaw[0, 0]))
-        if app.recorder is None and app._live_rgb is not None and app.last_frame is not None:
-            app.toggle_recording()                                    # camera | avatar while driving
+        if app.exporting.recorder is None and app.driving.latest_rgb is not None and app.last_frame is not None:
+            app.exporting.toggle_recording()                                    # camera | avatar while driving
     stats, frames = live.stats(), live.frames
-    app.stop_drive()
-    if app.recorder is not None:
-        app.toggle_recording()
+    app.driving.stop()
+    if app.exporting.recorder is not None:
+        app.exporting.toggle_recording()
     rec = sorted((out / "exports").glob("recording-*.mp4"))[-1]
     res["drive_recording"] = list(iio.imread(rec, index=0).shape)
     res["drive"] = {"frames": frames, "jaw_range": max(jaws) - min(jaws), **stats}
-    app.start_drive("webcam", 9)                 # no camera 9 here: a message, not a crash
+    app.driving.set_option("source", "webcam")
+    app.driving.set_option("device", 9)
+    app.driving.start()                          # no camera 9 here: a message, not a crash
     res["events"] = app.events
     app.close()
     (out / "result.json").write_text(json.dumps(res, indent=1))

@@ -51,8 +51,8 @@ def main(out: Path) -> None:
                      "coverage": float(inside.float().mean())}
 
     compare("rest")
-    app.set_weight("jawOpen", 0.8)
-    app.set_pose("neck", 0, 25.0)
+    app.view.set_weight("jawOpen", 0.8)
+    app.view.set_pose("neck", 0, 25.0)
     compare("moved")
     iio.imwrite(out / "stage.png", app.stage.read())
     app.close()
