@@ -44,21 +44,22 @@ def synthetic_scene(n: int = 58_000, seed: int = 0, mean_opacity: float = 0.27) 
     return Gaussians(means, quats, scales, opacities, colors)
 
 
-def default_avatar(device: torch.device | None = None) -> Gaussians:
-    """The default avatar, neutral pose, on ``device`` (None: the host)."""
+def default_avatar(device: torch.device | None = None, head_model: Path | None = None) -> Gaussians:
+    """The plain avatar of the head model ``head_model`` names (OpenHead when None), neutral
+    pose, on ``device`` (None: the host)."""
     from engine.animate import AnimatedAvatar
     from engine.generator.plain import plain_avatar
     from engine.headmodel.openhead import load_head_model
 
-    model = load_head_model(device=device)
+    model = load_head_model(head_model, device)
     animated = AnimatedAvatar(plain_avatar(model), model)
     with torch.no_grad():
         return animated.gaussians(animated.neutral())
 
 
-def scene(name: str, device: torch.device | None = None) -> Gaussians:
+def scene(name: str, device: torch.device | None = None, head_model: Path | None = None) -> Gaussians:
     if name == "avatar":
-        return default_avatar(device)
+        return default_avatar(device, head_model)
     if name == "synthetic":
         g = synthetic_scene()
         return g if device is None else Gaussians(*(getattr(g, f).to(device) for f in
@@ -147,8 +148,10 @@ def time_renderer(renderer: Renderer, gaussians: Gaussians, camera: Camera, back
 
 def bench_render(backends: Sequence[str] = ("native", "gl", "reference"), sizes: Sequence[int] = (256, 512),
                  scenes: Sequence[str] = SCENES, runs: int = 20, reference_runs: int = 3,
-                 log: Callable[[str], None] = print, device: torch.device | None = None) -> list[Timing]:
-    """Time every backend (by `engine.render.select` name) on every scene, size and mode. A
+                 log: Callable[[str], None] = print, device: torch.device | None = None,
+                 head_model: Path | None = None) -> list[Timing]:
+    """Time every backend (by `engine.render.select` name) on every scene, size and mode (the
+    avatar scene on the head model ``head_model`` names, OpenHead when None). A
     backend of the other device kind (gsplat on a CUDA ``device``; native on the host) runs on
     its own device, so one table compares them."""
     from engine.device import HOST
@@ -161,7 +164,7 @@ def bench_render(backends: Sequence[str] = ("native", "gl", "reference"), sizes:
         for backend in backends:
             on = HOST if backend in ("native", "gl") else device
             if (scene_name, on) not in scenes_on:
-                scenes_on[scene_name, on] = scene(scene_name, on)
+                scenes_on[scene_name, on] = scene(scene_name, on, head_model)
             gaussians = scenes_on[scene_name, on]
             try:
                 renderer = select(on, need_grad=False, prefer=backend)
@@ -260,7 +263,8 @@ class AlignTiming:
 
 def bench_refine(video, sizes: Sequence[int] = (256, 512), iterations: int = 300, warmup: int = 20,
                  log: Callable[[str], None] = print, align_frames: int = 10,
-                 device: torch.device | None = None) -> tuple[list[RefineTiming], list[AlignTiming]]:
+                 device: torch.device | None = None,
+                 head_model: Path | None = None) -> tuple[list[RefineTiming], list[AlignTiming]]:
     """Refiner iterations per second on ``video`` at each training resolution: the default
     preset's step (L1 + SSIM + aspect penalty, scales unfrozen, clamp on), from the feed-forward
     start, for the default preset (static) and the residual preset; and
@@ -276,7 +280,7 @@ def bench_refine(video, sizes: Sequence[int] = (256, 512), iterations: int = 300
     from engine.refine.session import prepare
     from engine.track.tracker import track_video
 
-    model = load_head_model(device=device)
+    model = load_head_model(head_model, device)
     rows = []
     tracked = track_video(video, model)               # once, for every size
     avatar = None
@@ -321,7 +325,7 @@ class PoseTiming:
     full_ms: float       # median of the whole `AnimatedAvatar.gaussians` (head model included), this path
 
 
-def bench_pose(runs: int = 30, threads: Sequence[int] = (1, 2)) -> list[PoseTiming]:
+def bench_pose(runs: int = 30, threads: Sequence[int] = (1, 2), head_model: Path | None = None) -> list[PoseTiming]:
     """Time posing the plain default avatar (62K slots) at an expression and head turn: the
     torch path of `engine.binding` against the native `pose_slots`, with and without the head model."""
     import dataclasses as dc
@@ -334,9 +338,10 @@ def bench_pose(runs: int = 30, threads: Sequence[int] = (1, 2)) -> list[PoseTimi
     from engine.generator.plain import plain_avatar
     from engine.headmodel.openhead import load_head_model
 
-    model = load_head_model()
+    model = load_head_model(head_model)
     animated = AnimatedAvatar(plain_avatar(model), model)
-    p = apply_expressions(animated.neutral(), model, {"jawOpen": 0.4, "mouthSmile_L": 0.6})
+    weights = {"jawOpen": 0.4, **({"mouthSmile_L": 0.6} if "mouthSmile_L" in model.expr_names else {})}
+    p = apply_expressions(animated.neutral(), model, weights)
     p = dc.replace(p, neck=torch.tensor([[0.1, 0.4, 0.0]]))
     torch_path = lambda slots, verts, faces, a: binding.place_activated(binding.slot_frames(slots, verts, faces), a)  # noqa: E731
 
@@ -383,14 +388,15 @@ class BuildTiming:
         return self.seconds - self.tracking
 
 
-def bench_build(paths: Sequence[Path], runs: int = 3, device: torch.device | None = None) -> list[BuildTiming]:
+def bench_build(paths: Sequence[Path], runs: int = 3, device: torch.device | None = None,
+                head_model: Path | None = None) -> list[BuildTiming]:
     """K = 1 builds of each portrait in a warm process, as the app's second drop runs them: one
     untimed build first loads FaceMesh, the segmenter and the native code. The tracking stage is
     timed through the build's own progress reports (it ends when "warping into UV" begins)."""
     from engine.headmodel.openhead import load_head_model
     from engine.service import build_animated
 
-    model = load_head_model(device=device)
+    model = load_head_model(head_model, device)
     build_animated([Path(paths[0])], model)
     rows = []
     for path in paths:

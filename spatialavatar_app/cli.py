@@ -14,6 +14,7 @@ from typing import Annotated, Literal, Optional
 import tyro
 
 from spatialavatar_app.cmd_shared import OnDevice, OnHeadModel, Source, check_render_size
+from spatialavatar_app.bench_cmd import Bench
 from spatialavatar_app.drive_cmd import Drive
 from spatialavatar_app.eval_cmd import Eval
 from spatialavatar_app.refine_cmd import Refine
@@ -298,7 +299,7 @@ class App(OnDevice, OnHeadModel):
 
 
 @dataclass
-class Demo(OnDevice):
+class Demo(OnDevice, OnHeadModel):
     """Headless showcase: render the default avatar to out/default_avatar.png and a turntable
     to out/default_avatar.mp4."""
 
@@ -307,137 +308,9 @@ class Demo(OnDevice):
 
     def run(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        Render(out=self.out_dir / "default_avatar.png", device=self.device).run()
-        Render(out=self.out_dir / "default_avatar.mp4", video=True, size=384, device=self.device).run()
-
-
-@dataclass
-class Bench(OnDevice):
-    """Benchmarks. `bench render`: every renderer x 256²/512² x forward / forward+backward on the
-    default avatar and a hard synthetic 58K scene, with the speed-up over the reference.
-    `bench refine --video V`: refiner iterations per second at 256² and 512² on a video, with the
-    expression residual and for a static avatar, and seconds per frame of its photometric tracking.
-    `bench ui`: the app's UI and avatar frame rates while a slider is dragged, at each size, in
-    the real app on the default avatar (needs an X display; Xvfb will do), with the interactive
-    render size it used. `bench pose`: posing the avatar's Gaussians, torch against native.
-    `bench build PORTRAIT…`: K = 1 builds in a warm process (as the app's second drop), whole
-    and their tracking stage."""
-
-    what: Annotated[Literal["render", "refine", "ui", "pose", "build"], tyro.conf.Positional] = "render"
-    """What to benchmark."""
-    backends: tuple[str, ...] = ("native", "gl", "reference")
-    """render: renderers to time (names as for engine.render.select; unavailable ones are reported and skipped)."""
-    sizes: tuple[int, ...] = (256, 512)
-    """Image sizes (render: square; refine: the training resolution's longer side)."""
-    scenes: tuple[str, ...] = ("avatar", "synthetic")
-    """render: avatar (default avatar, opaque) and/or synthetic (58K semi-transparent)."""
-    runs: int = 20
-    """render: timed runs per cell (median reported), after warm-up. refine: timed iterations x 15."""
-    reference_runs: int = 3
-    """render: timed runs for the slow reference renderer (0 skips it)."""
-    video: Optional[Path] = None
-    """refine: the talking-head video to refine on."""
-    seconds: float = 5.0
-    """ui: seconds of slider dragging per size."""
-    portraits: tuple[Path, ...] = ()
-    """build: the portraits, each built on its own (default: the default avatar's astronaut)."""
-    build_runs: int = 3
-    """build: timed builds per portrait (median reported), after one warm-up build."""
-
-    def run(self) -> None:
-        from engine.bench import OtherCpuUse, bench_refine, bench_render, format_table, machine_load
-
-        if self.what == "ui":
-            return self._ui()
-        if self.what == "pose":
-            return self._pose()
-        if self.what == "build":
-            return self._build()
-        if self.what == "refine" and self.video is None:
-            raise ValueError("bench refine needs --video VIDEO")
-        print(f"before: {machine_load()}")
-        with OtherCpuUse() as others:
-            if self.what == "refine":
-                rows, aligns = bench_refine(self.video, self.sizes, iterations=15 * self.runs,
-                                                device=self.compute_device())
-            else:
-                rows = bench_render(self.backends, self.sizes, self.scenes, self.runs, self.reference_runs,
-                                    device=self.compute_device())
-        if self.what == "refine":
-            print(f"{'size':>5s} {'avatar':>9s} {'iterations':>10s} {'it/s':>7s} {'ms/it':>7s} {'min per 10K':>11s}")
-            for r in rows:
-                print(f"{r.size:>5d} {'residual' if r.residual else 'static':>9s} {r.iterations:>10d} "
-                      f"{r.its_per_second:>7.1f} {1000 / r.its_per_second:>7.1f} {r.minutes_per_10k:>11.1f}")
-            print(f"\nphotometric tracking as refine's default preset runs it (stage 3)\n"
-                  f"{'size':>5s} {'frames':>10s} {'s/frame':>7s} {'min per 1000 frames':>19s}")
-            for a in aligns:
-                print(f"{a.resolution:>5d} {a.frames:>10d} {a.seconds_per_frame:>7.2f} "
-                      f"{a.seconds_per_frame * 1000 / 60:>19.1f}")
-        else:
-            print(format_table(rows))
-        print(f"after: {machine_load()}")
-        if others.cores is not None:
-            print(f"other processes used {others.cores:.2f} cores on average during the run (noise)")
-        if self.what == "render":
-            print("ms: median wall-clock; vs ref: reference ms / this ms, same run; the reference uses "
-                  f"{self.reference_runs} runs after 1 warm-up, the others {self.runs} after 3.")
-        else:
-            print("from the feed-forward start (Gaussians grow during a run, so late iterations are slower)")
-
-    def _pose(self) -> None:
-        from engine.bench import bench_pose, machine_load
-
-        print(f"before: {machine_load()}")
-        rows = bench_pose(self.runs)
-        print(f"{'threads':>7s} {'path':>7s} {'place ms':>8s} {'pose ms':>7s}")
-        for r in rows:
-            print(f"{r.threads:>7d} {r.path:>7s} {r.ms:>8.2f} {r.full_ms:>7.2f}")
-        print("place = slot frames + placement of 62K slots; pose = AnimatedAvatar.gaussians (head model included); "
-              f"median of {self.runs} runs after 3")
-
-    def _build(self) -> None:
-        import tempfile
-
-        from engine.bench import OtherCpuUse, bench_build, machine_load
-
-        runs = self.build_runs
-        print(f"before: {machine_load()}")
-        with tempfile.TemporaryDirectory() as tmp, OtherCpuUse() as others:
-            paths = list(self.portraits)
-            if not paths:
-                import imageio.v3 as iio
-                from skimage import data
-
-                paths = [Path(tmp) / "astronaut.png"]
-                iio.imwrite(paths[0], data.astronaut())
-            rows = bench_build(paths, runs, device=self.compute_device())
-        print(f"{'portrait':>24s} {'build s':>7s} {'tracking s':>10s} {'the rest s':>10s} {'Gaussians':>9s}")
-        for r in rows:
-            print(f"{r.portrait[-24:]:>24s} {r.seconds:>7.2f} {r.tracking:>10.2f} {r.generating:>10.2f} {r.gaussians:>9,d}")
-        print(f"after: {machine_load()}")
-        if others.cores is not None:
-            print(f"other processes used {others.cores:.2f} cores on average during the run (noise)")
-        print(f"median of {runs} K = 1 builds a portrait after one warm-up build; tracking = FaceMesh, person matte "
-              "and landmark fit; the rest = the warp into UV, the outer layer's fit and the photometric polish")
-
-    def _ui(self) -> None:
-        from engine.bench import OtherCpuUse, machine_load
-        from spatialavatar_app.app.bench_ui import bench_ui
-
-        print(f"before: {machine_load()}")
-        with OtherCpuUse() as others:
-            rows = bench_ui(self.sizes, self.seconds, device=self.compute_device())
-        print(f"{'size':>5s} {'UI FPS':>7s} {'avatar FPS':>10s} {'render ms':>9s} {'internal':>8s} {'at rest':>7s}")
-        for r in rows:
-            print(f"{r.size:>5d} {r.ui_fps:>7.1f} {r.avatar_fps:>10.1f} {r.render_ms:>9.1f} {r.internal:>8d} "
-                  f"{r.at_rest:>7d}")
-        print(f"after: {machine_load()}")
-        if others.cores is not None:
-            print(f"other processes used {others.cores:.2f} cores on average during the run (noise)")
-        print("jawOpen swept once a second; UI loop paced as the app paces it (60 FPS cap, 30 while a render is "
-              "pending); avatar FPS = new pictures on stage per second; render = pose + rasterise + RGBA on the "
-              "render thread; internal = median render height while dragging (the interactive size, upscaled on "
-              "the stage); at rest = the render height once the slider stops; 720x720 stage")
+        source = Source(head_model=self.head_model)
+        Render(out=self.out_dir / "default_avatar.png", source=source, device=self.device).run()
+        Render(out=self.out_dir / "default_avatar.mp4", source=source, video=True, size=384, device=self.device).run()
 
 
 COMMANDS = {"app": App, "build": Build, "render": Render, "export": Export, "track": Track, "refine": Refine, "drive": Drive, "headmodel": HeadModelCmd, "demo": Demo, "bench": Bench, "eval": Eval, "train": Train}

@@ -184,7 +184,27 @@ def test_eval_align_test_fits_the_held_out_pose_and_scores_higher(offset_clip, o
 
 
 HEAD_MODEL_ARGS = [["app"], ["build", "a.jpg"], ["render"], ["export"], ["track", "a.jpg"], ["refine", "v.mp4"],
-                   ["drive"], ["eval", "ff", "v.mp4"], ["eval", "refine", "a.savatar", "v.mp4"], ["train", "phase1"]]
+                   ["drive"], ["demo"], ["eval", "ff", "v.mp4"], ["eval", "refine", "a.savatar", "v.mp4"],
+                   ["eval", "tracking"], ["eval", "portraits", "a.jpg"], ["train", "prepare", "v.mp4"],
+                   ["train", "phase1"], ["train", "phase2"], ["bench", "render"], ["bench", "refine", "--video", "v.mp4"],
+                   ["bench", "ui"], ["bench", "pose"], ["bench", "build"]]
+
+
+def test_every_command_is_in_the_head_model_list():
+    """A command added later must take --head-model too (the list above names every command)."""
+    from spatialavatar_app.cli import COMMANDS
+
+    assert set(COMMANDS) - {"headmodel"} == {a[0] for a in HEAD_MODEL_ARGS}
+
+
+@pytest.mark.parametrize("argv", [["bench", "refine", "--video", "v.mp4", "--backends", "native"],
+                                  ["bench", "ui", "--portraits", "a.jpg"], ["train", "prepare", "--anchor", "a.pt"],
+                                  ["train", "phase1", "--anchor", "a.pt"], ["train", "phase2", "--limit", "3"],
+                                  ["eval", "ff", "v.mp4", "--align-test"]], ids=lambda a: " ".join(a))
+def test_an_option_of_another_mode_is_refused_not_ignored(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and "Unrecognized" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv", HEAD_MODEL_ARGS, ids=lambda a: " ".join(a[:2]))

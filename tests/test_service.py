@@ -66,7 +66,7 @@ def test_bench_build_times_the_tracking_inside_the_build(openhead, astronaut, mo
     import engine.headmodel.openhead as oh
     from engine.bench import bench_build
 
-    monkeypatch.setattr(oh, "load_head_model", lambda device=None: HeadModel(openhead))
+    monkeypatch.setattr(oh, "load_head_model", lambda path=None, device=None: HeadModel(openhead))
     row, = bench_build([astronaut], runs=1)
     assert 0 < row.tracking < row.seconds and row.generating > 0
     built = build_avatar([astronaut], HeadModel(openhead))

@@ -44,9 +44,9 @@ def measure_drag(app, size: int, seconds: float = 5.0) -> DragTiming:
 
 
 def bench_ui(sizes=(256, 512), seconds: float = 5.0, stage_size: tuple[int, int] = (720, 720),
-             device=None) -> list[DragTiming]:
-    """Open the app on the default avatar (as `python main.py` does) on ``device`` and time a
-    slider drag at each render size."""
+             device=None, head_model=None) -> list[DragTiming]:
+    """Open the app on the default avatar of the head model ``head_model`` names (OpenHead when
+    None), as `python main.py` does, on ``device`` and time a slider drag at each render size."""
     if not os.environ.get("DISPLAY"):
         raise SystemExit("bench ui opens the app's windows and needs an X display (DISPLAY is not set); "
                          "on a headless machine run it under Xvfb, e.g. `Xvfb :99 & DISPLAY=:99 python main.py bench ui`")
@@ -54,7 +54,7 @@ def bench_ui(sizes=(256, 512), seconds: float = 5.0, stage_size: tuple[int, int]
     from engine.service import AvatarService, default_avatar
     from spatialavatar_app.app.app import App, app_renderer
 
-    model = load_head_model(device=device)
+    model = load_head_model(head_model, device)
     app = App(AvatarService(model, default_avatar(model), renderer=app_renderer(model.device)), stage_size=stage_size)
     app.open()
     try:
