@@ -1,4 +1,5 @@
-"""Viewing cameras around a head."""
+"""Viewing cameras around a head, and the tracker's camera model (`project`): head-model space
+seen by a pinhole camera on the head's +z axis, what every tracked portrait and frame carries."""
 from __future__ import annotations
 
 import math
@@ -6,7 +7,11 @@ import math
 import numpy as np
 import torch
 
+from torch import Tensor
+
 from engine.types import Camera
+
+FLIP = torch.tensor([1.0, -1.0, -1.0])   # head-model axes -> OpenCV camera axes
 
 HEAD_TARGET = (0.0, -0.01, -0.03)   # a point inside the head, between the ears
 DEFAULT_DISTANCE = 0.9
@@ -36,3 +41,13 @@ def tracker_camera(K: np.ndarray, size: tuple[int, int], longer_side: int) -> Ca
     cam = Camera(torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0])), torch.tensor(K, dtype=torch.float32), w, h)
     small = shrunk_size(w, h, longer_side)
     return cam.resized(*small) if small else cam
+
+
+def project(points: Tensor, focal: Tensor, image_size: Tensor) -> tuple[Tensor, Tensor]:
+    """Pixels [N, L, 2] and camera depth [N, L] of head-space points [N, L, 3]; focal [N] or
+    scalar, image_size [N, 2] (height, width)."""
+    pc = points * FLIP
+    z = pc[..., 2].clamp_min(1e-3)
+    f = focal.reshape(-1, 1)
+    uv = torch.stack([f * pc[..., 0] / z + image_size[:, 1:2] / 2, f * pc[..., 1] / z + image_size[:, 0:1] / 2], -1)
+    return uv, z

@@ -19,10 +19,12 @@ import torch
 
 from engine.animate import AnimatedAvatar, StaticScene
 from engine.camera import orbit_camera
+from engine.generator.registry import PROJECTIVE, GeneratorChoice
 from engine.headmodel.base import HeadModel
+from engine.jobs import Cancelled, Progress  # noqa: F401 - re-exported: the API's cancel and progress shape
+from engine.jobs import check as check_cancel
 from engine.types import Avatar, Camera, Frame, Gaussians, HeadParams
 
-Progress = Callable[[str, float], None]   # (stage, fraction done in [0, 1])
 MAX_SOURCES = 4
 
 
@@ -45,22 +47,19 @@ class RefineResult:
 RefineProgress = Callable[[str, float, object], None]   # (stage, fraction, refiner Progress or None)
 
 
-class Cancelled(Exception):
-    """`build_avatar` was cancelled; nothing changed."""
-
-
 def build_avatar(paths: Sequence[Path], model: HeadModel, progress: Progress | None = None,
                  cancel: threading.Event | None = None, notes: list[str] | None = None,
-                 generator: str = "projective", checkpoint: Path | None = None) -> Avatar:
+                 generator: GeneratorChoice = PROJECTIVE) -> Avatar:
     """An avatar from 1–4 portraits of one person (see `build_animated`)."""
-    return build_animated(paths, model, progress, cancel, notes, generator, checkpoint).avatar
+    return build_animated(paths, model, progress, cancel, notes, generator).avatar
 
 
 def build_animated(paths: Sequence[Path], model: HeadModel, progress: Progress | None = None,
                    cancel: threading.Event | None = None, notes: list[str] | None = None,
-                   generator: str = "projective", checkpoint: Path | None = None) -> AnimatedAvatar:
+                   generator: GeneratorChoice = PROJECTIVE) -> AnimatedAvatar:
     """An animatable avatar from 1–4 portraits of one person: the projective feed-forward stage,
-    or the trained network (``generator="network"`` with its ``checkpoint``), whose avatar also
+    or another generator of the registry (``generator``, e.g. the trained network with its
+    checkpoint), whose avatar also
     follows the view and the expression through its view-conditioned and residual heads.
 
     Portraits without a usable face are left out with a note (in ``notes``) as long as one
@@ -77,8 +76,7 @@ def build_animated(paths: Sequence[Path], model: HeadModel, progress: Progress |
     report = progress or (lambda stage, f: None)
 
     def check() -> None:
-        if cancel is not None and cancel.is_set():
-            raise Cancelled()
+        check_cancel(cancel)
 
     t0 = time.perf_counter()
     read, usable = {}, []
@@ -116,14 +114,14 @@ def build_animated(paths: Sequence[Path], model: HeadModel, progress: Progress |
     report("warping into UV", 0.0)
     sources = [tracked.source(i, images[i]) for i in range(len(usable))]
     shape = tracked.params.shape[0]
-    animated = generate(generator, model, sources, shape, checkpoint)
+    animated = generate(generator, model, sources, shape)
     check()
     report("done", 1.0)
     meta = {**animated.avatar.metadata, "sources": [str(p) for p in usable], "notes": notes,
             "seconds": round(time.perf_counter() - t0, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "mean_confidence": float(animated.confidence.mean())}
-    if checkpoint is not None:
-        meta["checkpoint"] = str(checkpoint)
+    if generator.checkpoint is not None:
+        meta["checkpoint"] = str(generator.checkpoint)
     for n in notes:
         warnings.warn(n)
     animated.avatar = replace(animated.avatar, metadata=meta)
@@ -134,17 +132,17 @@ class AvatarService:
     """The current avatar, its pose and the view, and the operations on them."""
 
     def __init__(self, model: HeadModel | None = None, avatar: Avatar | None = None, renderer: str | None = None,
-                 size: int = 512, generator: str = "projective", checkpoint: Path | None = None) -> None:
+                 size: int = 512, generator: GeneratorChoice = PROJECTIVE) -> None:
         from engine.headmodel.openhead import load_head_model
         from engine.render.select import select
 
         self._lock = threading.RLock()
-        self.generator, self.checkpoint = generator, checkpoint
+        self.generator = generator
         self.model = model or load_head_model()
-        if generator != "projective":
+        if generator != PROJECTIVE:
             from engine.generator.api import check_generator
 
-            check_generator(generator, checkpoint, self.model)      # a bad file fails before any tracking
+            check_generator(generator, self.model)      # a bad file fails before any tracking
         self._renderer = select(self.model.device, need_grad=False, prefer=renderer)
         self._animated = AnimatedAvatar(avatar or default_avatar(self.model), self.model)
         self._params = self._animated.neutral()
@@ -199,8 +197,7 @@ class AvatarService:
     def build_avatar(self, paths: Sequence[Path], progress: Progress | None = None,
                      cancel: threading.Event | None = None) -> Avatar:
         """Build from portraits (slow, outside the lock) and make it the current avatar."""
-        animated = build_animated(paths, self.model, progress, cancel, generator=self.generator,
-                                  checkpoint=self.checkpoint)
+        animated = build_animated(paths, self.model, progress, cancel, generator=self.generator)
         with self._lock:
             self._animated = animated
             self._params = replace(self._params, shape=animated.avatar.shape[None].to(self._params.shape))
@@ -244,39 +241,16 @@ class AvatarService:
         the same video) instead of tracking photometrically, as the polish preset must to
         continue the avatar it refined."""
         from engine.eval.refined import evaluate_mattes
-        from engine.refine.align import AlignCancelled
-        from engine.refine.config import load_refine_config, training_side
-        from engine.refine.refiner import RefineCancelled, refine_stages
-        from engine.refine.session import prepare
-        from engine.refine.tracking import data_side, track_for_refine
+        from engine.refine.config import load_refine_config
+        from engine.refine.session import refine_video
 
         cfg = load_refine_config(preset, **overrides)
         report = progress or (lambda stage, f, step: None)
         start = self.avatar if from_current else None
         if from_current and start is None:
             raise ValueError("a .ply scene cannot be refined: open or build an avatar first")
-
-        def tracked(done: int, total: int) -> None:
-            if cancel is not None and cancel.is_set():
-                raise Cancelled()
-            report("tracking", done / max(total, 1), None)
-
-        train_side = training_side(cfg)     # scored there too
-        side = train_side if tracking is not None else data_side(cfg)
-        avatar, data = prepare(Path(video), self.model, side, start, log=lambda s: None, progress=tracked)
-        if tracking is not None:
-            data = data.with_params(tracking, self.model)
-        elif cfg.photometric_tracking:
-            try:
-                data = track_for_refine(avatar, self.model, data, cfg, lambda s, f: report(s, f, None), cancel)
-            except AlignCancelled:
-                raise Cancelled() from None
-        data = data.resized(train_side, self.model)
-        try:
-            refined = refine_stages(avatar, self.model, data, cfg,
-                                    lambda p: report("refining", p.iteration / p.total, p), cancel, checkpoint)
-        except RefineCancelled:
-            raise Cancelled() from None
+        avatar, refined, data = refine_video(Path(video), self.model, cfg, start, tracking=tracking, progress=report,
+                                             cancel=cancel, checkpoint=checkpoint)
         report("scoring", 1.0, None)
         mattes = ("head", "portrait") if data.person is not None else ("head",)
         before, after = (evaluate_mattes(a, self.model, data, n, mattes) for a, n in ((avatar, "start"),
@@ -334,11 +308,29 @@ class AvatarService:
         return LiveDriver(source, tracker, pipeline).start()
 
     def load(self, path: Path) -> Avatar:
-        from engine.io import load_avatar
-
-        avatar = load_avatar(path)
+        """Open the bundle at ``path`` (`open_avatar`) and make it the current avatar."""
+        avatar = open_avatar(path, self.model)
         self.set_avatar(avatar)
         return avatar
+
+
+def open_avatar(path: Path | str | None, model: HeadModel) -> Avatar:
+    """The avatar a front end opens for ``path``: the default avatar when None, the plain
+    mannequin for ``"plain"``, else the bundle at ``path``, which must have been made for
+    ``model`` (ValueError naming both head models otherwise)."""
+    from engine.io import load_avatar
+
+    if path is None:
+        return default_avatar(model)
+    if str(path) == "plain":
+        from engine.generator.plain import plain_avatar
+
+        return plain_avatar(model)
+    avatar = load_avatar(Path(path))
+    if avatar.head_model != model.name:
+        raise ValueError(f"{path} was made for head model {avatar.head_model!r}; pass --head-model "
+                         f"for it (the loaded one is {model.name!r})")
+    return avatar
 
 
 def default_avatar(model: HeadModel) -> Avatar:
@@ -348,7 +340,7 @@ def default_avatar(model: HeadModel) -> Avatar:
     from engine.generator.plain import plain_avatar
     from engine.io import AvatarFileError, load_avatar, save_avatar
 
-    if not model.name.startswith("openhead"):
+    if model.charts != "openhead":      # the astronaut's avatar is built for OpenHead's charts
         return plain_avatar(model)
     path = _default_avatar_path(model)
     if path.exists():

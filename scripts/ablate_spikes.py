@@ -1,4 +1,4 @@
-"""Issue 6's anti-spike ablation on one video: refine from the same feed-forward start with the
+"""The anti-spike ablation on one video: refine from the same feed-forward start with the
 preset as is and without each anti-spike component (aspect penalty, log-scale clamp, scale
 freeze, then all three), then report screen-space aspect statistics, held-out PSNR and the
 largest world-space scale, and draw DIR/ablation.png (crops + distribution of r) and

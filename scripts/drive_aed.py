@@ -1,4 +1,4 @@
-"""Issue 8's cross-reenactment check: drive an avatar with another person's video in relative and
+"""The cross-reenactment check: drive an avatar with another person's video in relative and
 absolute mode (`drive --side-by-side`), then compare the expression our tracker reads from the
 driver frame with the one it reads from the rendered avatar (AED-style: mean |Δ| of expr + jaw,
 each image fitted on its own; `engine.metrics.face`), and the head pose (APD-style).

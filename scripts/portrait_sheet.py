@@ -24,7 +24,7 @@ TILE = 160
 def main() -> None:
     from engine.animate import AnimatedAvatar
     from engine.expressions import apply_expressions
-    from engine.generator.api import generate
+    from engine.generator.api import PROJECTIVE, generate
     from engine.headmodel.openhead import load_head_model
     from engine.io.media import read_image
     from engine.render.turntable import render_array
@@ -36,7 +36,7 @@ def main() -> None:
     for path in paths:
         tracked = track_portraits([path], model)
         image = read_image(path)
-        full = generate("projective", model, [tracked.source(0, image)],
+        full = generate(PROJECTIVE, model, [tracked.source(0, image)],
                         tracked.params.shape[0])
         bald = AnimatedAvatar(replace(full.avatar, outer=None), model)
         h, w = image.shape[:2]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce models/network_cpu_small.pt (issue 9's CPU proof): track the shared videos and
+# Reproduce models/network_cpu_small.pt (the network trained on one CPU): track the shared videos and
 # portrait groups into clips, train the cpu-small configuration with lp_d3_woman held out
 # entirely, plot the curve, and evaluate both generators on the held-out video.
 # Usage: scripts/train_cpu_small.sh [DATA_DIR] [OUT_DIR]   (~70 min on 2 cores; resumable)

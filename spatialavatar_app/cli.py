@@ -9,11 +9,12 @@ import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Optional
 
 import tyro
 
-from spatialavatar_app.cmd_shared import OnDevice, OnHeadModel, Source, check_render_size
+from engine.render.backends import BackendName
+from spatialavatar_app.cmd_shared import OnDevice, OnGenerator, OnHeadModel, Source, check_render_size
 from spatialavatar_app.bench_cmd import Bench
 from spatialavatar_app.drive_cmd import Drive
 from spatialavatar_app.eval_cmd import Eval
@@ -83,8 +84,8 @@ class Render(OnDevice):
     """Write a turntable with an expression sweep (MP4) instead of one image."""
     frames: int = 48
     """Number of video frames."""
-    renderer: Optional[str] = None
-    """Renderer backend: gsplat, native, gl or reference (default: the best available here)."""
+    renderer: Optional[BackendName] = None
+    """Renderer backend (default: the best available here)."""
 
     def run(self) -> None:
         from engine.render.turntable import render_image, render_turntable
@@ -194,7 +195,7 @@ class HeadModelCmd:
 
 
 @dataclass
-class Build(OnDevice, OnHeadModel):
+class Build(OnDevice, OnHeadModel, OnGenerator):
     """Build an avatar from 1-4 portraits of one person (tracked, then warped into the head
     model's UV layout and mean-pooled), and save it as a bundle."""
 
@@ -204,10 +205,6 @@ class Build(OnDevice, OnHeadModel):
     """The avatar bundle to write."""
     preview: Optional[Path] = None
     """Also write a PNG strip of the avatar: yaw -35°, 0°, 35°, then smiling and surprised."""
-    generator: Literal["projective", "network"] = "projective"
-    """projective: the parameter-free stage; network: the paper's trained network (needs --checkpoint)."""
-    checkpoint: Optional[Path] = None
-    """The network generator's weights: OUT/network.pt of `python main.py train`."""
 
     def run(self) -> None:
         from tqdm import tqdm
@@ -219,7 +216,7 @@ class Build(OnDevice, OnHeadModel):
         check_writable(self.out, *([self.preview] if self.preview else []))
         model = self.load_model(self.compute_device())
         service = AvatarService(model, avatar=plain_avatar(model),      # cheap: the build replaces it
-                                generator=self.generator, checkpoint=self.checkpoint)
+                                generator=self.generator_choice())
         bar = tqdm(total=100, desc="building", bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}")
 
         def progress(stage: str, fraction: float) -> None:
@@ -256,33 +253,28 @@ def write_preview(service, path: Path, size: int = 256) -> None:
     views = [render_array(animated, neutral, size, yaw) for yaw in (-35, 0, 35)]
     for preset in ("smile", "surprise"):
         views.append(render_array(animated, apply_expressions(neutral, service.model, load_expression_preset(preset)), size))
-    from engine.io._atomic import atomic_path
+    from engine.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         iio.imwrite(tmp, np.concatenate(views, 1))
 
 
 @dataclass
-class App(OnDevice, OnHeadModel):
+class App(OnDevice, OnHeadModel, OnGenerator):
     """The desktop app (what `python main.py` opens): a control panel and a stage window.
     Drop 1-4 portraits on the stage to build an avatar, a video to refine on, or a .savatar /
     .ply to open it; move the expression and pose sliders; refine; export."""
 
     paths: tyro.conf.Positional[list[Path]] = dataclasses.field(default_factory=list)
     """Portraits (1-4), a video, an avatar bundle or a .ply to open; the default avatar when none."""
-    renderer: Optional[str] = None
-    """Live renderer: gsplat (CUDA), gl (OpenGL, drawn in the stage window), native (CPU) or reference.
-    Automatic when omitted: gsplat on a CUDA device; on the CPU, gl when the stage's OpenGL is a
-    GPU's (not llvmpipe/softpipe/swrast), else native."""
+    renderer: Optional[BackendName] = None
+    """Live renderer (gl draws in the stage window's own OpenGL context). Automatic when omitted:
+    gsplat on a CUDA device; on the CPU, gl when the stage's OpenGL is a GPU's (not
+    llvmpipe/softpipe/swrast), else native."""
     resolution: int = 512
     """Render height in pixels (the width follows the stage window's aspect)."""
     export_dir: Path = Path("out")
     """Where screenshots, exports, recordings and refined avatars are written."""
-    generator: Literal["projective", "network"] = "projective"
-    """How dropped portraits become an avatar: the parameter-free stage, or the trained network
-    (needs --checkpoint; its avatars follow the view and the expression sliders)."""
-    checkpoint: Optional[Path] = None
-    """The network generator's weights: OUT/network.pt of `python main.py train`."""
 
     def run(self) -> None:
         import os
@@ -294,7 +286,7 @@ class App(OnDevice, OnHeadModel):
                              "or use the headless commands: python main.py --help")
         from spatialavatar_app.app.app import run_app
 
-        run_app(self.paths, self.renderer, self.resolution, self.export_dir, self.generator, self.checkpoint,
+        run_app(self.paths, self.renderer, self.resolution, self.export_dir, self.generator_choice(),
                 self.compute_device(), self.head_model)
 
 

@@ -1,4 +1,5 @@
-"""What the commands share: the compute device option, the avatar a command poses (`Source`), the
+"""What the commands share: the compute device, head model and generator options, the avatar a
+command poses (`Source`), the
 render-size bound; for `refine` and `eval refine`, reading a tracking file and a progress bar per
 stage of the photometric tracking."""
 from __future__ import annotations
@@ -7,6 +8,8 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
+
+from engine.generator.registry import GeneratorChoice, GeneratorName
 
 
 @dataclass
@@ -41,6 +44,24 @@ class OnHeadModel:
         return load_head_model(self.head_model, device)
 
 
+@dataclass
+class OnGenerator:
+    """The ``--generator`` and ``--checkpoint`` options of every command that builds avatars."""
+
+    generator: GeneratorName = dataclasses.field(default="projective", kw_only=True)
+    """How portraits become an avatar (engine.generator.registry): projective, the parameter-free
+    stage; network, the paper's trained network (needs --checkpoint; its avatars follow the view
+    and the expression)."""
+    checkpoint: Optional[Path] = dataclasses.field(default=None, kw_only=True)
+    """The trained generator's weights: OUT/network.pt of `python main.py train`."""
+
+    def generator_choice(self) -> GeneratorChoice:
+        """The generator asked for, checked (an unknown name or a missing file fails now)."""
+        choice = GeneratorChoice(self.generator, self.checkpoint)
+        choice.check()
+        return choice
+
+
 @dataclass(frozen=True)
 class Source:
     """Which avatar, on which head model."""
@@ -55,23 +76,10 @@ class Source:
         """(AnimatedAvatar, HeadModel), the head model on ``device`` (the resolved one)."""
         from engine.animate import AnimatedAvatar
         from engine.headmodel.openhead import load_head_model
+        from engine.service import open_avatar
 
         model = load_head_model(self.head_model, device)
-        if self.avatar is None:
-            from engine.service import default_avatar
-
-            return AnimatedAvatar(default_avatar(model), model), model
-        if str(self.avatar) == "plain":
-            from engine.generator.plain import plain_avatar
-
-            return AnimatedAvatar(plain_avatar(model), model), model
-        from engine.io import load_avatar
-
-        av = load_avatar(self.avatar)
-        if av.head_model != model.name:
-            raise ValueError(f"{self.avatar} was made for head model {av.head_model!r}; pass --head-model "
-                             f"for it (the loaded one is {model.name!r})")
-        return AnimatedAvatar(av, model), model
+        return AnimatedAvatar(open_avatar(self.avatar, model), model), model
 
 
 MAX_RENDER_SIZE = 8192

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import tyro
 
+from engine.render.backends import BackendName
 from spatialavatar_app.cmd_shared import OnDevice, Source, check_render_size
 
 
@@ -56,8 +57,8 @@ class Drive(OnDevice):
     tracking then runs on a worker thread beside rendering, as in the app."""
     max_frames: Optional[int] = None
     """Stop after this many driver frames."""
-    renderer: Optional[str] = None
-    """native, gsplat or reference; automatic when omitted."""
+    renderer: Optional[BackendName] = None
+    """Renderer backend; automatic when omitted."""
 
     def run(self) -> None:
         from engine.drive.drive import drive_video

@@ -12,7 +12,7 @@ from typing import Annotated, Literal, Optional, Union
 
 import tyro
 
-from spatialavatar_app.cmd_shared import OnDevice, OnHeadModel
+from spatialavatar_app.cmd_shared import OnDevice, OnGenerator, OnHeadModel
 
 
 @dataclass
@@ -41,7 +41,7 @@ class _WithLpips(_Output):
 
 
 @dataclass
-class EvalFF(_WithLpips):
+class EvalFF(_WithLpips, OnGenerator):
     """The feed-forward stage on videos: build from K = 1 and K = 4 frames of each video's first
     half, render up to --targets frames of its last third with their tracked parameters, and print
     PSNR, SSIM (and LPIPS with --lpips-weights) inside the portrait matte and the head-and-neck
@@ -55,10 +55,6 @@ class EvalFF(_WithLpips):
     targets: int = 50
     """Target frames per video (from the last third). Each costs a render and, for the face
     metrics, a face fit of the render and of the real frame (seconds each on a CPU)."""
-    generator: Literal["projective", "network"] = "projective"
-    """The generator to evaluate; network needs --checkpoint."""
-    checkpoint: Optional[Path] = None
-    """The network generator's checkpoint (written by `python main.py train`)."""
     cross: bool = False
     """Also cross-reenact every ordered pair of the given videos (K = 1)."""
     outer: bool = True
@@ -68,10 +64,9 @@ class EvalFF(_WithLpips):
     def run(self) -> None:
         from engine.eval.feedforward import (DEFINITIONS, DILATE_PX, FaceMetrics, cross_reenact, evaluate_clip,
                                              format_table, load_clip, write_json)
-        from engine.generator.api import check_generator
         from engine.metrics.matte import MATTE_DEFINITION, PORTRAIT_CUT, PORTRAIT_MATTE_DEFINITION
 
-        check_generator(self.generator, self.checkpoint)
+        generator = self.generator_choice()
         if self.cross and len(self.videos) < 2:
             raise ValueError("--cross needs at least two videos")
         lpips = self._lpips()
@@ -81,8 +76,8 @@ class EvalFF(_WithLpips):
         try:
             for v in self.videos:
                 clips.append(load_clip(v, model, n_targets=self.targets))
-                new = evaluate_clip(clips[-1], model, n_targets=self.targets, generator=self.generator,
-                                    checkpoint=self.checkpoint, lpips=lpips, faces=faces, outer=self.outer)
+                new = evaluate_clip(clips[-1], model, n_targets=self.targets, generator=generator,
+                                    lpips=lpips, faces=faces, outer=self.outer)
                 rows += new
                 print("\n".join(format_table(new).splitlines()[1 : 1 + len(new)]), flush=True)
             if self.cross:
@@ -90,11 +85,11 @@ class EvalFF(_WithLpips):
                     for b in clips:
                         if a is not b:
                             cross.append(cross_reenact(a, b, model, faces, n_targets=self.targets,
-                                                       generator=self.generator, checkpoint=self.checkpoint))
+                                                       generator=generator))
                             print(format_table([], cross[-1:]).splitlines()[1], flush=True)
         finally:
             faces.close()
-        print(f"\ngenerator: {self.generator}" + (f" ({self.checkpoint})" if self.checkpoint else ""))
+        print(f"\ngenerator: {generator}")
         print(format_table(rows, cross))
         matte = (f"PSNR/SSIM/LPIPS: {PORTRAIT_MATTE_DEFINITION.format(cut=PORTRAIT_CUT)}; "
                  f"hPSNR/hSSIM: {MATTE_DEFINITION.format(dilate=DILATE_PX)}")
@@ -215,14 +210,14 @@ class EvalRefine(_WithLpips):
     def _tracking(self, avatar_path: Path, start, model, data):
         """(data tracked as the options say, a line saying how)."""
         from engine.refine.config import load_refine_config
-        from engine.refine.session import tracking_path
+        from engine.refine.session import tracking_of
         from engine.refine.tracking import track_for_refine
         from spatialavatar_app.cmd_shared import StageBars, tracked_from
 
         if self.landmark_tracking:
             return data, "the landmark tracker's, as they are"
-        path = self.tracking or tracking_path(avatar_path)
-        if self.tracking is not None or path.exists():
+        path = tracking_of(avatar_path, self.tracking)
+        if path is not None:
             return tracked_from(path, data, model), f"{path}"
         with StageBars() as bars:
             data = track_for_refine(start, model, data, load_refine_config("default"), bars)

@@ -68,10 +68,11 @@ class Refine(OnDevice, OnHeadModel):
         from tqdm import tqdm
 
         from engine.io import check_writable, load_avatar, save_avatar
+        from engine.io.params import save_params
+        from engine.jobs import Cancelled
         from engine.refine.config import load_refine_config, stages
-        from engine.refine.refiner import RefineCancelled, refine_stages
-        from engine.refine.session import prepare
-        from engine.refine.tracking import data_side
+        from engine.refine.session import refine_video, tracking_of, tracking_path
+        from spatialavatar_app.cmd_shared import StageBars
 
         over = {k: v for k, v in (("iterations", self.iterations), ("resolution", self.resolution)) if v is not None}
         if not self.aspect:
@@ -97,61 +98,53 @@ class Refine(OnDevice, OnHeadModel):
             read_checkpoint(ckpt)
         model = self.load_model(self.compute_device())
         start = load_avatar(self.avatar) if self.avatar else None
-        avatar, data = prepare(self.video, model, data_side(cfg), start, log=lambda s: print(s, file=sys.stderr),
-                               network=self.network, outer=self.outer)
-        stop = threading.Event()
-        if cfg.photometric_tracking or self.tracking is not None:
-            data = self._tracked(cfg, model, avatar, data, stop)
+        # The tracking to reuse: --tracking, else the one beside --avatar, else (resuming) the one beside --out.
+        out_tracking = tracking_path(self.out)
+        reuse = tracking_of(self.avatar, self.tracking) or (tracking_of(self.out) if self.resume else None)
+        if reuse is not None:
+            print(f"tracking from {reuse}", file=sys.stderr)
         total = sum(c.iterations for c in stages(cfg))
-        bar = tqdm(total=total, desc="refining", unit="it")
+        bars, bar, stage = StageBars(), None, [""]
 
-        def progress(p) -> None:
-            bar.n = p.iteration
-            bar.set_postfix(loss=f"{p.loss:.4f}", eta=f"{p.eta_seconds / 60:.1f} min")
+        def progress(name: str, fraction: float, step) -> None:
+            nonlocal bar
+            stage[0] = name
+            if name == "tracking":
+                return                      # the landmark tracker's lines say where it is
+            if step is None:
+                bars(name, fraction)
+                return
+            if bar is None:
+                bars.close()
+                bar = tqdm(total=total, desc="refining", unit="it")
+            bar.n = step.iteration
+            bar.set_postfix(loss=f"{step.loss:.4f}", eta=f"{step.eta_seconds / 60:.1f} min")
             bar.refresh()
 
+        def tracked(data) -> None:
+            if reuse is None and not cfg.photometric_tracking:
+                return                      # the landmark tracker's parameters, as they are: nothing to keep
+            if reuse is None or reuse.resolve() != out_tracking.resolve():
+                save_params(data.params, out_tracking)
+                print(f"wrote {out_tracking}", file=sys.stderr)
+
+        stop = threading.Event()
         try:
-            refined = refine_stages(avatar, model, data, cfg, progress, stop, ckpt, self.resume)
-        except KeyboardInterrupt:
+            _, refined, data = refine_video(self.video, model, cfg, start, tracking=reuse, network=self.network,
+                                            outer=self.outer, progress=progress, cancel=stop, checkpoint=ckpt,
+                                            resume=self.resume, log=lambda s: print(s, file=sys.stderr),
+                                            on_tracked=tracked)
+        except (KeyboardInterrupt, Cancelled) as e:
             stop.set()
+            bars.close()
+            if bar is not None:
+                bar.close()
+            how = "stopped" if isinstance(e, KeyboardInterrupt) else "cancelled"
+            if stage[0] != "refining":
+                raise SystemExit(f"{how} during the tracking; nothing was written") from None
+            raise SystemExit(f"{how}; the last checkpoint is {ckpt} (continue with --resume)") from None
+        if bar is not None:
             bar.close()
-            raise SystemExit(f"stopped; the last checkpoint is {ckpt} (continue with --resume)") from None
-        except RefineCancelled:
-            raise SystemExit(f"cancelled; the last checkpoint is {ckpt}") from None
-        bar.close()
         save_avatar(refined, self.out)
         print(f"wrote {self.out} ({total} iterations on {len(data.train)} frames of {data.name}; "
               f"{len(data.test)} held out, {int((~data.found).sum())} without a face skipped)")
-
-    def _tracked(self, cfg, model, avatar, data, stop: threading.Event):
-        """``data`` on the photometric tracking: reused from a file when there is one (see
-        --tracking), otherwise made now from ``avatar`` (`engine.refine.tracking`); written beside
-        --out either way."""
-        from engine.io.params import save_params
-        from engine.refine.align import AlignCancelled
-        from engine.refine.session import tracking_path
-        from engine.refine.tracking import track_for_refine
-        from spatialavatar_app.cmd_shared import StageBars, tracked_from
-
-        out = tracking_path(self.out)
-        reuse = self.tracking
-        if reuse is None and self.avatar is not None and tracking_path(self.avatar).exists():
-            reuse = tracking_path(self.avatar)
-        if reuse is None and self.resume and out.exists():
-            reuse = out
-        if reuse is not None:
-            data = tracked_from(reuse, data, model)
-            print(f"tracking from {reuse}", file=sys.stderr)
-        else:
-            with StageBars() as bars:
-                try:
-                    data = track_for_refine(avatar, model, data, cfg, bars, stop)
-                except KeyboardInterrupt:
-                    raise SystemExit("stopped during the photometric tracking; nothing was written") from None
-                except AlignCancelled:
-                    raise SystemExit("cancelled during the photometric tracking") from None
-        if reuse is None or reuse.resolve() != out.resolve():
-            save_params(data.params, out)
-            print(f"wrote {out}", file=sys.stderr)
-        return data
-

@@ -117,7 +117,7 @@ def write_overlays(tracked, model, out: Path) -> None:
         return
     import imageio.v3 as iio
 
-    from engine.io._atomic import atomic_path
+    from engine.atomic import atomic_path
 
     for i, src in enumerate(tracked.sources):
         suffix = "" if len(tracked.sources) == 1 else f"_{i}"

@@ -53,7 +53,7 @@ def offset_clip(openhead):
     from engine.generator.plain import plain_avatar
     from engine.headmodel.base import HeadModel
     from engine.refine.data import VideoData, tracker_camera
-    from engine.render import select
+    from engine.render.select import select
     from engine.track.fit import intrinsics
     from engine.types import HeadParams
 

@@ -137,33 +137,45 @@ def test_eval_refine_scores_with_the_tracking_refine_wrote(tmp_path, openhead):
         EvalRefine(avatar, tmp_path / "v.mp4", tracking=tmp_path / "short.npz")._tracking(avatar, None, model, data)
 
 
-def test_refine_reuses_the_tracking_beside_its_start_and_writes_it_beside_its_output(tmp_path, openhead):
+def test_refine_reuses_the_tracking_beside_its_start_and_writes_it_beside_its_output(tmp_path, openhead, monkeypatch):
     """Continuing a refined avatar (--avatar A, e.g. --preset polish) trains on A's tracking, not on
-    a new alignment to A, and leaves a copy beside --out for `eval refine`."""
+    a new alignment to A, and leaves a copy beside --out for `eval refine` before the first step."""
     import dataclasses
-    import threading
 
     import torch
 
+    import engine.refine.refiner as refiner
+    import engine.refine.session as session
+    from engine.generator.plain import plain_avatar
     from engine.headmodel.base import HeadModel
+    from engine.io import save_avatar
     from engine.io.params import load_params, save_params
-    from engine.refine.config import load_refine_config
     from engine.refine.session import tracking_path
     from spatialavatar_app.refine_cmd import Refine
 
     model = HeadModel(openhead)
     data = three_frames(model)
     start = tmp_path / "refined.savatar"
+    save_avatar(plain_avatar(model), start)
     earlier = dataclasses.replace(data.params, jaw=torch.full((3, 3), 0.2))
     save_params(earlier, tracking_path(start))
-    cmd = Refine(tmp_path / "v.mp4", out=tmp_path / "polished.savatar", avatar=start, preset="polish")
-    used = cmd._tracked(load_refine_config("polish"), model, None, data, threading.Event())
-    assert torch.equal(used.params.jaw, earlier.jaw)
+    trained_on = []
+
+    def stages(avatar, model, data, cfg, progress, cancel, checkpoint, resume):
+        trained_on.append(data.params)
+        assert (tmp_path / "polished.tracking.npz").exists()        # written before the first step
+        return avatar
+
+    monkeypatch.setattr(session, "prepare", lambda video, model, side, avatar=None, **kw: (avatar, data))
+    monkeypatch.setattr(refiner, "refine_stages", stages)
+    Refine(tmp_path / "v.mp4", out=tmp_path / "polished.savatar", avatar=start, preset="polish").run()
+    assert torch.equal(trained_on[0].jaw, earlier.jaw)
     assert torch.equal(load_params(tmp_path / "polished.tracking.npz")[0].jaw, earlier.jaw)
+    assert (tmp_path / "polished.savatar").exists()
     save_params(dataclasses.replace(earlier, **{k: getattr(earlier, k)[:1] for k in FIELDS}), tmp_path / "one.npz")
     with pytest.raises(ValueError, match="one.npz: the tracking has 1 frames; the video has 3"):
-        Refine(tmp_path / "v.mp4", out=tmp_path / "x.savatar", tracking=tmp_path / "one.npz")._tracked(
-            load_refine_config("default"), model, None, data, threading.Event())
+        Refine(tmp_path / "v.mp4", out=tmp_path / "x.savatar", tracking=tmp_path / "one.npz").run()
+    assert len(trained_on) == 1 and not (tmp_path / "x.savatar").exists()
 
 
 def test_eval_align_test_fits_the_held_out_pose_and_scores_higher(offset_clip, openhead):

@@ -117,3 +117,57 @@ def test_the_scanner_sees_cycles_through_functions_and_packages_but_not_type_che
     assert graph["probe.a"] == {"probe.sub", "probe.sub.b"}      # its own package is already running
     assert cycles(graph) == [["probe.a", "probe.sub", "probe.sub.b"]]
     assert "probe.d" not in graph["probe.c"]
+
+
+LAYERS = (  # lowest first: a module may import its own layer and those below, never one above
+    ("core types", ("engine", "engine.types", "engine.rotations", "engine.camera", "engine.native", "engine.jobs",
+                    "engine.device",
+                    "engine.atomic")),
+    ("head model and binding", ("engine.headmodel", "engine.binding", "engine.expressions")),
+    ("render", ("engine.render", "engine.metrics", "engine.io", "engine.residual")),
+    ("avatar and generators", ("engine.animate", "engine.generator", "engine.render.turntable",
+                               "engine.headmodel.preview")),
+    ("pipelines", ("engine.track", "engine.refine", "engine.drive", "engine.eval", "engine.train",
+                   "engine.metrics.face", "engine.headmodel.fit_face")),
+    ("API", ("engine.service", "engine.bench")),
+    ("front ends", ("spatialavatar_app",)),
+)
+"""Where each module sits: the longest matching prefix decides (`engine.metrics.face` reads faces
+with the tracker; the head model's contact sheet renders plain avatars)."""
+
+UPWARD_ALLOWED = {
+    ("engine.device", "engine.render"): "the resolver decides CUDA by rendering a test frame with it",
+    ("engine.device", "engine.render.select"): "the same: it asks the registry for the CUDA renderer",
+}
+"""The one upward edge, with its reason: the device is named once, at the bottom, for everyone."""
+
+
+def layer_of(module: str) -> int:
+    best = max(((len(p), i) for i, (_, prefixes) in enumerate(LAYERS) for p in prefixes
+                if module == p or module.startswith(p + ".")), default=None)
+    if best is None:
+        raise AssertionError(f"{module} is in no layer of LAYERS")
+    return best[1]
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return [f"{m} ({LAYERS[layer_of(m)][0]}) imports {d} ({LAYERS[layer_of(d)][0]})"
+            for m, deps in sorted(graph.items()) for d in sorted(deps)
+            if layer_of(d) > layer_of(m) and (m, d) not in UPWARD_ALLOWED]
+
+
+def test_every_module_imports_only_its_own_layer_and_those_below():
+    bad = upward_imports(import_graph(ROOT))
+    assert not bad, "imports against the layers:\n" + "\n".join(bad)
+
+
+def test_the_layer_check_sees_an_upward_import_inside_a_function(tmp_path):
+    pkg = tmp_path / "engine"
+    (pkg / "generator").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "generator" / "__init__.py").write_text("")
+    (pkg / "types.py").write_text("def f():\n    from engine.generator import g\n")
+    (pkg / "generator" / "g.py").write_text("from engine import types\n")
+    assert upward_imports(import_graph(tmp_path, ("engine",))) == [
+        "engine.types (core types) imports engine.generator (avatar and generators)",
+        "engine.types (core types) imports engine.generator.g (avatar and generators)"]

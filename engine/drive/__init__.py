@@ -1,4 +1,4 @@
-"""Live driving: a webcam or video drives an avatar (issue 8).
+"""Live driving: a webcam or video drives an avatar.
 
     sources (VideoSource, WebcamSource) -> realtime (RealtimeTracker: FaceMesh + a bounded,
     warm-started fit) -> transfer (absolute / relative to the driver's neutral) -> filters

@@ -118,7 +118,7 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
     ``send``). Returns the per-stage timings; raises `MediaError` for an unreadable video."""
     from engine.camera import orbit_camera
     from engine.io.media import write_video
-    from engine.render import select
+    from engine.render.select import select
 
     cfg = transfer if transfer is not None else TransferConfig(relative=relative)
     animated = AnimatedAvatar(avatar, model)

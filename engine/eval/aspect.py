@@ -1,4 +1,4 @@
-"""Screen-space aspect statistics of an avatar's Gaussians (issue 6's anti-spike ablation):
+"""Screen-space aspect statistics of an avatar's Gaussians (the anti-spike ablation's measure):
 r = sqrt(λmax/λmin) of each visible Gaussian's projected 2D covariance, the quantity the
 refiner's aspect penalty ReLU(log r − τ) acts on, pooled over held-out frames."""
 from __future__ import annotations

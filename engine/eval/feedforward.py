@@ -28,7 +28,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from engine.generator.api import check_generator, generate
+from engine.generator.api import generate
+from engine.generator.registry import PROJECTIVE, GeneratorChoice
 from engine.headmodel.base import HeadModel
 from engine.io.media import VideoReader
 from engine.metrics import psnr, ssim
@@ -170,13 +171,12 @@ def load_clip(path: Path, model: HeadModel, ks: Sequence[int] = (1, 4), n_target
     return Clip(Path(path).name, tracked, frames)
 
 
-def build(clip: Clip, model: HeadModel, k: int, generator: str = "projective", checkpoint: Path | None = None,
-          outer: bool = True):
+def build(clip: Clip, model: HeadModel, k: int, generator: GeneratorChoice = PROJECTIVE, outer: bool = True):
     """The avatar of ``clip``'s K source frames (`engine.generator.api.generate`; ``outer``: with its
     hair shell and bust, else the head page alone)."""
     tr = clip.tracked
     sources = [tr.source(i, clip.frames[i]) for i in source_frames(clip.n, k)]
-    return generate(generator, model, sources, tr.params.shape[0], checkpoint, outer=outer)
+    return generate(generator, model, sources, tr.params.shape[0], outer=outer)
 
 
 def _targets(clip: Clip, n_targets: int) -> list[int]:
@@ -188,18 +188,18 @@ def _targets(clip: Clip, n_targets: int) -> list[int]:
 
 
 def evaluate_clip(clip: Clip, model: HeadModel, ks: Sequence[int] = (1, 4), n_targets: int = 50, renderer=None,
-                  generator: str = "projective", checkpoint: Path | None = None, lpips: Lpips | None = None,
+                  generator: GeneratorChoice = PROJECTIVE, lpips: Lpips | None = None,
                   faces: FaceMetrics | None = None, outer: bool = True) -> list[FFResult]:
     """Self-reenactment of a loaded clip for each K; face metrics only with ``faces``."""
     from engine.render.select import select
 
-    check_generator(generator, checkpoint)
+    generator.check()
     renderer = renderer or select(model.device)
     tr = clip.tracked
     targets = _targets(clip, n_targets)
     results = []
     for k in ks:
-        animated = build(clip, model, k, generator, checkpoint, outer)
+        animated = build(clip, model, k, generator, outer)
         ps, ss, hps, hss, lps, scores, pairs = [], [], [], [], [], [], []
         regions = {kind: [] for kind in REGIONS}
         for t in targets:
@@ -235,7 +235,7 @@ def evaluate_clip(clip: Clip, model: HeadModel, ks: Sequence[int] = (1, 4), n_ta
         akd = {region: mean_of(region_akd(seen, real, region) for real, seen in pairs)[0] for region in AKD_REGIONS}
         agree = agreement([face_signals(real) for real, _ in pairs], [face_signals(seen) for _, seen in pairs])
         results.append(FFResult(clip.name, k, float(np.mean(ps)), float(np.mean(ss)), len(ps),
-                                mean_of(lps)[0], c, e, q, d, n_face, generator, float(np.mean(hps)),
+                                mean_of(lps)[0], c, e, q, d, n_face, generator.kind, float(np.mean(hps)),
                                 float(np.mean(hss)), mean_of(regions["eyes"])[0], mean_of(regions["mouth"])[0],
                                 akd["eyes"], akd["mouth"], akd["jaw"], agree["gaze_r"], agree["mouth_r"],
                                 agree["eye_diff"], agree["gaze_sd"], agree["mouth_sd"]))
@@ -243,28 +243,28 @@ def evaluate_clip(clip: Clip, model: HeadModel, ks: Sequence[int] = (1, 4), n_ta
 
 
 def evaluate_video(path: Path, model: HeadModel, ks=(1, 4), n_targets: int = 50, renderer=None,
-                   generator: str = "projective", checkpoint: Path | None = None, lpips: Lpips | None = None,
+                   generator: GeneratorChoice = PROJECTIVE, lpips: Lpips | None = None,
                    face_metrics: bool = True) -> list[FFResult]:
     """Self-reenactment of one video for each K (see the module docstring)."""
-    check_generator(generator, checkpoint)
+    generator.check()
     clip = load_clip(path, model, ks, n_targets)
     faces = FaceMetrics(model) if face_metrics else None
     try:
-        return evaluate_clip(clip, model, ks, n_targets, renderer, generator, checkpoint, lpips, faces)
+        return evaluate_clip(clip, model, ks, n_targets, renderer, generator, lpips, faces)
     finally:
         if faces is not None:
             faces.close()
 
 
 def cross_reenact(source: Clip, driver: Clip, model: HeadModel, faces: FaceMetrics, k: int = 1, n_targets: int = 50,
-                  renderer=None, generator: str = "projective", checkpoint: Path | None = None) -> CrossResult:
+                  renderer=None, generator: GeneratorChoice = PROJECTIVE) -> CrossResult:
     """``source``'s avatar driven by ``driver``'s tracked parameters (see the module docstring)."""
     from engine.render.select import select
 
-    check_generator(generator, checkpoint)
+    generator.check()
     renderer = renderer or select(model.device)
     targets = _targets(driver, n_targets)
-    animated = build(source, model, k, generator, checkpoint)
+    animated = build(source, model, k, generator)
     shape = source.tracked.params.shape[:1]
     identity = faces.real(source, source_frames(source.n, k)[0])
     scores = []
@@ -276,7 +276,7 @@ def cross_reenact(source: Clip, driver: Clip, model: HeadModel, faces: FaceMetri
             frame = renderer.render(animated.gaussians(params, camera=cam), cam)
         scores.append(_face_scores(faces.reader.read(frame.to_uint8((0.0, 0.0, 0.0))), faces.real(driver, t), identity))
     (c, n_csim), (e, n_face), (q, _), (d, _) = _means(scores)
-    return CrossResult(source.name, driver.name, k, c, e, q, d, len(targets), n_csim, n_face, generator)
+    return CrossResult(source.name, driver.name, k, c, e, q, d, len(targets), n_csim, n_face, generator.kind)
 
 
 def _face_scores(render: Face | None, real: Face | None, identity: Face | None) -> tuple[float | None, ...]:
@@ -360,6 +360,6 @@ def write_json(path: Path, self_rows: Sequence[FFResult], cross_rows: Sequence[C
     out = {"self": [dataclasses.asdict(r) for r in self_rows], "cross": [dataclasses.asdict(r) for r in cross_rows],
            "definitions": dict(DEFINITIONS, matte=matte)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    from engine.io._atomic import write_text_atomic
+    from engine.atomic import write_text_atomic
 
     write_text_atomic(path, json.dumps(out, indent=1) + "\n")

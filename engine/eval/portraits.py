@@ -45,7 +45,7 @@ def evaluate_portrait(path: Path, model: HeadModel, renderer=None, side: int = S
                       ) -> PortraitScore:
     """Score one portrait's own K = 1 avatar at its tracked camera (see the module docstring);
     ``outer``: with its hair shell and bust, else the head page alone."""
-    from engine.generator.api import generate
+    from engine.generator.api import PROJECTIVE, generate
     from engine.io.media import read_image
     from engine.refine.data import tracker_camera
     from engine.render.select import select
@@ -56,7 +56,7 @@ def evaluate_portrait(path: Path, model: HeadModel, renderer=None, side: int = S
     tracked = track_portraits([path], model)
     image = read_image(path)
     params = tracked.params.frame(0)
-    animated = generate("projective", model, [tracked.source(0, image)],
+    animated = generate(PROJECTIVE, model, [tracked.source(0, image)],
                         tracked.params.shape[0], outer=outer)
     cam = tracker_camera(tracked.K[0], tuple(int(x) for x in image.shape[:2]), side)
     small = cv2.resize(image, (cam.width, cam.height), interpolation=cv2.INTER_AREA)
@@ -101,6 +101,6 @@ def write_json(path: Path, rows: Sequence[PortraitScore], matte: str) -> None:
     import json
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    from engine.io._atomic import write_text_atomic
+    from engine.atomic import write_text_atomic
 
     write_text_atomic(path, json.dumps({"rows": [dataclasses.asdict(r) for r in rows], "matte": matte}, indent=1) + "\n")

@@ -130,6 +130,6 @@ def write_json(path: Path, rows: Sequence[HeldOut], video: str, mattes: dict[str
     aggregate several videos; each row names its matte, ``mattes`` defines them."""
     out = [dict(dataclasses.asdict(r), video=video, matte_definition=mattes[r.matte]) for r in rows]
     path.parent.mkdir(parents=True, exist_ok=True)
-    from engine.io._atomic import write_text_atomic
+    from engine.atomic import write_text_atomic
 
     write_text_atomic(path, json.dumps(out, indent=1) + "\n")

@@ -24,7 +24,7 @@ from engine.headmodel import facemesh as fm
 from engine.headmodel import parts
 from engine.headmodel.base import HeadModel
 from engine.headmodel.build import IRIS_RIM_DEG
-from engine.track.fit import project
+from engine.camera import project
 
 PUPIL_DEG = 11.0
 """Angular radius of the pupil on the eyeball (degrees from the forward pole)."""

@@ -43,7 +43,7 @@ from engine.binding import triangle_frames
 from engine.generator.projective import Source, _sample, _visible, slot_points, ProjectiveConfig
 from engine.headmodel.base import HeadModel
 from engine.headmodel.outer import OuterLayer, PAGE
-from engine.track.fit import project
+from engine.camera import project
 from engine.types import HeadParams, UVGaussians
 
 
@@ -345,8 +345,8 @@ def polish(animated, sources: list[Source], cfg: PolishConfig = PolishConfig()):
     source inside its portrait matte (black off the person; the torso below the matte's cut is
     left out) on the colours of both pages and the
     outer layer's opacity. The construction samples one colour per texel and the Gaussians'
-    overlap blurs them; these steps undo that where the sources saw the avatar (about 0.7 s on
-    2 cores for one source; +2.3 dB portrait-matte PSNR at the source camera on four portraits)."""
+    overlap blurs them; these steps undo that where the sources saw the avatar (what they
+    gain at the source camera: docs/evaluation.md)."""
     import cv2
 
     from engine.animate import AnimatedAvatar, concat

@@ -68,7 +68,7 @@ def slot_uv(slots: UVSlots) -> np.ndarray:
 def inner_parts(model: HeadModel, slots: UVSlots) -> np.ndarray:
     """[N] bool: the slot lies on an eyeball, the teeth or the mouth cavity (OpenHead's charts
     below the main surface); all False for other head models."""
-    if not model.name.startswith("openhead"):
+    if model.charts != "openhead":
         return np.zeros(len(slots), bool)
     return slot_uv(slots)[:, 1] < parts.CAVITY_UPPER[3] + 0.004
 
@@ -118,7 +118,7 @@ def plain_colors(model: HeadModel, slots: UVSlots, shaded: bool = True) -> torch
     """Per-slot albedo [N, 3], with soft shading of the rest pose baked in when ``shaded``."""
     uv = slot_uv(slots)
     color = np.tile(np.array(SKIN), (len(slots), 1))
-    if model.name.startswith("openhead"):
+    if model.charts == "openhead":
         uvs = model.uvs.numpy()
         # UV vertex i < 468 is landmark i on the face chart.
         lips = PolyPath(uvs[fm.topology()["lips_outer"]]).contains_points(uv)

@@ -39,7 +39,7 @@ from engine.generator.eyes import eye_colors, paint_eyes
 from engine.generator.plain import inner_parts, mouth_interior, plain_colors
 from engine.headmodel.base import HeadModel
 from engine.headmodel.rig import vertex_normals
-from engine.track.fit import FLIP, project
+from engine.camera import FLIP, project
 from engine.types import HeadParams, UVGaussians
 
 

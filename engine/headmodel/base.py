@@ -47,6 +47,9 @@ class HeadModelData:
     lmk_bary: np.ndarray      # [L, 3] barycentric coordinates of each landmark
     expr_names: tuple[str, ...]  # [E] names of the expression components ("" where unnamed)
     lmk_ids: np.ndarray | None = None  # [L] FaceMesh index of each landmark; None: landmark i is point i
+    charts: str = ""          # the UV atlas' layout, what the generators may rely on: "openhead" (eyeballs,
+                              # teeth and mouth cavity on charts of their own, the face chart's UV vertex i
+                              # is FaceMesh point i); "" for an atlas they know nothing of (FLAME)
 
     def __post_init__(self) -> None:
         if self.lmk_ids is None:
@@ -79,7 +82,7 @@ class HeadModelData:
 
     def save(self, path: str | Path) -> None:
         """Atomically: a build interrupted while writing never leaves a half-written cache."""
-        from engine.io._atomic import atomic_path
+        from engine.atomic import atomic_path
 
         arrays = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("name", "expr_names")}
         with atomic_path(path) as tmp:
@@ -93,7 +96,7 @@ class HeadModelData:
         try:
             z = np.load(path, allow_pickle=False)
             with z:
-                optional = ("lmk_ids",)
+                optional = ("lmk_ids", "charts")
                 missing = [f.name for f in fields(HeadModelData) if f.name not in z.files and f.name not in optional]
                 if missing:
                     raise HeadModelError(f"head model {path} lacks key(s) {', '.join(missing)}")
@@ -101,6 +104,8 @@ class HeadModelData:
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:   # truncated or damaged
             raise HeadModelError(f"cannot read head model {path}: {e}") from e
         kw["name"] = str(kw["name"])
+        if "charts" in kw:
+            kw["charts"] = str(kw["charts"])
         kw["expr_names"] = tuple(str(s) for s in kw["expr_names"])
         return HeadModelData(**kw)
 
@@ -125,6 +130,7 @@ class HeadModel:
     def __init__(self, data: HeadModelData, device: torch.device | str | None = None) -> None:
         self.data = data
         self.name = data.name
+        self.charts = data.charts
         # The process's compute device (`engine.device.resolve`); everything posed, bound and
         # rendered for this model lives there. None: the host (tests, tools).
         self.device = torch.device(device) if device is not None else HOST

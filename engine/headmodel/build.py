@@ -19,6 +19,10 @@ from engine.headmodel.base import HeadModelData
 from engine.headmodel.shell import ShellSpec, build_shell
 
 OPENHEAD_VERSION = 1
+COUNTS = {1: (60, 120)}
+"""(identity, expression) component counts of each OpenHead version. A change to either needs a
+new version, so the model gets a new name and an avatar, tracking or checkpoint made for the old
+one fails with the friendly head-model error instead of a tensor size mismatch."""
 FACE_FILE = Path(__file__).parent / "data" / "face_neutral.npy"
 IRIS_RIM_DEG = 27.0  # angular radius of the iris on the eyeball (5.7 mm on a 12.5 mm eye)
 
@@ -105,8 +109,12 @@ def build_openhead(face_file: Path = FACE_FILE, spec: ShellSpec = ShellSpec()) -
                  (groups["teeth_upper"], np.array(upper_in)), (groups["teeth_lower"], np.array(lower_in))]
     shapedirs = rig.identity_basis(verts, faces, surface, followers)
     lmk_faces, lmk_bary = landmark_embedding(verts, faces, pole, centres)
+    if (shapedirs.shape[2], exprdirs.shape[2]) != COUNTS[OPENHEAD_VERSION]:
+        raise AssertionError(f"OpenHead now has {shapedirs.shape[2]} identity and {exprdirs.shape[2]} expression "
+                             f"components, version {OPENHEAD_VERSION} has {COUNTS[OPENHEAD_VERSION]}: raise "
+                             "OPENHEAD_VERSION and add its counts to COUNTS")
     return HeadModelData(
-        name=f"openhead-{OPENHEAD_VERSION}",
+        name=f"openhead-{OPENHEAD_VERSION}", charts="openhead",
         v_template=verts.astype(np.float32), faces=faces.astype(np.int64),
         shapedirs=shapedirs.astype(np.float32), exprdirs=exprdirs.astype(np.float32),
         posedirs=np.zeros((len(verts), 3, 36), np.float32), J_regressor=J_regressor.astype(np.float32),

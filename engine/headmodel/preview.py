@@ -15,7 +15,7 @@ import torch
 from engine.binding import bind
 from engine.generator.plain import plain_avatar, plain_colors, shade
 from engine.headmodel.base import HeadModel, HeadModelData
-from engine.render import ReferenceRenderer
+from engine.render.reference import ReferenceRenderer
 from engine.types import Camera, HeadParams
 
 

@@ -1,7 +1,7 @@
 """Reading and writing avatars (``.savatar`` bundles), 3DGS ``.ply`` point clouds and
 head-parameter sequences (``.npz``). Every reader raises :class:`AvatarFileError` on a bad file;
 every writer replaces its target atomically."""
-from engine.io._atomic import check_writable
+from engine.atomic import check_writable
 from engine.io.bundle import load_avatar, save_avatar
 from engine.io.errors import AvatarFileError
 from engine.io.params import load_params, save_params

@@ -64,7 +64,7 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from engine.io._atomic import atomic_write
+from engine.atomic import atomic_write
 from engine.io.errors import AvatarFileError
 from engine.residual import state_shapes
 from engine.types import UV_MAP_CHANNELS, Avatar, UVGaussians

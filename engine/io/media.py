@@ -290,7 +290,7 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
         if writer is not None:
             with contextlib.suppress(Exception):
                 writer.close()
-        from engine.io._atomic import abandon
+        from engine.atomic import abandon
 
         abandon(tmp, path, e)
         raise

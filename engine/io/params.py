@@ -29,7 +29,7 @@ import zlib
 import numpy as np
 import torch
 
-from engine.io._atomic import atomic_write
+from engine.atomic import atomic_write
 from engine.io.errors import AvatarFileError
 from engine.types import HeadParams
 

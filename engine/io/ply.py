@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from plyfile import PlyData, PlyElement, PlyParseError
 
-from engine.io._atomic import atomic_write
+from engine.atomic import atomic_write
 from engine.io.errors import AvatarFileError
 from engine.types import Gaussians
 

@@ -78,7 +78,7 @@ def save_expression_preset(name: str, weights: dict[str, float], description: st
         raise ValueError(f"preset name {name!r}: use 1-64 letters, digits, '_' or '-'")
     if (PRESET_ROOT / "expressions" / f"{name}.json").exists():
         raise ValueError(f"{name!r} is a bundled preset; pick another name")
-    from engine.io._atomic import atomic_write
+    from engine.atomic import atomic_write
 
     path = (folder or user_preset_dir("expressions")) / f"{name}.json"
     data = {"schema": 1, "description": description,

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from engine.headmodel.base import HeadModel
-from engine.track.fit import project
+from engine.camera import project
 from engine.types import HeadParams
 
 MATTE_DEFINITION = ("eval matte = (person segmentation > 0.5) AND dilate(silhouette of the tracked head mesh, "

@@ -32,6 +32,7 @@ import torch
 from engine.animate import AnimatedAvatar, concat
 from engine.binding import place_activated, slot_frames
 from engine.headmodel.base import HeadModel
+from engine.jobs import Cancelled
 from engine.refine.data import VideoData, shrunk_size
 from engine.types import Avatar, HeadParams
 
@@ -61,13 +62,8 @@ class AlignConfig:
 
 
 TEST_TIME = AlignConfig(iterations=12)
-"""`eval refine --align-test`'s alignment (warm-started along the held-out frames). With the
-refined avatar it lifted held-out PSNR by 0.8–1.5 dB over the tracking the refiner trained on
-(docs/refine.md)."""
-
-
-class AlignCancelled(Exception):
-    """The alignment was cancelled."""
+"""`eval refine --align-test`'s alignment (warm-started along the held-out frames; what it changes
+in the scores: docs/refine.md)."""
 
 
 def align_frames(avatar: Avatar, model: HeadModel, data: VideoData, frames: Sequence[int],
@@ -89,7 +85,7 @@ def align_frames(avatar: Avatar, model: HeadModel, data: VideoData, frames: Sequ
     carry, last = None, None
     for done, t in enumerate(frames):
         if cancel is not None and cancel.is_set():
-            raise AlignCancelled()
+            raise Cancelled()
         tracked = dataclasses.replace(params.frame(int(t)), shape=shape)
         cam, image, matte = _at_resolution(data, int(t), cfg.resolution)
         cam = cam.to(device)

@@ -47,9 +47,8 @@ class RefineConfig:
     """Hard clamp of log-scale relative to the triangle scale (None disables it: ablation)."""
     residual_features: int = 0
     """Per-slot features of the avatar's expression residual (`engine.residual`: the paper's
-    FLAME-conditioned residual head, learnt per subject); 0: a static avatar (the default: it
-    stays within 10 minutes and scores best on lp_d3; a residual with a polish, the ``quality``
-    preset, is over 28 dB on all four lp_ videos; docs/refine.md). ``residual`` and ``quality`` set 32."""
+    FLAME-conditioned residual head, learnt per subject); 0: a static avatar (the default preset:
+    the shorter schedule; docs/refine.md compares the presets). ``residual`` and ``quality`` set 32."""
     residual_hidden: int = 32
     """Width of the residual's FiLM modulation."""
     lr_residual: float = 1e-3
@@ -59,8 +58,8 @@ class RefineConfig:
     residual_dropout: float = 0.5
     """Fraction of steps, at random, that train without the residual (when there is one), so the
     static Gaussians must explain those images alone and cannot lean on per-frame changes the
-    residual learns. 0.5: lp_d3 29.26 dB against 27.98 without, lp_d9 after a polish 28.38
-    against 28.17 (docs/refine.md); a polish of a residual avatar keeps it."""
+    residual learns (its effect on held-out PSNR: docs/refine.md); a polish of a residual avatar
+    keeps it."""
     random_background: bool = True
     """Composite render and target on the same random colour each step (False: white)."""
     photometric_tracking: bool = True

@@ -32,6 +32,7 @@ import torch
 from engine.animate import concat
 from engine.binding import UVSlots, place, slot_frames
 from engine.headmodel.base import HeadModel
+from engine.jobs import Cancelled
 from engine.metrics import ssim
 from engine.refine.config import RefineConfig, stages
 from engine.refine.data import VideoData
@@ -51,10 +52,6 @@ class Progress:
     its_per_second: float
     eta_seconds: float
     preview: np.ndarray | None = None    # uint8 [h, w, 3] render of a training frame
-
-
-class RefineCancelled(Exception):
-    """The refinement was cancelled; the last checkpoint (if any) stays loadable."""
 
 
 def aspect_penalty(cov2d: torch.Tensor, visible: torch.Tensor, tau: float) -> torch.Tensor:
@@ -156,7 +153,7 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
     t0, loss_avg, bad = time.perf_counter(), None, 0
     for it in range(start, cfg.iterations):
         if cancel is not None and cancel.is_set():
-            raise RefineCancelled()
+            raise Cancelled()
         rng = np.random.default_rng([cfg.seed, it])     # per step, so a resumed run repeats an unbroken one
         i = int(rng.choice(train))
         with torch.no_grad():

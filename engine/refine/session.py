@@ -3,11 +3,14 @@ avatar, the training data. Shared by the CLI and the app."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from engine.headmodel.base import HeadModel
 from engine.refine.data import VideoData, load_video_data
 from engine.types import Avatar
+
+if TYPE_CHECKING:
+    from engine.types import HeadParams
 
 
 def prepare(video: Path, model: HeadModel, resolution: int, avatar: Avatar | None = None,
@@ -20,7 +23,7 @@ def prepare(video: Path, model: HeadModel, resolution: int, avatar: Avatar | Non
     ``progress(frames done, frames)`` follows the tracking; ``tracked`` (a `track_video` result
     for ``video``) skips it. ``outer=False`` starts from the head page alone (no hair shell or
     bust), trained on the head-and-neck matte as avatars were before they had an outer layer."""
-    from engine.generator.api import generate
+    from engine.generator.api import PROJECTIVE, GeneratorChoice, generate
     from engine.io.media import VideoReader
     from engine.track.tracker import track_video
 
@@ -35,9 +38,9 @@ def prepare(video: Path, model: HeadModel, resolution: int, avatar: Avatar | Non
         ref = data.reference_frame()
         with VideoReader(video) as frames:
             rgb = next(f for i, f in enumerate(frames) if i == ref)
-        kind = "network" if network is not None else "projective"
-        start = generate(kind, model, [tracked.source(ref, rgb)],
-                         tracked.params.shape[0], network, outer=outer).avatar
+        choice = GeneratorChoice("network", network) if network is not None else PROJECTIVE
+        kind = choice.kind
+        start = generate(choice, model, [tracked.source(ref, rgb)], tracked.params.shape[0], outer=outer).avatar
         avatar = Avatar(start.gaussians, model.name, tracked.params.shape[0],
                         {"generator": kind, "sources": [f"{video}#frame{ref}"], "reference_frame": ref},
                         outer=start.outer)
@@ -50,6 +53,16 @@ def prepare(video: Path, model: HeadModel, resolution: int, avatar: Avatar | Non
 def tracking_path(avatar: Path) -> Path:
     """Where `python main.py refine` writes the tracking it trained on: beside the avatar bundle."""
     return avatar.with_name(f"{avatar.stem}.tracking.npz")
+
+
+def tracking_of(avatar: Path | None, given: Path | None = None) -> Path | None:
+    """The tracking a refined avatar trained on, the one rule of every front end: ``given`` when
+    the user names one, else the file beside ``avatar`` (`tracking_path`) when it exists, else None."""
+    if given is not None:
+        return Path(given)
+    if avatar is not None and tracking_path(Path(avatar)).exists():
+        return tracking_path(Path(avatar))
+    return None
 
 
 def load_tracking(path: Path, data: VideoData, model: HeadModel) -> VideoData:
@@ -66,3 +79,50 @@ def load_tracking(path: Path, data: VideoData, model: HeadModel) -> VideoData:
         return data.with_params(params, model)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
+
+
+def refine_video(video: Path, model: HeadModel, cfg, start: Avatar | None = None, *,
+                 tracking: "HeadParams | Path | None" = None, network: Path | None = None, outer: bool = True,
+                 progress: "Callable[[str, float, object], None] | None" = None, cancel=None,
+                 checkpoint: Path | None = None, resume: bool = False,
+                 log: Callable[[str], None] = lambda s: None,
+                 on_tracked: Callable[[VideoData], None] | None = None) -> tuple[Avatar, Avatar, VideoData]:
+    """Refine on ``video`` with the `RefineConfig` ``cfg``, the one orchestration of the app, the
+    command line and the evaluation: track the video, start from ``start`` or the feed-forward
+    avatar of its reference frame (`prepare`: ``network``, ``outer``), put the frames on their
+    tracking (``tracking``: parameters or a file an earlier refine wrote, which must fit the
+    video; else the photometric tracking when ``cfg`` asks for it, `track_for_refine`; else the
+    landmark tracker's), then `refine_stages` (``checkpoint``, ``resume``). ``on_tracked(data)``
+    sees the frames on their tracking before the first step (the command line writes the tracking
+    there, so a refine stopped later resumes on it).
+
+    ``progress(stage, fraction, step)``: stage "tracking" (the landmark tracker), one of
+    `engine.refine.tracking.STAGES`, or "refining" with the refiner's `Progress` as ``step``.
+    A set ``cancel`` raises `engine.jobs.Cancelled` at the next check. Returns (start avatar,
+    refined avatar, the training data on its tracking at the training resolution)."""
+    from engine.jobs import check
+    from engine.refine.config import training_side
+    from engine.refine.refiner import refine_stages
+    from engine.refine.tracking import data_side, track_for_refine
+
+    report = progress or (lambda stage, fraction, step: None)
+
+    def tracked(done: int, total: int) -> None:
+        check(cancel)
+        report("tracking", done / max(total, 1), None)
+
+    train_side = training_side(cfg)
+    side = train_side if tracking is not None else data_side(cfg)
+    avatar, data = prepare(Path(video), model, side, start, log=log, progress=tracked, network=network, outer=outer)
+    if isinstance(tracking, (str, Path)):
+        data = load_tracking(Path(tracking), data, model)
+    elif tracking is not None:
+        data = data.with_params(tracking, model)
+    elif cfg.photometric_tracking:
+        data = track_for_refine(avatar, model, data, cfg, lambda s, f: report(s, f, None), cancel)
+    data = data.resized(train_side, model)
+    if on_tracked is not None:
+        on_tracked(data)
+    refined = refine_stages(avatar, model, data, cfg, lambda p: report("refining", p.iteration / p.total, p),
+                            cancel, checkpoint, resume)
+    return avatar, refined, data

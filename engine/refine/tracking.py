@@ -20,7 +20,7 @@ import threading
 from typing import Callable
 
 from engine.headmodel.base import HeadModel
-from engine.refine.align import AlignCancelled, track_photometric
+from engine.refine.align import track_photometric
 from engine.refine.config import RefineConfig, training_side
 from engine.refine.data import VideoData
 from engine.types import Avatar
@@ -44,8 +44,8 @@ def track_for_refine(start: Avatar, model: HeadModel, data: VideoData, cfg: Refi
                      cancel: threading.Event | None = None) -> VideoData:
     """``data`` on the refiner's tracking (the module's stages 1–3), at its own resolution (load it
     at `data_side`; each stage renders at most at its own); its mattes follow the aligned mesh.
-    ``progress(stage, fraction)`` names one of STAGES; a cancel raises `AlignCancelled`."""
-    from engine.refine.refiner import RefineCancelled, refine
+    ``progress(stage, fraction)`` names one of STAGES; a cancel raises `engine.jobs.Cancelled`."""
+    from engine.refine.refiner import refine
 
     report = progress or (lambda stage, fraction: None)
 
@@ -58,9 +58,6 @@ def track_for_refine(start: Avatar, model: HeadModel, data: VideoData, cfg: Refi
     # Static: the tracker is a texture to align to, and a residual would follow the expressions it is aligning.
     short = dataclasses.replace(cfg, iterations=cfg.tracker_iterations, checkpoint_every=0, preview_every=0,
                                 residual_features=0)
-    try:
-        tracker = refine(start, model, data, short, lambda p: report(STAGES[1], p.iteration / p.total), cancel)
-    except RefineCancelled:
-        raise AlignCancelled() from None
+    tracker = refine(start, model, data, short, lambda p: report(STAGES[1], p.iteration / p.total), cancel)
     return track_photometric(tracker, model, data, cfg.track_config(tracker=True), follow(STAGES[2]),
                              cancel)

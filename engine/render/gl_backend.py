@@ -233,3 +233,11 @@ def upload_frame(ctx, frame: Frame, texture=None):
         texture = ctx.texture((w, h), 4, dtype="f4")
     texture.write(np.ascontiguousarray(rgba.numpy()).tobytes())
     return texture
+
+
+def make(device: torch.device, need_grad: bool) -> GLRenderer:
+    """The gl renderer (`engine.render.select`'s registry entry): any device's Gaussians, drawn
+    by OpenGL; no backward pass."""
+    if need_grad:       # checked before an instance holds a GL context
+        raise RendererUnavailable("the gl renderer has no backward pass, and gradients are needed")
+    return GLRenderer()

@@ -220,3 +220,12 @@ class GsplatRenderer:
             warnings.warn("gsplat's kernels use fixed thresholds; not honoured: " + ", ".join(unsupported)
                           + " (images differ slightly from the reference renderer)", RuntimeWarning, stacklevel=2)
         return render_with(load_gsplat(), gaussians, camera, options)
+
+
+def make(device: torch.device, need_grad: bool) -> GsplatRenderer:
+    """The gsplat renderer (`engine.render.select`'s registry entry): CUDA devices only."""
+    if not torch.cuda.is_available():
+        raise RendererUnavailable("gsplat needs CUDA, and torch.cuda.is_available() is False")
+    if device.type != "cuda":
+        raise RendererUnavailable(f"gsplat renders CUDA tensors, the device is {device}")
+    return GsplatRenderer()

@@ -78,3 +78,17 @@ class NativeRenderer:
                     float(options.transmittance_min), footprint_extent(options.alpha_min))
         rgb, alpha, depth = _Rasterize.apply(*fields, viewmat, K, settings)
         return Frame(rgb=rgb, alpha=alpha, depth=depth)
+
+
+def make(device: torch.device, need_grad: bool) -> NativeRenderer:
+    """The native renderer for ``device`` (`engine.render.select`'s registry entry): the CPU
+    only, once its C++ code has compiled."""
+    from engine.render.base import RendererUnavailable
+
+    if device.type != "cpu":
+        raise RendererUnavailable(f"the native renderer runs on the CPU, the device is {device}")
+    try:
+        load()
+    except NativeBuildError as e:
+        raise RendererUnavailable(str(e)) from e
+    return NativeRenderer()

@@ -114,3 +114,8 @@ def _composite_tile(pix: Tensor, means2d: Tensor, conics: Tensor, opacities: Ten
         if bool((trans <= options.transmittance_min).all()):
             break
     return rgb, alpha, depth
+
+
+def make(device: torch.device, need_grad: bool) -> ReferenceRenderer:
+    """The reference renderer runs anywhere (`engine.render.select`'s registry entry)."""
+    return ReferenceRenderer()

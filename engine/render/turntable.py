@@ -37,7 +37,7 @@ def render_image(animated: AnimatedAvatar, params: HeadParams, out: Path, size: 
                  view_yaw: float = 0.0, view_pitch: float = 0.0, renderer: str | None = None) -> None:
     import imageio.v3 as iio
 
-    from engine.io._atomic import atomic_path
+    from engine.atomic import atomic_path
 
     img = render_array(animated, params, size, view_yaw, view_pitch, renderer)
     with atomic_path(out) as tmp:

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from engine.camera import FLIP, project  # noqa: F401 - the tracker's camera model, re-exported for its callers
 from engine.track.lmk_model import LandmarkModel
 from engine.types import HeadParams
 
-FLIP = torch.tensor([1.0, -1.0, -1.0])   # head-model axes -> OpenCV camera axes
 REF_SIZE = 512.0                         # errors are reported in pixels of a 512-px image
 
 
@@ -105,16 +105,6 @@ def intrinsics(focal: np.ndarray, image_size: np.ndarray) -> np.ndarray:
     K[:, 0, 0] = K[:, 1, 1] = focal
     K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = image_size[:, 1] / 2, image_size[:, 0] / 2, 1.0
     return K
-
-
-def project(points: Tensor, focal: Tensor, image_size: Tensor) -> tuple[Tensor, Tensor]:
-    """Pixels [N, L, 2] and camera depth [N, L] of head-space points [N, L, 3]; focal [N] or
-    scalar, image_size [N, 2] (height, width)."""
-    pc = points * FLIP
-    z = pc[..., 2].clamp_min(1e-3)
-    f = focal.reshape(-1, 1)
-    uv = torch.stack([f * pc[..., 0] / z + image_size[:, 1:2] / 2, f * pc[..., 1] / z + image_size[:, 0:1] / 2], -1)
-    return uv, z
 
 
 def _umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, float]:

@@ -102,7 +102,7 @@ class Tracked:
                     bbox=self.bbox.astype(np.float32), timestep_id=np.arange(len(self.found), dtype=np.int32),
                     found=self.found, flagged=self.flagged, error_px=self.error_px.astype(np.float32),
                     landmarks=self.landmarks.astype(np.float32))
-        from engine.io._atomic import atomic_path
+        from engine.atomic import atomic_path
 
         with atomic_path(out_dir / f"{self.name}_mattes.npz") as tmp:
             if len({m.shape for m in self.mattes}) == 1:

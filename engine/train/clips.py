@@ -1,4 +1,4 @@
-"""Tracked clips: the training data every dataset reader produces (issue 9).
+"""Tracked clips: the training data every dataset reader produces.
 
 A clip is one subject seen by one or more cameras over time: frames at a small working
 size (longer side ``longer_side``), person mattes, head parameters and the camera of each

@@ -30,7 +30,7 @@ from engine.generator.network import (FeedForwardNetwork, SourceInput, harmonic,
                                       view_direction)
 from engine.generator.projective import Source
 from engine.headmodel.base import HeadModel
-from engine.io._atomic import write_text_atomic
+from engine.atomic import write_text_atomic
 from engine.metrics import psnr
 from engine.metrics.matte import head_matte
 from engine.refine.data import tracker_camera

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from engine.expressions import expression_names
+from engine.generator.registry import PROJECTIVE, GeneratorChoice
 from engine.service import AvatarService
 from spatialavatar_app.app.driving import DriveController
 from spatialavatar_app.app.exporting import ExportController
@@ -300,8 +301,8 @@ class App:
 
 
 def run_app(paths: Sequence[Path] = (), renderer: str | None = None, resolution: int = 512,
-            export_dir: Path = Path("out"), generator: str = "projective", checkpoint: Path | None = None,
-            device=None, head_model: Path | None = None) -> None:
+            export_dir: Path = Path("out"), generator: GeneratorChoice = PROJECTIVE, device=None,
+            head_model: Path | None = None) -> None:
     """Open the app on ``paths`` (portraits, a video, an avatar bundle or a .ply), or on the
     default avatar, with the head model ``head_model`` names (a FLAME folder or .pkl; OpenHead
     when None); ``device`` is the process's (`engine.device.resolve`; None: the host).
@@ -314,8 +315,7 @@ def run_app(paths: Sequence[Path] = (), renderer: str | None = None, resolution:
     # The windows open at once on the plain head; the default avatar follows from a job. With the
     # gl backend in the stage the service keeps a CPU renderer for thumbnails and screenshots.
     live = app_renderer(model.device) if renderer in (None, "gl") else renderer
-    service = AvatarService(model, plain_avatar(model), renderer=live, size=resolution, generator=generator,
-                            checkpoint=checkpoint)
+    service = AvatarService(model, plain_avatar(model), renderer=live, size=resolution, generator=generator)
     app = App(service, resolution, export_dir, stage_renderer=renderer)
     app.open()
     if paths:
@@ -326,15 +326,10 @@ def run_app(paths: Sequence[Path] = (), renderer: str | None = None, resolution:
 
 
 def app_renderer(device) -> str:
-    """The live backend for the compute ``device``: gsplat on CUDA (the device resolver has seen
-    it render), else native, else the reference. Never the headless gl renderer: its EGL context
-    next to the windows' GLX contexts crashes Mesa."""
-    from engine.render.select import RendererUnavailable, select
+    """The live backend for the compute ``device``: the registry's fastest that may draw the
+    stage (gsplat on CUDA, which the device resolver has seen render, else native, else the
+    reference; never the headless gl renderer, whose EGL context beside the windows' GLX
+    contexts crashes Mesa)."""
+    from engine.render.select import live_backend
 
-    for name in ("gsplat", "native"):
-        try:
-            select(device, prefer=name)
-            return name
-        except RendererUnavailable:
-            continue
-    return "reference"
+    return live_backend(device)

@@ -53,7 +53,7 @@ class ExportController:
         def write():
             import imageio.v3 as iio
 
-            from engine.io._atomic import atomic_path
+            from engine.atomic import atomic_path
 
             a = f.alpha.cpu().clamp(0, 1)[..., None]
             rgb = (f.rgb.cpu() / a.clamp_min(1e-6)).clamp(0, 1) * (a > 0)

@@ -8,7 +8,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
-from engine.service import Cancelled
+from engine.jobs import Cancelled
 
 
 @dataclass(frozen=True)

@@ -67,12 +67,12 @@ class OpenController:
         beside it (as refine writes them), so polish can continue it; None otherwise."""
         from engine.io import AvatarFileError
         from engine.io.params import load_params
-        from engine.refine.session import tracking_path
+        from engine.refine.session import tracking_of
 
         app = self.app
         refined = meta(app.service.avatar, "refined", dict) if app.service.avatar else None
-        beside = tracking_path(path)
-        if not refined or not isinstance(refined.get("video"), str) or not beside.exists():
+        beside = tracking_of(path)
+        if not refined or not isinstance(refined.get("video"), str) or beside is None:
             return None
         try:
             tracking = load_params(beside)[0]

@@ -124,7 +124,7 @@ class Panel:
 
     # ---- sections
     def _avatar_section(self) -> None:
-        dpg, app = self.dpg, self.app
+        dpg = self.dpg
         with dpg.collapsing_header(label="Avatar", default_open=True):
             with dpg.group(horizontal=True):
                 for t in self.ids.thumbs:

@@ -77,7 +77,7 @@ def _video(model: HeadModel, size: int, n: int = 3):
     """``n`` frames of the plain avatar turning, seen by the tracker's camera; frames 1.. held out."""
     from engine.animate import AnimatedAvatar
     from engine.refine.data import VideoData, tracker_camera
-    from engine.render import select
+    from engine.render.select import select
     from engine.track.fit import intrinsics
 
     truth = AnimatedAvatar(_plain_avatar(model), model)
@@ -177,7 +177,7 @@ def test_region_rows_score_the_regions_own_pixels(model):
     assert hurt["mouth"].frames == 1 and hurt["mouth"].psnr < truth["mouth"].psnr - 10
     assert hurt["eyes"].psnr == pytest.approx(truth["eyes"].psnr, abs=1e-6)
     from engine.animate import AnimatedAvatar
-    from engine.render import select
+    from engine.render.select import select
 
     with torch.no_grad():
         f = select("cpu").render(AnimatedAvatar(_plain_avatar(model), model).gaussians(data.params.frame(1)),

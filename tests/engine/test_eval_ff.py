@@ -29,7 +29,7 @@ def clip(model, tmp_path_factory):
     from engine.camera import orbit_camera
     from engine.expressions import apply_expressions
     from engine.io.media import write_video
-    from engine.render import select
+    from engine.render.select import select
     from engine.service import default_avatar
 
     animated, renderer = AnimatedAvatar(default_avatar(model), model), select("cpu")
@@ -107,13 +107,15 @@ def test_targets_must_have_been_loaded(clip, model):
 
 
 def test_network_generator_without_checkpoint_fails_before_tracking(model, tmp_path):
+    from engine.generator.registry import GeneratorChoice
+
     missing = tmp_path / "never_read.mp4"
     with pytest.raises(ValueError, match="needs a checkpoint"):
-        evaluate_video(missing, model, generator="network")
+        evaluate_video(missing, model, generator=GeneratorChoice("network"))
     with pytest.raises(ValueError, match="does not exist"):
-        evaluate_video(missing, model, generator="network", checkpoint=tmp_path / "none.pt")
+        evaluate_video(missing, model, generator=GeneratorChoice("network", tmp_path / "none.pt"))
     with pytest.raises(ValueError, match="unknown generator"):
-        evaluate_video(missing, model, generator="diffusion")
+        evaluate_video(missing, model, generator=GeneratorChoice("diffusion"))
 
 
 def test_cli_names_the_missing_checkpoint(tmp_path):

@@ -15,7 +15,7 @@ from engine.headmodel.base import HeadModel
 def rendered_portrait(openhead, tmp_path_factory):
     from engine.animate import AnimatedAvatar
     from engine.camera import orbit_camera
-    from engine.render import select
+    from engine.render.select import select
     from engine.service import default_avatar
 
     model = HeadModel(openhead)

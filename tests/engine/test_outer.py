@@ -13,14 +13,14 @@ import pytest
 import torch
 
 from engine.animate import AnimatedAvatar
-from engine.generator.api import generate
+from engine.generator.api import PROJECTIVE, generate
 from engine.generator.outer import fit_outer, outer_gaussians, push_pull
 from engine.generator.plain import plain_avatar
 from engine.generator.projective import Source
 from engine.headmodel.base import HeadModel
 from engine.headmodel.outer import joint_transforms
 from engine.refine.data import tracker_camera
-from engine.render import select
+from engine.render.select import select
 from engine.track.fit import intrinsics
 from engine.types import JOINT_NAMES
 
@@ -114,7 +114,7 @@ def built(model: HeadModel):
     rgb, alpha = render(truth, pose(model), cam)
     photo = ((rgb + (1 - alpha[..., None]) * GREEN) * 255 + 0.5).to(torch.uint8).numpy()
     matte = (alpha * 255 + 0.5).to(torch.uint8).numpy()
-    build = generate("projective", model, [Source(photo, matte, pose(model), K)], torch.zeros(model.n_shape))
+    build = generate(PROJECTIVE, model, [Source(photo, matte, pose(model), K)], torch.zeros(model.n_shape))
     return truth, build, cam, K, photo, matte
 
 

@@ -40,7 +40,7 @@ def animated(model) -> AnimatedAvatar:
 
 @pytest.fixture(scope="module")
 def renderer():
-    from engine.render import select
+    from engine.render.select import select
 
     return select("cpu")
 

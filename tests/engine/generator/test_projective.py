@@ -11,7 +11,7 @@ from engine.generator.plain import inner_parts
 from engine.generator.projective import ProjectiveConfig, Source, expression_confidence, pool, projective_gaussians
 from engine.headmodel import facemesh as fm
 from engine.headmodel.base import HeadModel
-from engine.render import select
+from engine.render.select import select
 from engine.track.fit import intrinsics
 from engine.types import Camera, HeadParams
 

@@ -172,3 +172,28 @@ def test_save_load_round_trip_and_missing_key(openhead, tmp_path):
     np.savez(tmp_path / "bad.npz", **z)
     with pytest.raises(HeadModelError, match=r"bad\.npz.*weights"):
         HeadModelData.load(tmp_path / "bad.npz")
+
+
+def test_openhead_declares_its_charts_and_its_counts_are_its_versions(openhead):
+    """The generators' OpenHead-only paths key on the data's ``charts``, not on the name; the
+    name changes whenever the component counts do (an old avatar then fails by name)."""
+    from engine.headmodel.build import COUNTS, OPENHEAD_VERSION
+
+    assert openhead.charts == "openhead" and openhead.name == f"openhead-{OPENHEAD_VERSION}"
+    assert (openhead.shapedirs.shape[2], openhead.exprdirs.shape[2]) == COUNTS[OPENHEAD_VERSION]
+
+
+def test_the_inner_parts_follow_the_charts_capability_not_the_name(openhead, tmp_path):
+    import dataclasses
+
+    from engine.animate import AnimatedAvatar
+    from engine.generator.plain import inner_parts, plain_avatar
+
+    renamed = HeadModel(dataclasses.replace(openhead, name="my-head"))
+    slots = AnimatedAvatar(plain_avatar(renamed), renamed).slots
+    inner = inner_parts(renamed, slots)
+    assert 2_000 < inner.sum() < len(slots) // 4                    # eyeballs, teeth, cavity
+    plain = HeadModel(dataclasses.replace(openhead, name="openhead-1", charts=""))
+    assert not inner_parts(plain, slots).any()
+    openhead.save(tmp_path / "m.npz")                              # the capability survives a save
+    assert HeadModelData.load(tmp_path / "m.npz").charts == "openhead"

@@ -17,11 +17,12 @@ from engine.generator.plain import plain_colors
 from engine.headmodel.base import HeadModel
 from engine.eval.refined import evaluate
 from engine.metrics.matte import head_matte
-from engine.refine.align import AlignCancelled, AlignConfig, align_frames, track_photometric
+from engine.jobs import Cancelled
+from engine.refine.align import AlignConfig, align_frames, track_photometric
 from engine.refine.config import MAX_STAGES, RefineConfig, load_refine_config, stages
 from engine.refine.data import VideoData, split, tracker_camera
-from engine.refine.refiner import RefineCancelled, aspect_penalty, refine, refine_stages
-from engine.render import select
+from engine.refine.refiner import aspect_penalty, refine, refine_stages
+from engine.render.select import select
 from engine.track.fit import intrinsics
 from engine.types import Avatar, HeadParams
 
@@ -114,7 +115,7 @@ def test_resume_repeats_an_unbroken_run_and_cancel_keeps_the_checkpoint(model, v
         if p.iteration == 61:
             stop.set()
 
-    with pytest.raises(RefineCancelled):
+    with pytest.raises(Cancelled):
         refine(start, model, video, cfg, progress=stop_after_60, cancel=stop, checkpoint=ckpt)
     assert torch.load(ckpt, weights_only=True)["iteration"] == 60
     resumed = refine(start, model, video, cfg, checkpoint=ckpt, resume=True)
@@ -187,7 +188,7 @@ def test_a_then_chain_refines_its_stages_in_turn_and_resumes_in_the_last_one(mod
     assert meta["iterations"] == 40 and meta["continues"]["iterations"] == 60
 
     ckpt, stop = tmp_path / "r.ckpt", threading.Event()
-    with pytest.raises(RefineCancelled):
+    with pytest.raises(Cancelled):
         refine_stages(start, model, video, cfg, progress=lambda p: p.iteration == 81 and stop.set(), cancel=stop,
                       checkpoint=ckpt)
     assert torch.load(tmp_path / "r.stage2.ckpt", weights_only=True)["iteration"] == 20
@@ -218,7 +219,7 @@ def test_resume_refuses_another_videos_checkpoint_and_a_stale_later_stage(model,
     chain = dataclasses.replace(cfg, then=str(then))
     refine_stages(start, model, video, chain, checkpoint=ckpt)                      # leaves r.stage2.ckpt
     stop = threading.Event()                                                        # a new run, cut in stage 1
-    with pytest.raises(RefineCancelled):
+    with pytest.raises(Cancelled):
         refine_stages(start, model, video, chain, progress=lambda p: p.iteration == 11 and stop.set(), cancel=stop,
                       checkpoint=ckpt)
     seen = []
@@ -356,7 +357,7 @@ def test_alignment_recovers_a_perturbed_head_pose(model, video):
 def test_alignment_cancel(model, video):
     stop = threading.Event()
     stop.set()
-    with pytest.raises(AlignCancelled):
+    with pytest.raises(Cancelled):
         align_frames(avatar_with(model, torch.full((len(model.uv_slots(256)), 3), 0.5)), model, video, [6], cancel=stop)
 
 

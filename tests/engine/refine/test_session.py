@@ -13,7 +13,7 @@ from engine.generator.projective import Source
 from engine.headmodel.base import HeadModel
 from engine.io.media import write_video
 from engine.refine.session import prepare
-from engine.render import select
+from engine.render.select import select
 from engine.track.fit import intrinsics
 from engine.track.tracker import Tracked
 from engine.types import Camera, HeadParams

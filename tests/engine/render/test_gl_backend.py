@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from engine.camera import orbit_camera
-from engine.render import ReferenceRenderer, Renderer, RenderOptions, select
+from engine.render.reference import ReferenceRenderer
+from engine.render.base import Renderer, RenderOptions
+from engine.render.select import select
 from engine.render.select import RendererUnavailable
 from engine.types import Camera, Frame, Gaussians
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.render import ReferenceRenderer, RenderOptions
+from engine.render.reference import ReferenceRenderer
+from engine.render.base import RenderOptions
 from engine.render.gsplat_backend import (
     GSPLAT_ALPHA_MAX,
     GSPLAT_ALPHA_MIN,
@@ -340,7 +341,7 @@ def test_import_does_not_import_gsplat() -> None:
         import sys
         import torch
         import engine.render.gsplat_backend as backend
-        from engine.render import select
+        from engine.render.select import select
         assert not any(m == "gsplat" or m.startswith("gsplat.") for m in sys.modules), "imported at module import"
         select("cpu", prefer="reference")
         if not torch.cuda.is_available():
@@ -362,7 +363,7 @@ def test_gsplat_on_cuda_matches_reference() -> None:
     Not run on the development machine (no GPU). Tolerances are looser than on the CPU:
     gsplat's kernels are built with fast math (__expf) and sum in a different order.
     """
-    from engine.render import select
+    from engine.render.select import select
 
     renderer = select("cuda", need_grad=True)
     assert isinstance(renderer, GsplatRenderer) and renderer.name == "gsplat" and renderer.differentiable

@@ -11,7 +11,8 @@ import math
 import pytest
 import torch
 
-from engine.render import ReferenceRenderer, Renderer, RenderOptions
+from engine.render.reference import ReferenceRenderer
+from engine.render.base import Renderer, RenderOptions
 from engine.render.native import NativeRenderer, load
 from engine.types import Camera, Frame, Gaussians
 

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from engine.render import Projected, RenderOptions, project_gaussians
+from engine.render.projection import Projected, project_gaussians
+from engine.render.base import RenderOptions
 from engine.render.projection import covariance3d, footprint_extent, quat_to_rotmat
 from engine.types import Camera, Gaussians
 

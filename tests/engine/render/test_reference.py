@@ -4,7 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.render import ReferenceRenderer, Renderer, RenderOptions, project_gaussians
+from engine.render.reference import ReferenceRenderer
+from engine.render.base import Renderer, RenderOptions
+from engine.render.projection import project_gaussians
 from engine.types import Camera, Frame, Gaussians
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.generator.api import generate
+from engine.generator.api import GeneratorChoice, generate
 from engine.generator.network import NetworkAvatar, NetworkConfig
 from engine.generator.projective import Source
 from engine.headmodel.base import HeadModel
@@ -73,7 +73,7 @@ def test_train_writes_checkpoints_validates_and_resumes(model, tmp_path):
     # the weights-only checkpoint is what --generator network takes
     clip = fake_clip(model, "x", seed=3)
     src = [Source(clip.images[0], clip.mattes[0], clip.params.frame(0), clip.K[0])]
-    avatar = generate("network", model, src, clip.params.shape[0], tmp_path / "run" / "network.pt")
+    avatar = generate(GeneratorChoice("network", tmp_path / "run" / "network.pt"), model, src, clip.params.shape[0])
     assert isinstance(avatar, NetworkAvatar)
     g = avatar.gaussians(clip.params.frame(1))
     assert torch.isfinite(g.means).all() and len(g.means) == len(avatar.slots) + len(avatar.model.outer())

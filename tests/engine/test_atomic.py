@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from engine.io import check_writable
-from engine.io._atomic import atomic_path, write_text_atomic
+from engine.atomic import atomic_path, write_text_atomic
 
 
 def test_atomic_path_replaces_only_when_the_block_succeeds(tmp_path: Path) -> None:

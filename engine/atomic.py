@@ -1,4 +1,5 @@
-"""Atomic file replacement shared by every writer in ``engine.io``."""
+"""Atomic file replacement: every writer of the program (avatars, trackings, videos, images,
+the head-model cache) replaces its target whole or not at all."""
 from __future__ import annotations
 
 import contextlib
