@@ -118,6 +118,11 @@ class HeadModelData:
         return h.hexdigest()[:16]
 
 
+def load_data(path: str | Path) -> HeadModelData:
+    """A head model written by `HeadModelData.save` (``python -m engine.headmodel.openhead --out``)."""
+    return HeadModelData.load(path)
+
+
 class HeadModel:
     """Poses a `HeadModelData` with linear blend skinning. Holds tensors only; no hidden state.
 

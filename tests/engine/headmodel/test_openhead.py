@@ -197,3 +197,16 @@ def test_the_inner_parts_follow_the_charts_capability_not_the_name(openhead, tmp
     assert not inner_parts(plain, slots).any()
     openhead.save(tmp_path / "m.npz")                              # the capability survives a save
     assert HeadModelData.load(tmp_path / "m.npz").charts == "openhead"
+
+
+def test_a_head_model_file_loads_through_the_registry_and_an_unknown_kind_is_named(openhead, tmp_path):
+    from engine.headmodel.openhead import LOADERS, load_head_model
+
+    openhead.save(tmp_path / "mine.npz")
+    loaded = load_head_model(tmp_path / "mine.npz")
+    assert loaded.data.digest() == openhead.digest() and loaded.charts == "openhead"
+    (tmp_path / "head.obj").write_text("v 0 0 0\n")
+    with pytest.raises(HeadModelError, match=r"head.obj: not a head model this program reads \(head model file: "
+                                             r"\.npz; FLAME: a folder, \.pkl\)"):
+        load_head_model(tmp_path / "head.obj")
+    assert [x.name for x in LOADERS] == ["head model file", "FLAME"]
