@@ -1,7 +1,5 @@
 """What the commands share: the compute device, head model and generator options, the avatar a
-command poses (`Source`), the
-render-size bound; for `refine` and `eval refine`, reading a tracking file and a progress bar per
-stage of the photometric tracking."""
+command poses (`Source`), the render-size bound, and a progress bar per stage of a long job."""
 from __future__ import annotations
 
 import dataclasses
@@ -90,14 +88,6 @@ def check_render_size(flag: str, size: int) -> None:
     """ValueError naming ``flag`` unless ``size`` is a render side from 16 to `MAX_RENDER_SIZE`."""
     if not 16 <= size <= MAX_RENDER_SIZE:
         raise ValueError(f"{flag} {size}: renders are 16 to {MAX_RENDER_SIZE} pixels a side")
-
-
-def tracked_from(path: Path, data, model):
-    """``data`` on the tracking file ``path``; ValueError naming the file when it does not fit
-    the video (refine --tracking, eval refine)."""
-    from engine.refine.session import load_tracking
-
-    return load_tracking(path, data, model)
 
 
 class StageBars:

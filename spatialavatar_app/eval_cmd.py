@@ -131,35 +131,22 @@ class EvalRefine(_WithLpips):
     """Score with the landmark tracker's parameters as they are (no photometric stage)."""
 
     def run(self) -> None:
-        from engine.eval.refined import EVAL_SIDE, MATTES, REGION_ROWS, evaluate_mattes, write_json
-        from engine.io import load_avatar
+        from engine.eval.refined import MATTES, score_refined, write_json
         from engine.metrics.image import ms_ssim_min_side
         from engine.metrics.matte import MATTE_DEFINITION, PORTRAIT_CUT, PORTRAIT_MATTE_DEFINITION, REGION_DEFINITION
         from engine.metrics.matte import HEAD_MATTE_DILATE as MATTE_DILATE
         from engine.metrics.matte import REGION_MARGIN
-        from engine.refine.session import prepare
+        from spatialavatar_app.cmd_shared import StageBars
 
         lpips = self._lpips()
-        avatar_path, video = self.avatar, self.video
         model = self.load_model(self.compute_device())
-        refined = load_avatar(avatar_path)
-        start, data = prepare(video, model, EVAL_SIDE)
-        data, tracking = self._tracking(avatar_path, start, model, data)
-        aligned = ((self._aligned(start, model, data, "feed-forward start"), self._aligned(refined, model, data, "refined"))
-                   if self.align_test else None)
-        runs = [(start, data, "feed-forward start", None),
-                (refined, data, f"refined ({avatar_path.name})", self.side_by_side)]
-        if aligned is not None:
-            runs += [(start, aligned[0], "feed-forward start, aligned", None),
-                     (refined, aligned[1], "refined, aligned", self._aligned_video)]
-        # One render per held-out frame and avatar, scored in both mattes and the face regions; the
-        # MP4s show the head matte's.
-        scored = [evaluate_mattes(a, model, d, name, ("head", "portrait") + REGION_ROWS, video_out, lpips=lpips)
-                  for a, d, name, video_out in runs]
-        rows = [by[matte] for matte in MATTES + REGION_ROWS for by in scored]   # the portrait matte first: the headline
-        print(f"tracking: {tracking}")
-        print(f"held-out frames {data.first_test}..{len(data.found) - 1} of {video.name} ({rows[0].frames} with a face), "
-              f"{data.images.shape[2]}x{data.images.shape[1]} px")
+        with StageBars() as bars:
+            scores = score_refined(self.avatar, self.video, model, self.tracking, self.landmark_tracking,
+                                   self.align_test, self.side_by_side, lpips, bars)
+        rows, data = scores.rows, scores.data
+        print(f"tracking: {scores.tracking}")
+        print(f"held-out frames {data.first_test}..{len(data.found) - 1} of {self.video.name} ({rows[0].frames} with "
+              f"a face), {data.images.shape[2]}x{data.images.shape[1]} px")
         print(f"{'matte':<9} {'avatar':<34} {'MSE x1e-3':>10} {'PSNR':>7} {'SSIM':>7} {'MS-SSIM':>8} {'LPIPS':>12}")
         for r in rows:
             msssim = "n/a" if r.ms_ssim is None else f"{r.ms_ssim:.4f}"
@@ -183,45 +170,11 @@ class EvalRefine(_WithLpips):
         if self.side_by_side:
             print(f"wrote {self.side_by_side}")
             if self.align_test:
-                print(f"wrote {self._aligned_video}")
+                s = self.side_by_side
+                print(f"wrote {s.with_name(f'{s.stem}_aligned{s.suffix}')}")
         if self.json:
-            write_json(self.json, rows, video.name, mattes)
+            write_json(self.json, rows, self.video.name, mattes)
             print(f"wrote {self.json}")
-
-    def _aligned(self, avatar, model, data, name: str):
-        """``data`` with the held-out frames' tracking aligned to ``avatar``."""
-        import dataclasses
-
-        from tqdm import tqdm
-
-        from engine.refine.align import TEST_TIME, align_frames
-
-        with tqdm(total=len(data.test), desc=f"aligning ({name})", unit="frame") as bar:
-            params = align_frames(avatar, model, data, data.test, TEST_TIME, lambda d, n: bar.update(1),
-                                  warm_start=True)
-        return dataclasses.replace(data, params=params)
-
-    @property
-    def _aligned_video(self) -> Path | None:
-        """Where --side-by-side's aligned MP4 goes (beside the tracked-as-is one)."""
-        s = self.side_by_side
-        return None if s is None else s.with_name(f"{s.stem}_aligned{s.suffix}")
-
-    def _tracking(self, avatar_path: Path, start, model, data):
-        """(data tracked as the options say, a line saying how)."""
-        from engine.refine.config import load_refine_config
-        from engine.refine.session import tracking_of
-        from engine.refine.tracking import track_for_refine
-        from spatialavatar_app.cmd_shared import StageBars, tracked_from
-
-        if self.landmark_tracking:
-            return data, "the landmark tracker's, as they are"
-        path = tracking_of(avatar_path, self.tracking)
-        if path is not None:
-            return tracked_from(path, data, model), f"{path}"
-        with StageBars() as bars:
-            data = track_for_refine(start, model, data, load_refine_config("default"), bars)
-        return data, "landmarks, then photometric tracking as refine's default preset makes it"
 
 
 @dataclass

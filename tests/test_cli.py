@@ -108,17 +108,19 @@ def three_frames(model):
                      first_test=2)
 
 
-def test_eval_refine_scores_with_the_tracking_refine_wrote(tmp_path, openhead):
+def test_eval_refine_scores_with_the_tracking_refine_wrote(tmp_path, openhead, monkeypatch):
     """`eval refine` takes the tracking `refine` wrote beside the avatar (or --tracking), refuses
     one of another length, and --landmark-tracking keeps the landmark tracker's parameters."""
     import dataclasses
 
     import torch
 
+    import engine.eval.refined as refined_mod
+    import engine.io as io
+    import engine.refine.session as session
     from engine.headmodel.base import HeadModel
     from engine.io.params import save_params
     from engine.refine.session import tracking_path
-    from spatialavatar_app.eval_cmd import EvalRefine
 
     model = HeadModel(openhead)
     data = three_frames(model)
@@ -126,15 +128,24 @@ def test_eval_refine_scores_with_the_tracking_refine_wrote(tmp_path, openhead):
     assert tracking_path(avatar) == tmp_path / "me.tracking.npz"
     photometric = dataclasses.replace(data.params, jaw=torch.full((3, 3), 0.1))
     save_params(photometric, tracking_path(avatar))
-    ev = EvalRefine(avatar, tmp_path / "v.mp4")
-    used, how = ev._tracking(avatar, None, model, data)
-    assert torch.equal(used.params.jaw, photometric.jaw) and how.endswith("me.tracking.npz")
-    used, how = EvalRefine(avatar, tmp_path / "v.mp4", landmark_tracking=True)._tracking(avatar, None, model, data)
-    assert used is data and "landmark" in how
+    scored_on = []
+
+    def evaluate_mattes(avatar, model, data, name, mattes, video_out=None, lpips=None):
+        scored_on.append(data.params)
+        return {m: m for m in mattes}
+
+    monkeypatch.setattr(session, "prepare", lambda video, model, side, avatar=None, **kw: (None, data))
+    monkeypatch.setattr(io, "load_avatar", lambda path: None)
+    monkeypatch.setattr(refined_mod, "evaluate_mattes", evaluate_mattes)
+    got = refined_mod.score_refined(avatar, tmp_path / "v.mp4", model)
+    assert torch.equal(scored_on[-1].jaw, photometric.jaw) and got.tracking.endswith("me.tracking.npz")
+    assert got.rows == ["portrait", "portrait", "head", "head", "eyes", "eyes", "mouth", "mouth"]
+    got = refined_mod.score_refined(avatar, tmp_path / "v.mp4", model, landmark_tracking=True)
+    assert scored_on[-1] is data.params and "landmark" in got.tracking
     save_params(dataclasses.replace(photometric, **{k: getattr(photometric, k)[:2] for k in FIELDS}),
                 tmp_path / "short.npz")
     with pytest.raises(ValueError, match="short.npz: the tracking has 2 frames; the video has 3"):
-        EvalRefine(avatar, tmp_path / "v.mp4", tracking=tmp_path / "short.npz")._tracking(avatar, None, model, data)
+        refined_mod.score_refined(avatar, tmp_path / "v.mp4", model, tracking=tmp_path / "short.npz")
 
 
 def test_refine_reuses_the_tracking_beside_its_start_and_writes_it_beside_its_output(tmp_path, openhead, monkeypatch):
@@ -181,15 +192,13 @@ def test_refine_reuses_the_tracking_beside_its_start_and_writes_it_beside_its_ou
 def test_eval_align_test_fits_the_held_out_pose_and_scores_higher(offset_clip, openhead):
     """--align-test's rows: each held-out frame's tracking is aligned to its image with the avatar
     frozen, so a 4 mm tracking error is largely undone and the score rises above the tracked one."""
-    from engine.eval.refined import evaluate
+    from engine.eval.refined import aligned_to, evaluate
     from engine.headmodel.base import HeadModel
-    from spatialavatar_app.eval_cmd import EvalRefine
 
     plain, data = offset_clip
     model = HeadModel(openhead)
     tracked = evaluate(plain, model, data, "tracked")
-    realigned = EvalRefine(Path("a.savatar"), Path("v.mp4"), align_test=True)._aligned(plain, model, data,
-                                                                                            "aligned")
+    realigned = aligned_to(plain, model, data)
     aligned = evaluate(plain, model, realigned, "aligned")
     assert aligned.frames == tracked.frames == 1
     assert aligned.psnr > tracked.psnr + 3

@@ -133,3 +133,69 @@ def write_json(path: Path, rows: Sequence[HeldOut], video: str, mattes: dict[str
     from engine.atomic import write_text_atomic
 
     write_text_atomic(path, json.dumps(out, indent=1) + "\n")
+
+
+@dataclass(frozen=True)
+class RefinedScores:
+    """`score_refined`'s result: the rows (each matte and region, then each avatar), the held-out
+    frames they were scored on and how those frames were tracked."""
+
+    rows: list[HeldOut]
+    data: VideoData
+    tracking: str           # how the frames were tracked, in words
+
+
+def score_refined(avatar_path: Path, video: Path, model: HeadModel, tracking: Path | None = None,
+                  landmark_tracking: bool = False, align_test: bool = False, side_by_side: Path | None = None,
+                  lpips=None, progress: Callable[[str, float], None] | None = None) -> RefinedScores:
+    """`eval refine`: the refined avatar at ``avatar_path`` and the feed-forward start of ``video``
+    on its held-out frames, in both mattes (portrait first: the headline) and the face regions.
+
+    The frames are tracked as the refine trained (`engine.refine.session.tracking_of`: ``tracking``,
+    else the file beside the avatar), else with the landmark tracker as it is
+    (``landmark_tracking``), else photometrically as refine's default preset tracks. With
+    ``align_test`` both avatars are also scored after aligning each held-out frame's tracking to
+    them (`aligned_to`). ``side_by_side``: MP4s of ground truth | render | error (the aligned
+    one beside it, ``*_aligned.mp4``). ``progress(stage, fraction)`` follows the slow stages."""
+    from engine.io import load_avatar
+    from engine.refine.config import load_refine_config
+    from engine.refine.session import load_tracking, prepare, tracking_of
+    from engine.refine.tracking import track_for_refine
+
+    report = progress or (lambda stage, fraction: None)
+    refined = load_avatar(avatar_path)
+    start, data = prepare(video, model, EVAL_SIDE)
+    path = None if landmark_tracking else tracking_of(avatar_path, tracking)
+    if landmark_tracking:
+        how = "the landmark tracker's, as they are"
+    elif path is not None:
+        data, how = load_tracking(path, data, model), str(path)
+    else:
+        data = track_for_refine(start, model, data, load_refine_config("default"), report)
+        how = "landmarks, then photometric tracking as refine's default preset makes it"
+    runs = [(start, data, "feed-forward start", None), (refined, data, f"refined ({avatar_path.name})", side_by_side)]
+    if align_test:
+        aligned_video = None if side_by_side is None else side_by_side.with_name(
+            f"{side_by_side.stem}_aligned{side_by_side.suffix}")
+        runs += [(start, aligned_to(start, model, data, lambda f: report("aligning (feed-forward start)", f)),
+                  "feed-forward start, aligned", None),
+                 (refined, aligned_to(refined, model, data, lambda f: report("aligning (refined)", f)),
+                  "refined, aligned", aligned_video)]
+    # One render per held-out frame and avatar, scored in both mattes and the face regions; the
+    # MP4s show the head matte's.
+    scored = [evaluate_mattes(a, model, d, name, ("head", "portrait") + REGION_ROWS, video_out, lpips=lpips)
+              for a, d, name, video_out in runs]
+    return RefinedScores([by[m] for m in MATTES + REGION_ROWS for by in scored], data, how)
+
+
+def aligned_to(avatar: Avatar, model: HeadModel, data: VideoData,
+               progress: Callable[[float], None] | None = None) -> VideoData:
+    """``data`` with each held-out frame's tracking aligned to its image with ``avatar`` frozen
+    (`engine.refine.align.TEST_TIME`, each frame warm-started from its predecessor's correction):
+    IMavatar/PointAvatar's test-time protocol."""
+    from engine.refine.align import TEST_TIME, align_frames
+
+    report = progress or (lambda fraction: None)
+    params = align_frames(avatar, model, data, data.test, TEST_TIME,
+                          lambda done, total: report(done / max(total, 1)), warm_start=True)
+    return dataclasses.replace(data, params=params)
