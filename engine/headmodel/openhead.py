@@ -16,9 +16,13 @@ import os
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 from engine.headmodel.base import HeadModel, HeadModelData, HeadModelError
+
+if TYPE_CHECKING:
+    import torch
 
 
 
