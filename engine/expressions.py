@@ -36,6 +36,29 @@ JOINT_EXPRESSIONS = _joint_axes()
 
 LOCAL_PREFIX = "local_"   # OpenHead's tracking modes: accepted, but not listed for people to pick
 
+EXPRESSION_GROUPS = (("Eyes", ("eye",)), ("Brows", ("brow",)), ("Mouth", ("mouth",)), ("Jaw", ("jaw",)),
+                     ("Cheeks / nose", ("cheek", "nose")))
+"""How the app's panel and the web page group the named expressions: (label, name prefixes)."""
+POSE_SLIDERS = (  # (label, Pose field, index, range in degrees)
+    ("head yaw", "head", 0, 60), ("head pitch", "head", 1, 40), ("head roll", "head", 2, 40),
+    ("neck yaw", "neck", 0, 50), ("neck pitch", "neck", 1, 35), ("neck roll", "neck", 2, 30),
+    ("jaw open", "jaw", 0, 25), ("jaw sideways", "jaw", 1, 10),
+    ("gaze yaw", "gaze", 0, 30), ("gaze pitch", "gaze", 1, 25))
+"""The joint-angle sliders of the app's panel and the web page (`Pose`'s fields, degrees)."""
+
+
+def group_expressions(names: list[str]) -> list[tuple[str, list[str]]]:
+    """(group label, expression names) in panel order; names no group claims go to "Other"."""
+    out, taken = [], set()
+    for label, prefixes in EXPRESSION_GROUPS:
+        sel = [n for n in names if n.startswith(prefixes) and n not in taken]
+        taken.update(sel)
+        out.append((label, sel))
+    rest = [n for n in names if n not in taken]
+    if rest:
+        out.append(("Other", rest))
+    return [(label, sel) for label, sel in out if sel]
+
 
 def expression_names(model: HeadModel) -> list[str]:
     """The named expressions of ``model`` (blendshapes and joint motions) for people to pick."""

@@ -281,6 +281,14 @@ class AvatarService:
             avatar = replace(avatar, thumbnail=thumb)
         save_avatar(avatar, path)
 
+    def export_web(self, path: Path) -> int:
+        """The current avatar as one self-contained web page (`export_web`); its size in bytes."""
+        with self._lock:
+            animated = self._animated
+        if animated.avatar is None:
+            raise ValueError("a .ply scene has no head-model binding and cannot be played in a web page")
+        return export_web(animated, path)
+
     def save_refined(self, path: Path, tracking: HeadParams) -> None:
         """Save the current (refined) avatar to ``path`` and the tracking it trained on beside it
         (`engine.refine.session.tracking_path`), where `eval refine` and the polish preset look."""
@@ -312,6 +320,16 @@ class AvatarService:
         avatar = open_avatar(path, self.model)
         self.set_avatar(avatar)
         return avatar
+
+
+def export_web(animated: AnimatedAvatar, path: Path, track: HeadParams | None = None, fps: float = 25.0) -> int:
+    """Write ``animated`` as one self-contained web page (`engine.web.export`); its size in bytes.
+    A ``track`` must be of the avatar's head model."""
+    from engine.web.export import export_web as write
+
+    if track is not None:
+        animated.model.check(track)
+    return write(animated, Path(path), track, fps)
 
 
 def open_avatar(path: Path | str | None, model: HeadModel) -> Avatar:

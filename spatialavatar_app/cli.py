@@ -112,21 +112,36 @@ class Render(OnDevice):
 
 @dataclass
 class Export(OnDevice):
-    """Export a posed avatar as a standard 3DGS .ply (world space) and/or an avatar bundle."""
+    """Export a posed avatar as a standard 3DGS .ply (world space), an avatar bundle, and/or one
+    self-contained web page that plays it (WebGL2: sliders, presets, tracks; no network)."""
 
     ply: Optional[Path] = None
     """Write the posed Gaussians here as a 3DGS point cloud."""
     bundle: Optional[Path] = None
     """Write the avatar bundle (.savatar) here."""
+    web: Optional[Path] = None
+    """Write the avatar here as one web page (.html) that any WebGL2 browser plays offline."""
+    track: Optional[Path] = None
+    """With --web: an expression track to embed and play (.npz of per-frame parameters, from
+    `drive --save-track` or `track VIDEO`)."""
+    fps: float = 25.0
+    """With --track: its frame rate."""
     source: Annotated[Source, tyro.conf.OmitArgPrefixes] = Source()
     pose: Annotated[Pose, tyro.conf.OmitArgPrefixes] = Pose()
 
     def run(self) -> None:
-        if not (self.ply or self.bundle):
-            raise ValueError("export: nothing to do; give --ply PATH and/or --bundle PATH")
+        if not (self.ply or self.bundle or self.web):
+            raise ValueError("export: nothing to do; give --ply PATH, --bundle PATH and/or --web PATH")
+        if self.track is not None and self.web is None:
+            raise ValueError("export: --track is embedded in a web page; give --web PATH.html")
         from engine.io import check_writable, export_ply, save_avatar
 
-        check_writable(*(p for p in (self.ply, self.bundle) if p))
+        check_writable(*(p for p in (self.ply, self.bundle, self.web) if p))
+        track = None
+        if self.track is not None:          # a file that is not a track fails before anything is loaded
+            from engine.io.params import load_params
+
+            track = load_params(self.track)[0]
         weights = self.pose.weights()
         animated, model = self.source.load(self.compute_device())
         if self.ply:
@@ -141,6 +156,13 @@ class Export(OnDevice):
             thumb = render_array(animated, animated.neutral(), size=128)
             save_avatar(replace(animated.avatar, thumbnail=thumb), self.bundle)
             print(f"wrote {self.bundle}")
+        if self.web:
+            from engine.service import export_web
+
+            size = export_web(animated, self.web, track, self.fps)
+            print(f"wrote {self.web} ({size / 1e6:.1f} MB, {len(animated.slots.face):,} + "
+                  f"{0 if animated.outer_layer is None else len(animated.outer_layer[0].slots.face):,} Gaussians"
+                  + (f", a {track.batch_size}-frame track" if track is not None else "") + ")")
 
 
 @dataclass

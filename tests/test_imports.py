@@ -125,7 +125,7 @@ LAYERS = (  # lowest first: a module may import its own layer and those below, n
                     "engine.atomic")),
     ("head model and binding", ("engine.headmodel", "engine.binding", "engine.expressions")),
     ("render", ("engine.render", "engine.metrics", "engine.io", "engine.residual")),
-    ("avatar and generators", ("engine.animate", "engine.generator", "engine.render.turntable",
+    ("avatar and generators", ("engine.animate", "engine.generator", "engine.render.turntable", "engine.web",
                                "engine.headmodel.preview")),
     ("pipelines", ("engine.track", "engine.refine", "engine.drive", "engine.eval", "engine.train",
                    "engine.metrics.face", "engine.headmodel.fit_face")),

@@ -23,9 +23,14 @@ def user_preset_dir(kind: str) -> Path:
     return base / "spatialavatar" / "presets" / kind
 
 
+def bundled_names(kind: str) -> list[str]:
+    """Names of the presets of a kind that ship with the program."""
+    return sorted(p.stem for p in (PRESET_ROOT / kind).glob("*.json"))
+
+
 def preset_names(kind: str) -> list[str]:
     """Names of the presets of a kind (e.g. "expressions"): bundled ones, then saved ones."""
-    bundled = sorted(p.stem for p in (PRESET_ROOT / kind).glob("*.json"))
+    bundled = bundled_names(kind)
     saved = sorted(p.stem for p in user_preset_dir(kind).glob("*.json") if p.stem not in bundled)
     return bundled + saved
 

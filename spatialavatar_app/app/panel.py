@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.expressions import Pose
+from engine.expressions import POSE_SLIDERS, Pose, group_expressions
 
 if TYPE_CHECKING:
     from spatialavatar_app.app.app import App
@@ -17,31 +17,11 @@ if TYPE_CHECKING:
 THUMB = 96              # source thumbnails, px
 PREVIEW = 160           # refine preview, px
 RESOLUTIONS = ("256", "384", "512", "768")
-EXPRESSION_GROUPS = (("Eyes", ("eye",)), ("Brows", ("brow",)), ("Mouth", ("mouth",)), ("Jaw", ("jaw",)),
-                     ("Cheeks / nose", ("cheek", "nose")))
-POSE_SLIDERS = (  # (label, Pose field, index, range in degrees)
-    ("head yaw", "head", 0, 60), ("head pitch", "head", 1, 40), ("head roll", "head", 2, 40),
-    ("neck yaw", "neck", 0, 50), ("neck pitch", "neck", 1, 35), ("neck roll", "neck", 2, 30),
-    ("jaw open", "jaw", 0, 25), ("jaw sideways", "jaw", 1, 10),
-    ("gaze yaw", "gaze", 0, 30), ("gaze pitch", "gaze", 1, 25))
 REFINE_SCHEDULES = {"fast (1.5K it, 192 px)": "fast", "full (10K it, 256 px)": "default",
                     "full + expression residual (10K it, 256 px)": "residual",
                     "residual, then polish (10K it, 256 px; 3K it, 512 px)": "quality",
                     "polish (3K it, 512 px, after full)": "polish"}
 """Refine menu label -> refine preset (presets/refine); polish continues any of the full schedules."""
-
-
-def group_expressions(names: list[str]) -> list[tuple[str, list[str]]]:
-    """(group label, expression names) in panel order; names no group claims go to "Other"."""
-    out, taken = [], set()
-    for label, prefixes in EXPRESSION_GROUPS:
-        sel = [n for n in names if n.startswith(prefixes) and n not in taken]
-        taken.update(sel)
-        out.append((label, sel))
-    rest = [n for n in names if n not in taken]
-    if rest:
-        out.append(("Other", rest))
-    return [(label, sel) for label, sel in out if sel]
 
 
 @dataclass
