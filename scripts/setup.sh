@@ -13,6 +13,7 @@ need_pkgs=()
 ldconfig -p 2>/dev/null | grep -q 'libGL.so.1 ' || need_pkgs+=(libgl1)      # OpenCV, OpenGL display
 ldconfig -p 2>/dev/null | grep -q 'libEGL.so.1 ' || need_pkgs+=(libegl1)    # headless OpenGL
 [ $want_test = 1 ] && ! command -v Xvfb >/dev/null && need_pkgs+=(xvfb)     # window tests
+[ $want_test = 1 ] && ! command -v chromium >/dev/null && need_pkgs+=(chromium)   # the web player's browser tests
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing system packages: ${need_pkgs[*]}"

@@ -373,20 +373,26 @@
   }
 
   let lastDraw = { w: 0, h: 0, m: 0 };
+  const timings = { pose: 0, sort: 0, draw: 0 };    // ms of the last frame: posing, depth sort + packing, upload + draw calls
   function draw() {
     const dpr = state.size ? 1 : (window.devicePixelRatio || 1);
     const w = state.size ? state.size[0] : Math.max(1, Math.round(canvas.clientWidth * dpr));
     const h = state.size ? state.size[1] : Math.max(1, Math.round(canvas.clientHeight * dpr));
     if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
+    const t0 = performance.now();
     if (state.posedDirty) {
       const { params, ignored } = currentParams();
       pose(params);
       state.ignored = ignored;
       state.posedDirty = false;
+      timings.pose = performance.now() - t0;
     }
+    const t1 = performance.now();
     const cam = camera(w, h);
     const m = sortBackToFront(cam);
     pack(m);
+    const t2 = performance.now();
+    timings.sort = t2 - t1;
     gl.bindBuffer(gl.ARRAY_BUFFER, buffer);
     gl.bufferData(gl.ARRAY_BUFFER, packed.subarray(0, m * STRIDE), gl.DYNAMIC_DRAW);
     const tgt = renderTarget(w, h);
@@ -424,6 +430,7 @@
     gl.uniform3f(gl.getUniformLocation(blit, "u_background"), ...state.background);
     gl.uniform2f(gl.getUniformLocation(blit, "u_size"), w, h);
     gl.drawArrays(gl.TRIANGLE_STRIP, 0, 4);
+    timings.draw = performance.now() - t2;       // the GPU may still be drawing: submission time
     lastDraw = { w, h, m };
   }
 
@@ -440,7 +447,7 @@
       }
       if (next !== state.frame) { state.frame = next; state.posedDirty = state.dirty = true; updateScrub(); }
     }
-    if (state.dirty || state.playing) {
+    if (state.dirty || state.playing || state.spin) {
       state.dirty = false;
       draw();
       frames++; drawn++;
@@ -629,6 +636,9 @@
     get frames() { return state.track ? state.track.frames : 0; },
     get playing() { return state.playing; },
     get fps() { return fps; },
+    get timings() { return { ...timings }; },
+    /** Keep drawing every animation frame (to measure the frame rate) or only on change. */
+    spin(on = true) { state.spin = on; return api; },
     get drawn() { return drawn; },
     get ignored() { return state.ignored.slice(); },
     get info() { return { gaussians: N, head: NS, outer: NO, expressions: E, headModel: H.head_model, floatTargets }; },
