@@ -359,14 +359,16 @@
   const state = { weights: {}, pose: { head: [0, 0, 0], neck: [0, 0, 0], jaw: [0, 0], gaze: [0, 0] },
                   background: [0.118, 0.122, 0.133], dirty: true, posedDirty: true,
                   track: track ? { frames: H.track.frames, fps: H.track.fps, source: "embedded" } : null,
-                  arkit: null, playing: false, loop: true, frame: 0, t0: 0, ignored: [], size: null };
+                  arkit: null, playing: false, onTrack: false, loop: true, frame: 0, t0: 0, ignored: [], size: null };
 
+  // What is shown: the track's frame once the track has been played or sought (an ARKit frame's
+  // weights over the sliders', or an embedded frame's parameters), else the sliders.
   function currentParams() {
-    if (state.track && state.arkit) {
+    if (state.track && state.onTrack && state.arkit) {
       const f = state.arkit.frames[state.frame] || {};
       return posed({ ...state.weights, ...f }, state.pose);
     }
-    if (state.track && state.track.source === "embedded" && (state.playing || state.frame > 0)) {
+    if (state.track && state.onTrack && state.track.source === "embedded") {
       return { params: trackFrame(state.frame), ignored: [] };
     }
     return posed(state.weights, state.pose);
@@ -604,6 +606,7 @@
       for (const s of Object.values(sliders)) s.set(0);
       for (const s of Object.values(poseSliders)) s.set(0);
       state.weights = {}; state.pose = { head: [0, 0, 0], neck: [0, 0, 0], jaw: [0, 0], gaze: [0, 0] };
+      state.playing = state.onTrack = false; updatePlay();
       state.posedDirty = state.dirty = true; return api;
     },
     /** The orbit view: {yaw, pitch (degrees), distance (metres), pan: [right, up] metres}. */
@@ -614,9 +617,9 @@
     /** Hide the panel and the readout: only the canvas. */
     bare(on = true) { document.body.classList.toggle("bare", on); state.dirty = true; return api; },
     loadTrack(data) { return loadArkit(typeof data === "string" ? JSON.parse(data) : data); },
-    play() { if (!state.track) return api; state.playing = true; state.t0 = performance.now() - state.frame / state.track.fps * 1000; updatePlay(); return api; },
+    play() { if (!state.track) return api; state.playing = state.onTrack = true; state.posedDirty = state.dirty = true; state.t0 = performance.now() - state.frame / state.track.fps * 1000; updatePlay(); return api; },
     pause() { state.playing = false; updatePlay(); return api; },
-    seek(frame) { state.frame = Math.max(0, Math.min(frame | 0, (state.track ? state.track.frames : 1) - 1)); state.t0 = performance.now() - state.frame / (state.track ? state.track.fps : 1) * 1000; state.posedDirty = state.dirty = true; updateScrub(); return api; },
+    seek(frame) { state.onTrack = !!state.track; state.frame = Math.max(0, Math.min(frame | 0, (state.track ? state.track.frames : 1) - 1)); state.t0 = performance.now() - state.frame / (state.track ? state.track.fps : 1) * 1000; state.posedDirty = state.dirty = true; updateScrub(); return api; },
     /** Draw now (not waiting for the next animation frame). */
     render() { draw(); return api; },
     /** The last render as premultiplied RGBA float32, image row 0 first, base64 (little-endian):
