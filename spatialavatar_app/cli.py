@@ -125,7 +125,7 @@ class Export(OnDevice):
     """With --web: an expression track to embed and play (.npz of per-frame parameters, from
     `drive --save-track` or `track VIDEO`)."""
     fps: float = 25.0
-    """With --track: its frame rate."""
+    """With --track: its frame rate, when the file does not carry one (`drive --save-track` writes it)."""
     source: Annotated[Source, tyro.conf.OmitArgPrefixes] = Source()
     pose: Annotated[Pose, tyro.conf.OmitArgPrefixes] = Pose()
 
@@ -137,11 +137,13 @@ class Export(OnDevice):
         from engine.io import check_writable, export_ply, save_avatar
 
         check_writable(*(p for p in (self.ply, self.bundle, self.web) if p))
-        track = None
+        track, fps = None, self.fps
         if self.track is not None:          # a file that is not a track fails before anything is loaded
             from engine.io.params import load_params
 
-            track = load_params(self.track)[0]
+            track, extra = load_params(self.track)
+            if "fps" in extra and extra["fps"].size == 1 and float(extra["fps"]) > 0:
+                fps = float(extra["fps"])
         weights = self.pose.weights()
         animated, model = self.source.load(self.compute_device())
         if self.ply:
@@ -159,7 +161,7 @@ class Export(OnDevice):
         if self.web:
             from engine.service import export_web
 
-            size = export_web(animated, self.web, track, self.fps)
+            size = export_web(animated, self.web, track, fps)
             print(f"wrote {self.web} ({size / 1e6:.1f} MB, {len(animated.slots.face):,} + "
                   f"{0 if animated.outer_layer is None else len(animated.outer_layer[0].slots.face):,} Gaussians"
                   + (f", a {track.batch_size}-frame track" if track is not None else "") + ")")

@@ -59,6 +59,9 @@ class Drive(OnDevice):
     """Stop after this many driver frames."""
     renderer: Optional[BackendName] = None
     """Renderer backend; automatic when omitted."""
+    save_track: Optional[Path] = None
+    """Also write the avatar's parameters of every driven frame here (.npz, with the driver's frame
+    rate as its `fps` array): `export --web PAGE.html --track FILE` plays them in the web page."""
 
     def run(self) -> None:
         from engine.drive.drive import drive_video
@@ -79,6 +82,10 @@ class Drive(OnDevice):
                              gain_jaw=self.gain_jaw, gain_brows=self.gain_brows, gain_eyes=self.gain_eyes,
                              gain_mouth=self.gain_mouth)
         self.out.parent.mkdir(parents=True, exist_ok=True)
+        if self.save_track is not None:
+            from engine.io import check_writable
+
+            check_writable(self.save_track)
         vcam = None
         if self.virtual_camera:
             from engine.drive.virtualcam import VirtualCamera
@@ -96,8 +103,24 @@ class Drive(OnDevice):
                 vcam.close()
         print(file=sys.stderr)
         print(stats.table())
+        if self.save_track is not None and stats.driven is not None:
+            import numpy as np
+
+            from engine.io.params import save_params
+
+            fps = getattr(driver, "fps", None) or _video_fps(self.video)
+            save_params(stats.driven, self.save_track, fps=np.array([fps], np.float32))
+            print(f"wrote {self.save_track} ({stats.driven.batch_size} frames at {fps:.3g} FPS)")
         for n in stats.notes:
             print(f"note: {n}")
         if sent:
             print(f"sent {sent[0]} frames to the virtual camera {sent[1]}")
         print(f"wrote {self.out} ({'relative' if cfg.relative else 'absolute'} transfer)")
+
+
+def _video_fps(path) -> float:
+    """The frame rate of the video at ``path`` (25 when it does not say)."""
+    from engine.io.media import VideoReader
+
+    with VideoReader(path) as v:
+        return float(v.fps or 25.0)

@@ -1,5 +1,6 @@
 """The export/record controller: a transparent PNG of the stage, a .ply at the current pose, the
-avatar bundle and MP4 recordings, each to a new file in the export folder (never over one)."""
+avatar bundle, the avatar as a web page and MP4 recordings, each to a new file in the export
+folder (never over one)."""
 from __future__ import annotations
 
 import time
@@ -73,6 +74,10 @@ class ExportController:
 
     def save_avatar(self) -> None:
         self._write("save avatar", ".savatar", self.app.service.save)
+
+    def export_web(self) -> None:
+        """The avatar as one self-contained web page (sliders, presets, ARKit tracks; WebGL2)."""
+        self._write("export web page", ".html", self.app.service.export_web)
 
     def _write(self, name: str, suffix: str, writer) -> None:
         """``writer(path)`` on the job thread, to a new ``avatar-…suffix`` in the export folder."""

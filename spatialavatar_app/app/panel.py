@@ -223,6 +223,7 @@ class Panel:
                 dpg.add_button(label="PNG", callback=lambda: app.exporting.screenshot())
                 dpg.add_button(label=".ply (this pose)", callback=lambda: app.exporting.export_ply())
                 dpg.add_button(label="Avatar bundle", callback=lambda: app.exporting.save_avatar())
+                dpg.add_button(label="Web page", callback=lambda: app.exporting.export_web())
                 self.ids.record = dpg.add_button(label="Record MP4", callback=lambda: app.exporting.toggle_recording())
 
     def _log_section(self) -> None:

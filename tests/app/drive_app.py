@@ -141,6 +141,8 @@ def main(out: Path, measure: bool) -> None:
     wait_for("wrote", 60)
     app.exporting.save_avatar()
     wait_for("wrote", 60)
+    app.exporting.export_web()
+    wait_for("wrote", 60)
     app.exporting.toggle_recording()
     pump(lambda: False if app.exporting.recorder and app.exporting.recorder.frames < 30 else True, 30, "recording")
     app.exporting.toggle_recording()

@@ -62,8 +62,10 @@ def test_exports_are_written_and_readable(run):
     from engine.io.ply import read_ply
 
     out, res = run
-    assert res["exports"] == ["avatar.ply", "avatar.savatar", "recording.mp4", "screenshot.png"]
+    assert res["exports"] == ["avatar.html", "avatar.ply", "avatar.savatar", "recording.mp4", "screenshot.png"]
     files = {p.name.split("-")[0] + p.suffix: p for p in (out / "exports").iterdir()}
+    page = files["avatar.html"].read_text()
+    assert 1_000_000 < len(page) < 8_000_000 and 'id="blob-outer_mean"' in page     # the web page, outer layer included
     saved = load_avatar(files["avatar.savatar"])
     assert saved.gaussians.valid.sum() == 62_494                        # the head page
     assert saved.outer is not None and saved.outer.valid.sum() == 13_576   # hair shell and bust

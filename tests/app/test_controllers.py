@@ -97,6 +97,11 @@ class FakeService:
         self.calls.append(("export_ply", path))
         path.write_text("ply")
 
+    def export_web(self, path: Path) -> int:
+        self.calls.append(("export_web", path))
+        path.write_text("<html>")
+        return 6
+
     def start_live(self, source, transfer, smoothing):
         self.calls.append(("start_live", source))
         return FakeLive(source, transfer, smoothing)
@@ -244,8 +249,10 @@ def test_exports_go_to_new_files_and_a_blocked_folder_is_a_message(app, tmp_path
     finish_jobs(app)
     app.exporting.export_ply()
     finish_jobs(app)
+    app.exporting.export_web()
+    finish_jobs(app)
     written = [c[1] for c in app.service.calls]
-    assert [p.suffix for p in written] == [".savatar", ".ply"] and all(p.exists() for p in written)
+    assert [p.suffix for p in written] == [".savatar", ".ply", ".html"] and all(p.exists() for p in written)
     assert app.events[-1] == f"wrote {written[-1]}"
     first = app.exporting.new_path("avatar", ".ply")
     first.write_text("taken")
