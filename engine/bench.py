@@ -411,3 +411,64 @@ def bench_build(paths: Sequence[Path], runs: int = 3, device: torch.device | Non
         rows.append(BuildTiming(Path(path).name, runs, statistics.median(totals), statistics.median(tracks),
                                 animated.avatar.n_gaussians))
     return rows
+
+
+@dataclass(frozen=True)
+class WebTiming:
+    mode: str            # "orbit" (the view turns: sort and draw each frame) or "play" (a track: pose too)
+    size: int
+    fps: float           # frames the page drew per second
+    pose_ms: float       # posing the Gaussians in JavaScript (last frame)
+    sort_ms: float       # the depth sort and packing (last frame)
+    draw_ms: float       # the upload and draw calls as submitted (the GPU's work is not in it)
+
+
+def bench_web(sizes: Sequence[int] = (512,), seconds: float = 5.0, head_model: Path | None = None,
+              chromium: str | None = None) -> tuple[list[WebTiming], int]:
+    """The default avatar's web page in headless Chromium (software WebGL2 unless the machine's
+    browser has a GPU): frames per second while the view orbits and while a track plays, at each
+    size. Needs Playwright and Chromium (``scripts/setup.sh --test`` installs both as root).
+    Returns the rows and the page's size in bytes."""
+    import shutil
+    import tempfile
+
+    from playwright.sync_api import sync_playwright
+
+    from engine.animate import AnimatedAvatar
+    from engine.headmodel.openhead import load_head_model
+    from engine.service import default_avatar, export_web
+    from engine.types import HeadParams
+
+    exe = chromium or shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        raise ValueError("bench web needs Chromium (scripts/setup.sh --test installs Debian's chromium as root)")
+    model = load_head_model(head_model)
+    animated = AnimatedAvatar(default_avatar(model), model)
+    n = 100
+    track = HeadParams.neutral(model.n_shape, model.n_expr, n)
+    track.jaw[:, 0] = 0.15 * (1 - torch.cos(torch.linspace(0, 2 * math.pi, n)))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
+        path = Path(tmp) / "avatar.html"
+        size_bytes = export_web(animated, path, track)
+        browser = p.chromium.launch(executable_path=exe, args=["--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+                                                                "--ignore-gpu-blocklist"])
+        for size in sizes:
+            page = browser.new_page(viewport={"width": size, "height": size})
+            page.goto(path.as_uri())
+            page.wait_for_function("window.avatar !== undefined", timeout=120_000)
+            page.evaluate(f"window.avatar.bare(true).size({size}, {size})")
+            for mode in ("orbit", "play"):
+                start = "window.avatar.pause().spin(true)" if mode == "orbit" else "window.avatar.spin(false).play()"
+                page.evaluate(start)
+                if mode == "orbit":       # turn the view a little every frame, as a drag does
+                    page.evaluate("window.__orbit = setInterval(() => window.avatar.view({yaw: (performance.now() / 50) % 60 - 30}), 16)")
+                page.wait_for_timeout(1000)                                   # warm-up
+                d0, t0 = page.evaluate("[window.avatar.drawn, performance.now()]")
+                page.wait_for_timeout(int(seconds * 1000))
+                d1, t1, tm = page.evaluate("[window.avatar.drawn, performance.now(), window.avatar.timings]")
+                page.evaluate("clearInterval(window.__orbit); window.avatar.spin(false).pause()")
+                rows.append(WebTiming(mode, size, (d1 - d0) * 1000 / (t1 - t0), tm["pose"], tm["sort"], tm["draw"]))
+            page.close()
+        browser.close()
+    return rows, size_bytes

@@ -1,4 +1,4 @@
-"""`python main.py bench render|refine|ui|pose|build`: benchmarks, one subcommand each, so an
+"""`python main.py bench render|refine|ui|pose|build|web`: benchmarks, one subcommand each, so an
 option of one mode is never silently ignored by another. Timings are printed with the machine's
 load before and after and the other processes' CPU use during the run (noise)."""
 from __future__ import annotations
@@ -152,6 +152,32 @@ class BenchBuild(OnDevice, OnHeadModel):
               "photometric polish")
 
 
+@dataclass
+class BenchWeb(OnHeadModel):
+    """The default avatar's web page (export --web) in headless Chromium: frames per second while
+    the view orbits (depth sort and draw every frame) and while a track plays (posing too), with
+    the last frame's JavaScript timings. Needs Playwright and Chromium (setup --test, as root)."""
+
+    sizes: tuple[int, ...] = (512,)
+    """Canvas sizes (square), pixels."""
+    seconds: float = 5.0
+    """Seconds measured per mode and size, after one of warm-up."""
+
+    def run(self) -> None:
+        from engine.bench import bench_web
+
+        with _measured() as others:
+            rows, size = bench_web(self.sizes, self.seconds, self.head_model)
+            print(f"page: {size / 1e6:.1f} MB")
+            print(f"{'mode':>6s} {'size':>5s} {'FPS':>6s} {'pose ms':>8s} {'sort ms':>8s} {'draw ms':>8s}")
+            for r in rows:
+                print(f"{r.mode:>6s} {r.size:>5d} {r.fps:>6.1f} {r.pose_ms:>8.1f} {r.sort_ms:>8.1f} {r.draw_ms:>8.1f}")
+        _noise(others)
+        print("FPS: frames the page drew per second; pose, sort (with packing) and draw (upload and draw calls "
+              "as submitted) are the last frame's JavaScript times; the browser's WebGL is SwiftShader (software) "
+              "unless the machine gives it a GPU")
+
+
 class _measured:
     """Prints the machine's load before and after the block and measures the other processes'
     CPU use during it (``.cores``; None where it cannot be read)."""
@@ -180,5 +206,6 @@ Bench = Union[Annotated[BenchRender, tyro.conf.subcommand("render")],
               Annotated[BenchRefine, tyro.conf.subcommand("refine")],
               Annotated[BenchUi, tyro.conf.subcommand("ui")],
               Annotated[BenchPose, tyro.conf.subcommand("pose")],
-              Annotated[BenchBuild, tyro.conf.subcommand("build")]]
-"""`bench render|refine|ui|pose|build`: each mode takes only its own options."""
+              Annotated[BenchBuild, tyro.conf.subcommand("build")],
+              Annotated[BenchWeb, tyro.conf.subcommand("web")]]
+"""`bench render|refine|ui|pose|build|web`: each mode takes only its own options."""

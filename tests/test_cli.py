@@ -208,7 +208,7 @@ HEAD_MODEL_ARGS = [["app"], ["build", "a.jpg"], ["render"], ["export"], ["track"
                    ["drive"], ["demo"], ["eval", "ff", "v.mp4"], ["eval", "refine", "a.savatar", "v.mp4"],
                    ["eval", "tracking"], ["eval", "portraits", "a.jpg"], ["train", "prepare", "v.mp4"],
                    ["train", "phase1"], ["train", "phase2"], ["bench", "render"], ["bench", "refine", "--video", "v.mp4"],
-                   ["bench", "ui"], ["bench", "pose"], ["bench", "build"]]
+                   ["bench", "ui"], ["bench", "pose"], ["bench", "build"], ["bench", "web"]]
 
 
 def test_every_command_is_in_the_head_model_list():
