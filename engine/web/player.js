@@ -382,6 +382,7 @@
     const h = state.size ? state.size[1] : Math.max(1, Math.round(canvas.clientHeight * dpr));
     if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
     const t0 = performance.now();
+    timings.pose = 0;
     if (state.posedDirty) {
       const { params, ignored } = currentParams();
       pose(params);
@@ -455,8 +456,11 @@
       frames++; drawn++;
     }
     if (now - since > 500) {
-      fps = frames * 1000 / (now - since); frames = 0; since = now;
-      fpsEl.textContent = `${fps.toFixed(1)} FPS | ${lastDraw.m.toLocaleString()} splats | ${lastDraw.w}x${lastDraw.h}`;
+      fps = frames * 1000 / (now - since);
+      const busy = frames > 1 ? `${fps.toFixed(1)} FPS` : "idle";    // frames are drawn on change only
+      frames = 0; since = now;
+      fpsEl.textContent = `${busy} | last frame ${(timings.pose + timings.sort + timings.draw).toFixed(0)} ms | ` +
+        `${lastDraw.m.toLocaleString()} splats | ${lastDraw.w}x${lastDraw.h}`;
     }
     requestAnimationFrame(tick);
   }
@@ -600,6 +604,7 @@
     preset(name) {
       if (!(name in H.presets)) throw new Error(`no preset ${name}; known: ${Object.keys(H.presets).join(", ")}`);
       for (const n of Object.keys(state.weights)) if (sliders[n]) sliders[n].set(0);
+      document.getElementById("preset").value = name;
       state.weights = {}; return api.set(H.presets[name]);
     },
     reset() {
