@@ -57,10 +57,9 @@ def build_avatar(paths: Sequence[Path], model: HeadModel, progress: Progress | N
 def build_animated(paths: Sequence[Path], model: HeadModel, progress: Progress | None = None,
                    cancel: threading.Event | None = None, notes: list[str] | None = None,
                    generator: GeneratorChoice = PROJECTIVE) -> AnimatedAvatar:
-    """An animatable avatar from 1–4 portraits of one person: the projective feed-forward stage,
-    or another generator of the registry (``generator``, e.g. the trained network with its
-    checkpoint), whose avatar also
-    follows the view and the expression through its view-conditioned and residual heads.
+    """An animatable avatar from 1–4 portraits of one person by the ``generator`` of the registry:
+    the projective feed-forward stage, or e.g. the trained network with its checkpoint, whose
+    avatar also follows the view and the expression through its view-conditioned and residual heads.
 
     Portraits without a usable face are left out with a note (in ``notes``) as long as one
     remains; portraits that seem to show different people (dlib face descriptors, see

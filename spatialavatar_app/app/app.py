@@ -4,7 +4,7 @@ one UI thread, a render thread and a job thread.
 `App` is the frame loop and what every feature shares (the engine's `AvatarService`, the typed
 `UiState`, the render thread, the job thread, the status line). Each feature is a controller
 of its own module: `view` (expression, pose, camera), `opening` (drops, builds, videos),
-`refining`, `driving` and `exporting` (PNG, .ply, bundle, recordings). The panel's callbacks
+`refining`, `driving` and `exporting` (PNG, .ply, bundle, web page, recordings). The panel's callbacks
 call controller methods; controllers change `UiState`, call the service and ask for a render.
 
 Frame loop (`App.step`): poll GLFW (mouse, drops) -> run queued Dear PyGui callbacks -> drain
