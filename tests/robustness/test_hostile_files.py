@@ -217,6 +217,16 @@ def test_refine_with_a_tracking_that_carries_a_pickle(cli, tmp_path, bundle, pay
     assert not marker.exists()
 
 
+def test_export_a_web_page_with_a_text_file_as_its_track(cli, tmp_path, payload, marker):
+    fake = tmp_path / "t.npz"
+    fake.write_text("no arrays here")
+    cli("export", "--avatar", "plain", "--web", tmp_path / "p.html", "--track", fake).assert_one_clear_line("t.npz")
+    evil = tmp_path / "e.npz"
+    np.savez(evil, rotation=np.array([payload], dtype=object))
+    cli("export", "--avatar", "plain", "--web", tmp_path / "p.html", "--track", evil).assert_one_clear_line("e.npz")
+    assert not marker.exists() and not (tmp_path / "p.html").exists()
+
+
 # --- network checkpoints (.pt) -----------------------------------------------------------------
 
 def test_build_with_a_text_file_as_checkpoint(cli, tmp_path):
@@ -338,6 +348,13 @@ def test_export_a_ply_into_a_folder_that_cannot_be_made(cli, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     cli("export", "--avatar", "plain", "--ply", blocker / "x.ply").assert_one_clear_line("x.ply")
+
+
+def test_export_a_web_page_into_a_folder_that_cannot_be_made(cli, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    cli("export", "--avatar", "plain", "--web", blocker / "p.html").assert_one_clear_line("p.html")
+    assert blocker.read_text() == "not a folder"
 
 
 def test_build_over_an_existing_folder(cli, tmp_path):
