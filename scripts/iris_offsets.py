@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--avatar", type=Path)
     ap.add_argument("--frames", type=int, default=30)
     args = ap.parse_args()
-    animated, model = Source(args.avatar).load(torch.device("cpu"))
+    animated, model = Source(args.avatar).load()          # on the host, beside FaceMesh
     clip = known_clip(animated, model, args.frames)
     cam = orbit_camera(size=clip.frames.shape[1])
     ids = list(np.asarray(model.lmk_ids))
