@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.animate import AnimatedAvatar  # noqa: E402
-from engine.binding import Activated, place_activated, pose_slots  # noqa: E402
+from engine.binding import Activated, pose_slots  # noqa: E402
 from engine.camera import orbit_camera  # noqa: E402
 from engine.expressions import apply_expressions  # noqa: E402
 from engine.headmodel.openhead import load_head_model  # noqa: E402
