@@ -259,12 +259,15 @@ class AvatarService:
         return RefineResult(refined, before["head"].psnr, after["head"].psnr, after["head"].frames,
                             data.images.shape[2], data.images.shape[1], data.params, *portrait)
 
-    def export_ply(self, path: Path) -> None:
+    def export_ply(self, path: Path) -> int:
+        """The current pose's world-space Gaussians as a 3DGS .ply; how many it wrote."""
         from engine.io import export_ply
 
         with self._lock:
             animated, params = self._animated, self._params
-        export_ply(animated.gaussians(params), path)
+        g = animated.gaussians(params)
+        export_ply(g, path)
+        return len(g.means)
 
     def save(self, path: Path) -> None:
         from engine.io import save_avatar
@@ -280,13 +283,42 @@ class AvatarService:
             avatar = replace(avatar, thumbnail=thumb)
         save_avatar(avatar, path)
 
-    def export_web(self, path: Path) -> int:
-        """The current avatar as one self-contained web page (`export_web`); its size in bytes."""
+    def export_web(self, path: Path, track: HeadParams | None = None, fps: float = 25.0) -> int:
+        """The current avatar as one self-contained web page (`export_web`), with ``track`` to play
+        at ``fps`` if given; its size in bytes."""
+        animated = self._animated_avatar("played in a web page")
+        return export_web(animated, path, track, fps)
+
+    def render_file(self, path: Path, size: int = 512, view_yaw: float = 0.0, view_pitch: float = 0.0) -> None:
+        """The current pose on white from the orbit view (yaw, pitch in degrees) as an image file."""
+        from engine.render.turntable import render_image
+
+        with self._lock:
+            animated, params = self._animated, self._params
+        render_image(animated, params, path, size, view_yaw, view_pitch, self.renderer_name)
+
+    def render_turntable(self, path: Path, size: int = 384, frames: int = 48) -> None:
+        """A turntable MP4 of the current pose running through a few expressions
+        (`engine.render.turntable`)."""
+        from engine.render.turntable import render_turntable
+
+        animated = self._animated_avatar("turned on a turntable")
+        render_turntable(animated, self.params, path, size, frames, renderer=self.renderer_name)
+
+    def drive_video(self, driver, out: Path, **options):
+        """Drive the current avatar with the face of ``driver`` (a video path or a live source)
+        into the MP4 ``out`` (`engine.drive.drive.drive_video`, its ``options``); its `DriveStats`."""
+        from engine.drive.drive import drive_video
+
+        animated = self._animated_avatar("driven")
+        return drive_video(animated.avatar, self.model, driver, out, renderer=self.renderer_name, **options)
+
+    def _animated_avatar(self, what: str) -> AnimatedAvatar:
         with self._lock:
             animated = self._animated
         if animated.avatar is None:
-            raise ValueError("a .ply scene has no head-model binding and cannot be played in a web page")
-        return export_web(animated, path)
+            raise ValueError(f"a .ply scene has no head-model binding and cannot be {what}")
+        return animated
 
     def save_refined(self, path: Path, tracking: HeadParams) -> None:
         """Save the current (refined) avatar to ``path`` and the tracking it trained on beside it

@@ -52,10 +52,11 @@ class Pose:
         weights = load_expression_preset(self.preset) if self.preset else {}
         return {**weights, **parse_weights(self.expr)}
 
-    def params(self, animated, model, weights: dict[str, float] | None = None):
+    def params(self, service, weights: dict[str, float] | None = None):
+        """The avatar's parameters (from ``service``, an `AvatarService`) at this pose."""
         from engine.expressions import apply_expressions, head_rotation
 
-        p = apply_expressions(animated.neutral(), model, self.weights() if weights is None else weights)
+        p = apply_expressions(service.neutral(), service.model, self.weights() if weights is None else weights)
         return head_rotation(p, self.yaw, self.pitch, self.roll) if (self.yaw or self.pitch or self.roll) else p
 
 
@@ -88,8 +89,6 @@ class Render(OnDevice):
     """Renderer backend (default: the best available here)."""
 
     def run(self) -> None:
-        from engine.render.turntable import render_image, render_turntable
-
         check_render_size("--size", self.size)
         if self.video and not 1 <= self.frames <= 10_000:
             raise ValueError(f"--frames {self.frames}: a turntable has 1 to 10000 frames")
@@ -101,12 +100,12 @@ class Render(OnDevice):
 
         check_writable(self.out)                # before the avatar is loaded and rendered
         weights = self.pose.weights()
-        animated, model = self.source.load(self.compute_device())
-        params = self.pose.params(animated, model, weights)
+        service = self.source.service(self.compute_device(), self.renderer)
+        service.set_params(self.pose.params(service, weights))
         if self.video:
-            render_turntable(animated, params, self.out, self.size, self.frames, renderer=self.renderer)
+            service.render_turntable(self.out, self.size, self.frames)
         else:
-            render_image(animated, params, self.out, self.size, self.view_yaw, self.view_pitch, self.renderer)
+            service.render_file(self.out, self.size, self.view_yaw, self.view_pitch)
         print(f"wrote {self.out}")
 
 
@@ -134,7 +133,7 @@ class Export(OnDevice):
             raise ValueError("export: nothing to do; give --ply PATH, --bundle PATH and/or --web PATH")
         if self.track is not None and self.web is None:
             raise ValueError("export: --track is embedded in a web page; give --web PATH.html")
-        from engine.io import check_writable, export_ply, save_avatar
+        from engine.io import check_writable
 
         check_writable(*(p for p in (self.ply, self.bundle, self.web) if p))
         track, fps = None, self.fps
@@ -145,26 +144,18 @@ class Export(OnDevice):
             if "fps" in extra and extra["fps"].size == 1 and float(extra["fps"]) > 0:
                 fps = float(extra["fps"])
         weights = self.pose.weights()
-        animated, model = self.source.load(self.compute_device())
+        service = self.source.service(self.compute_device())
+        service.set_params(self.pose.params(service, weights))
         if self.ply:
-            g = animated.gaussians(self.pose.params(animated, model, weights))
-            export_ply(g, self.ply)
-            print(f"wrote {self.ply} ({len(g.means):,} Gaussians)")
+            n = service.export_ply(self.ply)
+            print(f"wrote {self.ply} ({n:,} Gaussians)")
         if self.bundle:
-            from dataclasses import replace
-
-            from engine.render.turntable import render_array
-
-            thumb = render_array(animated, animated.neutral(), size=128)
-            save_avatar(replace(animated.avatar, thumbnail=thumb), self.bundle)
+            service.save(self.bundle)
             print(f"wrote {self.bundle}")
         if self.web:
-            from engine.service import export_web
-
-            size = export_web(animated, self.web, track, fps)
-            print(f"wrote {self.web} ({size / 1e6:.1f} MB, {len(animated.slots.face):,} + "
-                  f"{0 if animated.outer_layer is None else len(animated.outer_layer[0].slots.face):,} Gaussians"
-                  + (f", a {track.batch_size}-frame track" if track is not None else "") + ")")
+            size = service.export_web(self.web, track, fps)
+            print(f"wrote {self.web} ({size / 1e6:.1f} MB" + (f", a {track.batch_size}-frame track" if track is not None
+                                                               else "") + ")")
 
 
 @dataclass
@@ -267,17 +258,19 @@ def write_preview(service, path: Path, size: int = 256) -> None:
     import imageio.v3 as iio
     import numpy as np
 
-    from engine.animate import AnimatedAvatar
+    from engine.atomic import atomic_path
+    from engine.camera import orbit_camera
     from engine.expressions import apply_expressions
     from engine.io.presets import load_expression_preset
-    from engine.render.turntable import render_array
 
-    animated = AnimatedAvatar(service.avatar, service.model)
-    neutral = animated.neutral()
-    views = [render_array(animated, neutral, size, yaw) for yaw in (-35, 0, 35)]
-    for preset in ("smile", "surprise"):
-        views.append(render_array(animated, apply_expressions(neutral, service.model, load_expression_preset(preset)), size))
-    from engine.atomic import atomic_path
+    neutral = service.neutral()
+    shots = [(neutral, yaw) for yaw in (-35, 0, 35)]
+    shots += [(apply_expressions(neutral, service.model, load_expression_preset(p)), 0) for p in ("smile", "surprise")]
+    views = []
+    for params, yaw in shots:
+        service.set_params(params)
+        views.append(service.render(orbit_camera(yaw, size=size)).to_uint8())
+    service.set_params(neutral)
 
     with atomic_path(path) as tmp:
         iio.imwrite(tmp, np.concatenate(views, 1))

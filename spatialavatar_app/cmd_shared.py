@@ -70,8 +70,18 @@ class Source:
     head_model: Optional[Path] = None
     """A FLAME folder or .pkl to use instead of OpenHead (the avatar must have been made for it)."""
 
+    def service(self, device=None, renderer: str | None = None):
+        """The engine's `AvatarService` on this avatar, the head model on ``device`` (the resolved
+        one), rendering with ``renderer`` (None: the best here)."""
+        from engine.headmodel.openhead import load_head_model
+        from engine.service import AvatarService, open_avatar
+
+        model = load_head_model(self.head_model, device)
+        return AvatarService(model, open_avatar(self.avatar, model), renderer=renderer)
+
     def load(self, device=None):
-        """(AnimatedAvatar, HeadModel), the head model on ``device`` (the resolved one)."""
+        """(AnimatedAvatar, HeadModel), the head model on ``device`` (the resolved one): for the
+        evaluations, which pose the avatar frame by frame themselves."""
         from engine.animate import AnimatedAvatar
         from engine.headmodel.openhead import load_head_model
         from engine.service import open_avatar

@@ -64,7 +64,6 @@ class Drive(OnDevice):
     rate as its `fps` array): `export --web PAGE.html --track FILE` plays them in the web page."""
 
     def run(self) -> None:
-        from engine.drive.drive import drive_video
         from engine.drive.transfer import TransferConfig
 
         if (self.video is None) == (self.webcam is None):
@@ -77,7 +76,7 @@ class Drive(OnDevice):
             driver = WebcamSource(self.webcam, mirror=self.mirror)    # CameraError names a missing camera
             print(f"camera {self.webcam}: {driver.size[0]}x{driver.size[1]}; driving live into {self.out} "
                   "(Ctrl-C stops)", file=sys.stderr)
-        animated, model = self.source.load(self.compute_device())
+        service = self.source.service(self.compute_device(), self.renderer)
         cfg = TransferConfig(relative=not self.absolute, head_pose=self.head_pose, gaze=self.gaze,
                              gain_jaw=self.gain_jaw, gain_brows=self.gain_brows, gain_eyes=self.gain_eyes,
                              gain_mouth=self.gain_mouth)
@@ -92,11 +91,11 @@ class Drive(OnDevice):
 
             vcam = VirtualCamera(fps=getattr(driver, "fps", None) or 30.0)   # VirtualCameraError: one line
         try:
-            stats = drive_video(animated.avatar, model, driver, self.out, transfer=cfg, smoothing=self.smoothing,
-                                size=self.size, side_by_side_driver=self.side_by_side, realtime=self.realtime,
-                                renderer=self.renderer, max_frames=self.max_frames,
-                                progress=lambda i, n: print(f"\r{i}/{n} frames", end="", file=sys.stderr),
-                                on_frame=vcam.send if vcam is not None else None)
+            stats = service.drive_video(driver, self.out, transfer=cfg, smoothing=self.smoothing,
+                                        size=self.size, side_by_side_driver=self.side_by_side, realtime=self.realtime,
+                                        max_frames=self.max_frames,
+                                        progress=lambda i, n: print(f"\r{i}/{n} frames", end="", file=sys.stderr),
+                                        on_frame=vcam.send if vcam is not None else None)
         finally:
             sent = (vcam.frames, vcam.name) if vcam is not None else None
             if vcam is not None:
