@@ -1,4 +1,7 @@
-"""AvatarService: the one API the app and the command line use (DESIGN §3). Works headless.
+"""The engine's API for its front ends (the app and the command line): `AvatarService` (the
+current avatar, its pose and view, and what is done with them) and the module's functions
+(building, opening, the web page, presets, videos to refine on and sources to drive from).
+Works headless.
 
 Thread model: one UI thread calls the cheap setters and `render`; one worker thread may run
 `build_avatar` (seconds) at the same time. A lock guards the service's state; the slow work
@@ -15,12 +18,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from engine.animate import AnimatedAvatar, StaticScene
 from engine.camera import orbit_camera
 from engine.generator.registry import PROJECTIVE, GeneratorChoice
+from engine.drive.transfer import TransferConfig  # noqa: F401 - the API's drive settings
+from engine.expressions import Pose, posed
 from engine.headmodel.base import HeadModel
+from engine.io.presets import load_camera_preset, load_expression_preset, preset_names  # noqa: F401 - the API's presets
+from engine.io.presets import save_expression_preset  # noqa: F401
 from engine.jobs import Cancelled, Progress  # noqa: F401 - re-exported: the API's cancel and progress shape
 from engine.jobs import check as check_cancel
 from engine.types import Avatar, Camera, Frame, Gaussians, HeadParams
@@ -188,6 +196,13 @@ class AvatarService:
                 params = replace(params, shape=self._animated.avatar.shape[None].to(params.shape))
             self._params = params
 
+    def set_pose(self, weights: dict[str, float], pose: Pose = Pose()) -> HeadParams:
+        """Show the named expressions ``weights`` and the joint angles ``pose`` (degrees) on the
+        avatar's neutral face (`engine.expressions.posed`); ValueError for an unknown name."""
+        params = posed(self.neutral(), self.model, weights, pose)
+        self.set_params(params)
+        return params
+
     def set_camera(self, camera: Camera) -> None:
         with self._lock:
             self._camera = camera
@@ -329,7 +344,7 @@ class AvatarService:
         self.save(path)
         save_params(tracking, tracking_path(path))
 
-    def start_live(self, source, transfer=None, smoothing: float = 0.5):
+    def start_live(self, source, transfer: TransferConfig | None = None, smoothing: float = 0.5):
         """Drive the current avatar from ``source`` (an `engine.drive.sources` webcam or video) on
         a worker thread: real-time tracking, expression transfer (``transfer``: a
         `TransferConfig`) and One-Euro smoothing of ``smoothing`` strength. Returns the running
@@ -361,6 +376,61 @@ def export_web(animated: AnimatedAvatar, path: Path, track: HeadParams | None = 
     if track is not None:
         animated.model.check(track)
     return write(animated, Path(path), track, fps)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a front end shows of a video before refining on it or driving from it."""
+
+    width: int
+    height: int
+    frames: int
+    first: "np.ndarray"     # uint8 [H, W, 3] the first frame
+
+
+def probe_video(path: Path) -> VideoInfo:
+    """A video's size, frame count and first frame; `MediaError` naming the file when unreadable."""
+    from engine.io.media import VideoReader
+
+    with VideoReader(path) as v:
+        first = next(iter(v))
+        return VideoInfo(v.size[0], v.size[1], v.n_frames, first)
+
+
+def thumbnail(path: Path, side: int = 256) -> np.ndarray:
+    """A portrait's picture for a front end to show, at most ``side`` px; `MediaError` when unreadable."""
+    from engine.io.media import read_image
+
+    return read_image(path, max_side=side)
+
+
+def live_source(webcam: int | None = None, video: Path | None = None, mirror: bool = True):
+    """A source to drive from (`AvatarService.start_live`): camera ``webcam`` (mirrored, a selfie
+    view, when ``mirror``), or ``video`` played in real time like a camera."""
+    from engine.drive.sources import VideoSource, WebcamSource
+
+    if (webcam is None) == (video is None):
+        raise ValueError("drive from a webcam or a video, one of them")
+    return WebcamSource(int(webcam), mirror=bool(mirror)) if webcam is not None else VideoSource(video, realtime=True)
+
+
+def refined_tracking(path: Path, avatar: Avatar | None) -> tuple[str, HeadParams] | None:
+    """(the video's name, the tracking it trained on) of a refined avatar bundle opened from
+    ``path`` with the tracking refine wrote beside it, so polish can continue it; None when it was
+    not refined or has no tracking there. ValueError naming the file for a broken tracking."""
+    from engine.io import AvatarFileError
+    from engine.io.params import load_params
+    from engine.refine.session import tracking_of
+
+    meta = avatar.metadata if avatar is not None and isinstance(avatar.metadata, dict) else {}
+    refined = meta.get("refined")
+    beside = tracking_of(path)
+    if not isinstance(refined, dict) or not isinstance(refined.get("video"), str) or beside is None:
+        return None
+    try:
+        return refined["video"], load_params(beside)[0]
+    except AvatarFileError as e:
+        raise ValueError(f"{beside.name} is not a tracking file ({e}); polish needs a new refine") from None
 
 
 def open_avatar(path: Path | str | None, model: HeadModel) -> Avatar:

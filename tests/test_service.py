@@ -185,3 +185,25 @@ def test_refine_video_tracks_photometrically_then_refines(model, offset_clip, mo
     short = HeadParams(*(getattr(result.tracking, f.name)[:3] for f in dataclasses.fields(HeadParams)))
     with pytest.raises(ValueError, match="the tracking has 3 frames; the video has 4"):
         svc.refine_video("clip.mp4", "polish", True, tracking=short, iterations=1)
+
+
+def test_refined_tracking_is_the_tracking_beside_a_refined_bundle(model, tmp_path):
+    """What polish continues from: a refined avatar's video and the tracking refine wrote beside
+    it; None for an avatar that was not refined or has none there; a broken file is named."""
+    import dataclasses
+
+    from engine.io.params import save_params
+    from engine.refine.session import tracking_path
+    from engine.service import refined_tracking
+
+    path = tmp_path / "me.savatar"
+    refined = dataclasses.replace(plain_avatar(model), metadata={"refined": {"video": "clip.mp4", "iterations": 9}})
+    assert refined_tracking(path, refined) is None                          # nothing beside it yet
+    params = HeadParams.neutral(model.n_shape, model.n_expr, 3)
+    save_params(params, tracking_path(path))
+    video, tracking = refined_tracking(path, refined)
+    assert video == "clip.mp4" and tracking.batch_size == 3
+    assert refined_tracking(path, plain_avatar(model)) is None               # not a refined avatar
+    tracking_path(path).write_text("not an npz")
+    with pytest.raises(ValueError, match="me.tracking.npz is not a tracking file"):
+        refined_tracking(path, refined)

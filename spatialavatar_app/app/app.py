@@ -66,7 +66,7 @@ class App:
     def open(self) -> None:
         import dearpygui.dearpygui as dpg
 
-        from engine.io.presets import preset_names
+        from engine.service import preset_names
         from spatialavatar_app.app.glx import GLXKeeper
         from spatialavatar_app.app.panel import Panel
         from spatialavatar_app.app.render_thread import RenderThread

@@ -24,7 +24,7 @@ class DriveController:
     def set_option(self, name: str, value) -> None:
         """One of the Drive section's `DriveOptions`; the transfer switches and the smoothing
         apply to a running drive at once."""
-        from engine.drive.transfer import TransferConfig
+        from engine.service import TransferConfig
 
         state = self.app.state
         state.drive = replace(state.drive, **{name: value})
@@ -40,8 +40,7 @@ class DriveController:
         """Drive the avatar from the state's source: a camera or the loaded video played like one."""
         import torch
 
-        from engine.drive.sources import VideoSource, WebcamSource
-        from engine.drive.transfer import TransferConfig
+        from engine.service import TransferConfig, live_source
 
         app, o = self.app, self.app.state.drive
         if self.live is not None:
@@ -51,12 +50,12 @@ class DriveController:
             app.status("a .ply scene cannot be driven: open or build an avatar", error=True)
             return
         if o.source == "webcam":
-            src = app.guard("webcam", lambda: WebcamSource(int(o.device), mirror=bool(o.mirror)))
+            src = app.guard("webcam", lambda: live_source(webcam=o.device, mirror=o.mirror))
         elif app.state.video is None:
             app.status("load a video first (Open video... or drop one on the stage)", error=True)
             return
         else:
-            src = app.guard("video", lambda: VideoSource(app.state.video, realtime=True))
+            src = app.guard("video", lambda: live_source(video=app.state.video))
         if src is None:
             return
         cfg = TransferConfig(relative=o.relative, head_pose=o.head_pose, gaze=o.gaze)

@@ -65,22 +65,18 @@ class OpenController:
     def _tracking_beside(self, path: Path) -> RefinedOn | None:
         """The video and tracking of a refined avatar bundle with the tracking it trained on
         beside it (as refine writes them), so polish can continue it; None otherwise."""
-        from engine.io import AvatarFileError
-        from engine.io.params import load_params
-        from engine.refine.session import tracking_of
+        from engine.service import refined_tracking
 
         app = self.app
-        refined = meta(app.service.avatar, "refined", dict) if app.service.avatar else None
-        beside = tracking_of(path)
-        if not refined or not isinstance(refined.get("video"), str) or beside is None:
-            return None
         try:
-            tracking = load_params(beside)[0]
-        except AvatarFileError as e:
-            app.status(f"{beside.name} is not a tracking file ({e}); polish needs a new refine", error=True)
+            got = refined_tracking(path, app.service.avatar)
+        except ValueError as e:
+            app.status(str(e), error=True)
             return None
-        app.status(f"{path.name} was refined on {refined['video']}; with that video loaded, polish continues it")
-        return RefinedOn(refined["video"], tracking)
+        if got is None:
+            return None
+        app.status(f"{path.name} was refined on {got[0]}; with that video loaded, polish continues it")
+        return RefinedOn(*got)
 
     def load_default(self) -> None:
         """The built-in default avatar, on the job thread (built on first use: seconds)."""
@@ -101,7 +97,7 @@ class OpenController:
         self.app.start_job("default avatar", work, "loading the default avatar ...", done)
 
     def build(self, paths: list[Path]) -> None:
-        from engine.io.media import read_image
+        from engine.service import thumbnail
 
         t0 = time.perf_counter()
         service = self.app.service
@@ -110,7 +106,7 @@ class OpenController:
             thumbs = []
             for p in paths:
                 try:
-                    thumbs.append(read_image(p, max_side=256))
+                    thumbs.append(thumbnail(p))
                 except Exception:  # noqa: BLE001 - the build reports the bad file by name
                     pass
             avatar = service.build_avatar(paths, progress=lambda stage, f: r.progress(f, stage), cancel=r.cancel)
@@ -127,21 +123,16 @@ class OpenController:
         self.app.time_next_frame("avatar built", built.t0)
 
     def load_video(self, path: Path) -> None:
-        from engine.io.media import VideoReader
+        from engine.service import probe_video
 
         app = self.app
-
-        def probe():
-            with VideoReader(path) as v:
-                return v, next(iter(v))
-        got = app.guard(f"video {path.name}", probe)
-        if got is None:
+        info = app.guard(f"video {path.name}", lambda: probe_video(path))
+        if info is None:
             return
-        reader, first = got
         app.state.video = Path(path)
-        self.video_thumb = first
-        app.panel.update_video(f"{path.name}: {reader.size[0]}x{reader.size[1]}, {reader.n_frames} frames")
-        app.panel.update_preview(first)
+        self.video_thumb = info.first
+        app.panel.update_video(f"{path.name}: {info.width}x{info.height}, {info.frames} frames")
+        app.panel.update_preview(info.first)
         app.status(f"loaded video {path.name}; click Refine to refine an avatar on it")
 
     def avatar_changed(self, thumbs: list[np.ndarray] | None = None) -> None:

@@ -6,7 +6,7 @@ import dataclasses
 import time
 from typing import TYPE_CHECKING, Callable
 
-from engine.expressions import Pose, posed
+from engine.expressions import Pose
 from spatialavatar_app.app.interactive import scaled_size
 from spatialavatar_app.app.orbit import OrbitView
 
@@ -31,7 +31,7 @@ class ViewController:
         self.push_pose()
 
     def apply_preset(self, name: str) -> None:
-        from engine.io.presets import load_expression_preset
+        from engine.service import load_expression_preset
 
         app = self.app
         weights = app.guard(f"preset {name}", lambda: load_expression_preset(name))
@@ -43,7 +43,7 @@ class ViewController:
         self.push_pose()
 
     def save_preset(self, name: str) -> None:
-        from engine.io.presets import preset_names, save_expression_preset
+        from engine.service import preset_names, save_expression_preset
 
         app = self.app
         path = app.guard("save preset", lambda: save_expression_preset(name.strip(), app.state.weights))
@@ -61,11 +61,10 @@ class ViewController:
         """The state's expression and pose on the current avatar, rendered."""
         app = self.app
         try:
-            params = posed(app.service.neutral(), app.service.model, app.state.weights, app.state.pose)
+            app.service.set_pose(app.state.weights, app.state.pose)
         except ValueError as e:
             app.status(str(e), error=True)
             return
-        app.service.set_params(params)
         self.moved()
         app.renders.request()
 
@@ -89,7 +88,7 @@ class ViewController:
         self.push_view()
 
     def set_camera_preset(self, name: str) -> None:
-        from engine.io.presets import load_camera_preset
+        from engine.service import load_camera_preset
 
         c = self.app.guard(f"camera preset {name}", lambda: load_camera_preset(name))
         if c is not None:

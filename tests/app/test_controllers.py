@@ -75,6 +75,12 @@ class FakeService:
     def set_camera(self, camera) -> None:
         self.camera = camera
 
+    def set_pose(self, weights, pose) -> HeadParams:
+        from engine.expressions import posed
+
+        self.params = posed(self.neutral(), self.model, weights, pose)
+        return self.params
+
     def build_avatar(self, paths, progress=None, cancel=None):
         self.calls.append(("build", tuple(paths)))
         self.avatar = avatar({"sources": [str(p) for p in paths], "notes": ["left out b.png: no face"]})
