@@ -171,3 +171,29 @@ def test_the_layer_check_sees_an_upward_import_inside_a_function(tmp_path):
     assert upward_imports(import_graph(tmp_path, ("engine",))) == [
         "engine.types (core types) imports engine.generator (avatar and generators)",
         "engine.types (core types) imports engine.generator.g (avatar and generators)"]
+
+
+APP_USES = {  # what the desktop app may import of the engine, and why
+    "engine.service": "the engine's API: the avatar, its pose and view, builds, refines, drives, exports, presets",
+    "engine.types": "the data it shows (Frame, Camera, Avatar)",
+    "engine.expressions": "the pose sliders' table and Pose, shared with the web page",
+    "engine.camera": "the orbit view's defaults",
+    "engine.jobs": "Cancelled, the shape of every long job",
+    "engine.generator.registry": "GeneratorChoice, the --generator option's value",
+    "engine.headmodel.openhead": "load_head_model, to start the service",
+    "engine.generator.plain": "the plain avatar the windows open on before the default avatar is ready",
+    "engine.render.select": "live_backend: which renderer draws the stage",
+    "engine.render.gl_backend": "the stage's own OpenGL splat drawing",
+    "engine.io.media": "video file names for drops, and the recorder's MP4 writer",
+    "engine.atomic": "writing a screenshot whole or not at all",
+}
+
+
+def test_the_app_reaches_the_engine_through_its_api():
+    """The controllers call `engine.service`; the rest of what the app imports of the engine is
+    listed in APP_USES with its reason (packages that only run on the way count as their modules)."""
+    graph = import_graph(ROOT)
+    used = {d for m, deps in graph.items() if m.startswith("spatialavatar_app.app") for d in deps
+            if d.startswith("engine") and d not in ("engine", "engine.io", "engine.render", "engine.generator",
+                                                     "engine.headmodel")}
+    assert used - set(APP_USES) == set()
