@@ -88,7 +88,7 @@ def web_payload(animated: AnimatedAvatar, track: HeadParams | None = None, fps: 
             index.append(moved.numpy())
             delta.append(d[moved].numpy())
         arrays["expr_count"] = np.asarray(counts, np.uint32)
-        arrays["expr_index"] = np.concatenate(index).astype(np.uint32)
+        arrays["expr_index"] = np.concatenate(index).astype(np.uint16 if len(v_shaped) < 65536 else np.uint32)
         arrays["expr_delta"] = np.concatenate(delta).astype(np.float16)
         posedirs = model.posedirs.cpu()                                   # [P, V*3]
         if posedirs.abs().max() > 0:
@@ -96,7 +96,7 @@ def web_payload(animated: AnimatedAvatar, track: HeadParams | None = None, fps: 
 
         # The head page, as the slots hold it (activated: unit quaternion, scale relative to the triangle).
         a = animated.activated(animated.neutral().condition()[0])     # a residual as at the neutral face
-        arrays["slot_face"] = animated.slots.face.cpu().numpy().astype(np.uint32)
+        arrays["slot_face"] = animated.slots.face.cpu().numpy().astype(np.uint16 if len(model.faces) < 65536 else np.uint32)
         arrays["slot_pos"] = a.local_position.cpu().numpy().astype(np.float16)
         arrays["slot_quat"] = a.unit_quat.cpu().numpy().astype(np.float16)
         arrays["slot_log_scale"] = torch.log(a.rel_scale.cpu()).numpy().astype(np.float16)
