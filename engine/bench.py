@@ -462,7 +462,8 @@ def bench_web(sizes: Sequence[int] = (512,), seconds: float = 5.0, head_model: P
                 start = "window.avatar.pause().spin(true)" if mode == "orbit" else "window.avatar.spin(false).play()"
                 page.evaluate(start)
                 if mode == "orbit":       # turn the view a little every frame, as a drag does
-                    page.evaluate("window.__orbit = setInterval(() => window.avatar.view({yaw: (performance.now() / 50) % 60 - 30}), 16)")
+                    page.evaluate("window.__orbit = setInterval(() => "
+                                  "window.avatar.view({yaw: (performance.now() / 50) % 60 - 30}), 16)")
                 page.wait_for_timeout(1000)                                   # warm-up
                 d0, t0 = page.evaluate("[window.avatar.drawn, performance.now()]")
                 page.wait_for_timeout(int(seconds * 1000))

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from engine.animate import AnimatedAvatar
+from engine.binding import place_activated
 from engine.camera import DEFAULT_DISTANCE, DEFAULT_FOV_Y, HEAD_TARGET
 from engine.expressions import EXPRESSION_GROUPS, JOINT_EXPRESSIONS, POSE_SLIDERS, expression_names
 from engine.render.base import RenderOptions
@@ -96,7 +97,8 @@ def web_payload(animated: AnimatedAvatar, track: HeadParams | None = None, fps: 
 
         # The head page, as the slots hold it (activated: unit quaternion, scale relative to the triangle).
         a = animated.activated(animated.neutral().condition()[0])     # a residual as at the neutral face
-        arrays["slot_face"] = animated.slots.face.cpu().numpy().astype(np.uint16 if len(model.faces) < 65536 else np.uint32)
+        index = np.uint16 if len(model.faces) < 65536 else np.uint32
+        arrays["slot_face"] = animated.slots.face.cpu().numpy().astype(index)
         arrays["slot_pos"] = a.local_position.cpu().numpy().astype(np.float16)
         arrays["slot_quat"] = a.unit_quat.cpu().numpy().astype(np.float16)
         arrays["slot_log_scale"] = torch.log(a.rel_scale.cpu()).numpy().astype(np.float16)
@@ -104,8 +106,6 @@ def web_payload(animated: AnimatedAvatar, track: HeadParams | None = None, fps: 
 
         # The outer layer at the rest pose (joints at rest); the page moves it rigidly with its joints.
         if animated.outer_layer is not None:
-            from engine.binding import place_activated
-
             outer, oa = animated.outer_layer
             rest = place_activated(outer.rest, oa)
             arrays["outer_mean"] = rest.means.cpu().numpy().astype(np.float32)
