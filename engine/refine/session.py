@@ -1,5 +1,6 @@
-"""Everything a refinement needs from a video: tracking, the reference frame's feed-forward
-avatar, the training data. Shared by the CLI and the app."""
+"""A refinement from a video: tracking, the reference frame's feed-forward avatar, the training
+data (`prepare`), the tracking a refined avatar keeps beside it (`tracking_path`, `tracking_of`)
+and the whole run (`refine_video`). Shared by the CLI and the app."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -87,8 +88,8 @@ def refine_video(video: Path, model: HeadModel, cfg, start: Avatar | None = None
                  checkpoint: Path | None = None, resume: bool = False,
                  log: Callable[[str], None] = lambda s: None,
                  on_tracked: Callable[[VideoData], None] | None = None) -> tuple[Avatar, Avatar, VideoData]:
-    """Refine on ``video`` with the `RefineConfig` ``cfg``, the one orchestration of the app, the
-    command line and the evaluation: track the video, start from ``start`` or the feed-forward
+    """Refine on ``video`` with the `RefineConfig` ``cfg``, the one orchestration of the app's
+    service and the `refine` command: track the video, start from ``start`` or the feed-forward
     avatar of its reference frame (`prepare`: ``network``, ``outer``), put the frames on their
     tracking (``tracking``: parameters or a file an earlier refine wrote, which must fit the
     video; else the photometric tracking when ``cfg`` asks for it, `track_for_refine`; else the
