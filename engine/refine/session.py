@@ -40,10 +40,9 @@ def prepare(video: Path, model: HeadModel, resolution: int, avatar: Avatar | Non
         with VideoReader(video) as frames:
             rgb = next(f for i, f in enumerate(frames) if i == ref)
         choice = GeneratorChoice("network", network) if network is not None else PROJECTIVE
-        kind = choice.kind
         start = generate(choice, model, [tracked.source(ref, rgb)], tracked.params.shape[0], outer=outer).avatar
         avatar = Avatar(start.gaussians, model.name, tracked.params.shape[0],
-                        {"generator": kind, "sources": [f"{video}#frame{ref}"], "reference_frame": ref},
+                        {"generator": choice.kind, "sources": [f"{video}#frame{ref}"], "reference_frame": ref},
                         outer=start.outer)
         log(f"reference frame {ref}; {len(data.train)} training and {len(data.test)} held-out frames")
     elif avatar.head_model != model.name:

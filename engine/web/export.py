@@ -71,8 +71,8 @@ def web_payload(animated: AnimatedAvatar, track: HeadParams | None = None, fps: 
         dirs = model.dirs.cpu().float()
         v_shaped = model.v_template.cpu() + torch.einsum("vcs,s->vc", dirs[..., :S], shape)
         exprdirs = dirs[..., S:]                                          # [V, 3, E]
-        j_rest = model.J_regressor.cpu() @ v_shaped                       # [J, 3]
-        j_dirs = torch.einsum("jv,vce->jce", model.J_regressor.cpu(), exprdirs)   # [J, 3, E]
+        j_rest = model.joints_rest(shape.to(model.device)).cpu()         # [J, 3]
+        j_dirs = model.joint_dirs[..., S:].cpu()                          # [J, 3, E]
         arrays: dict[str, np.ndarray] = {
             "v_shaped": v_shaped.numpy().astype(np.float32),
             "j_rest": j_rest.numpy().astype(np.float32),

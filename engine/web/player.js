@@ -281,6 +281,8 @@
     return p;
   }
   const splat = program(H.shaders.vert, H.shaders.frag);
+  const uniforms = {};                 // looked up once, not every frame
+  const U = n => (n in uniforms ? uniforms[n] : (uniforms[n] = gl.getUniformLocation(splat, n)));
   const blit = program(`#version 300 es
     void main() { vec2 p = vec2(float(gl_VertexID & 1), float(gl_VertexID >> 1)) * 2.0 - 1.0; gl_Position = vec4(p, 0.0, 1.0); }`,
     `#version 300 es
@@ -403,7 +405,6 @@
     gl.viewport(0, 0, w, h);
     gl.clearColor(0, 0, 0, 0); gl.clear(gl.COLOR_BUFFER_BIT);
     gl.useProgram(splat);
-    const U = n => gl.getUniformLocation(splat, n);
     const R = cam.R, t = cam.t;
     // column-major: GLSL's u_view * vec4(x, 1) = world_to_cam x
     gl.uniformMatrix4fv(U("u_view"), false, [R[0][0], R[1][0], R[2][0], 0, R[0][1], R[1][1], R[2][1], 0,
