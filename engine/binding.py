@@ -189,9 +189,10 @@ def bind(uvg: UVGaussians, slots: UVSlots, verts: Tensor, faces: Tensor) -> Gaus
 
 
 def surface_init(slots: UVSlots, verts: Tensor, faces: Tensor, colors: Tensor, opacity: float | Tensor = 0.99,
-                 thickness: float = 0.35) -> UVGaussians:
+                 thickness: float = 0.35, max_width: Tensor | None = None) -> UVGaussians:
     """UV Gaussians lying on the surface of a rest mesh: each at its texel's surface point,
-    flat (``thickness`` of its width along the normal), as wide as the texel's footprint.
+    flat (``thickness`` of its width along the normal), as wide as the texel's footprint, or
+    ``max_width`` [N] metres where that is smaller (a lid's Gaussians beside the eye opening).
 
     colors: [N, 3] per slot; opacity: one value or [N]. The footprint is measured from neighbouring texels' surface
     points, so texels of densely mapped regions (the face) get small Gaussians."""
@@ -201,6 +202,8 @@ def surface_init(slots: UVSlots, verts: Tensor, faces: Tensor, colors: Tensor, o
     R, c, s = fr.rotation[slots.face], fr.centroid[slots.face], fr.scale[slots.face]
     local = torch.einsum("nji,nj->ni", R, p - c) / s[:, None]
     width = texel_footprint(slots, p)
+    if max_width is not None:
+        width = torch.minimum(width, max_width.to(width))
     log_scale = torch.log(torch.stack([width, width * thickness, width], 1) / s[:, None])
     n = len(slots)
     rot = torch.zeros(n, 4)

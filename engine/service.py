@@ -504,6 +504,6 @@ def _default_avatar_path(model: HeadModel) -> Path:
 
     h = hashlib.sha256(model.data.digest().encode())
     here = Path(__file__).parent
-    for p in sorted(list((here / "generator").glob("*.py")) + list((here / "track").glob("*.py"))):
+    for p in sorted([here / "binding.py", *(here / "generator").glob("*.py"), *(here / "track").glob("*.py")]):
         h.update(p.read_bytes())
     return cache_dir() / f"default-avatar-{h.hexdigest()[:12]}.savatar"

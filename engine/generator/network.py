@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from engine.animate import AnimatedAvatar
 from engine.binding import UVSlots, place, slot_frames, surface_init
 from engine.generator.eyes import eye_colors, paint_eyes
+from engine.generator.lids import lid_width_caps
 from engine.generator.projective import ProjectiveConfig, Source, pool, project_slots, sample_warp
 from engine.headmodel.base import HeadModel
 from engine.residual import RESIDUAL_CHANNELS
@@ -388,7 +389,8 @@ class FeedForwardNetwork(nn.Module):
             p = model.neutral()
             rest = model.vertices(HeadParams(shape.reshape(1, -1).to(p.shape), p.expr, p.rotation, p.neck, p.jaw,
                                              p.eyes, p.translation))[0]
-            uvg = surface_init(self.slots, rest, model.faces, torch.zeros(len(self.slots), 3))
+            uvg = surface_init(self.slots, rest, model.faces, torch.zeros(len(self.slots), 3),
+                               max_width=lid_width_caps(model, self.slots, rest))
             hit = (self.slots.gather(uvg.local_position), self.slots.gather(uvg.log_scale))
             if len(self._surface) > 64:
                 self._surface.clear()
