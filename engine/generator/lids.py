@@ -16,7 +16,7 @@ from engine.binding import UVSlots
 from engine.headmodel import facemesh as fm
 from engine.headmodel.base import HeadModel
 
-RIM_SIGMAS = 1.5
+RIM_SIGMAS = 1.0
 """A lid Gaussian is at most its distance to the lid margin over this wide (σ): its splat fades
 out at the margin."""
 MIN_RIM_WIDTH = 0.0003

@@ -117,7 +117,7 @@ def _iris_offsets(model: HeadModel, avatar: AnimatedAvatar, yaw_deg: float) -> l
     return out
 
 
-@pytest.mark.parametrize(("yaw", "tolerance"), [(0.0, 0.6), (-10.0, 1.5), (10.0, 1.5)])
+@pytest.mark.parametrize(("yaw", "tolerance"), [(0.0, 0.8), (-10.0, 2.0), (10.0, 2.0)])
 def test_the_iris_seen_follows_the_eyeballs_pole(model, slots, yaw, tolerance):
     """The pole's image and the seen iris's centroid (which lids cropping a turned iris pull
     back a little, as they do a real one). With the lids' Gaussians hanging over the opening
