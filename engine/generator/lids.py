@@ -19,37 +19,54 @@ from engine.headmodel.base import HeadModel
 RIM_SIGMAS = 1.0
 """A lid Gaussian is at most its distance to the lid margin over this wide (σ): its splat fades
 out at the margin."""
+LASH_OVERHANG = 0.0006
+"""The upper lid's Gaussians may reach this much further (metres), as its lashes do: a closed
+eye's margins meet, and splats that all stopped at them would leave a seam the eyeball shows through."""
 MIN_RIM_WIDTH = 0.0003
 """The narrowest a lid Gaussian is made (metres): the margin's own row still covers the lid's edge."""
 
 
-def lid_margins(model: HeadModel, verts: torch.Tensor) -> list[torch.Tensor]:
-    """The two eyes' lid-margin loops [K, 3] of the posed or rest mesh ``verts`` [V, 3] (FaceMesh's
-    eye loops through the model's landmarks); the eyes whose landmarks the model lacks are left out."""
+def lid_margins(model: HeadModel, verts: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per eye, the (upper, lower) lid margins [K, 3] of the posed or rest mesh ``verts`` [V, 3],
+    each from corner to corner (FaceMesh's eye loops through the model's landmarks); the eyes
+    whose landmarks the model lacks are left out."""
     ids = list(np.asarray(model.lmk_ids))
     loops = fm.topology()
     lmk = model.landmarks(verts[None])[0]
-    return [lmk[[ids.index(i) for i in loops[f"eye_{side}"]]] for side in ("R", "L")
-            if all(i in ids for i in loops[f"eye_{side}"])]
+    out = []
+    for side in ("R", "L"):
+        loop = loops[f"eye_{side}"]
+        if not all(i in ids for i in loop):
+            continue
+        points = np.zeros((max(loop) + 1, 3))
+        points[loop] = lmk[[ids.index(i) for i in loop]].detach().cpu().numpy()
+        upper, lower, _, _ = fm.split_loop(loop, points)
+        out.append(tuple(lmk[[ids.index(i) for i in path]] for path in (upper, lower)))
+    return out
+
+
+def _distance(points: torch.Tensor, paths: list[torch.Tensor]) -> torch.Tensor:
+    """[N] distance of each point [N, 3] to the nearest of the polylines ``paths`` ([K, 3] each)."""
+    a = torch.cat([p[:-1] for p in paths])                                     # segment starts
+    ab = torch.cat([p[1:] for p in paths]) - a
+    t = (((points[:, None] - a[None]) * ab[None]).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-12)).clamp(0, 1)
+    return (points[:, None] - (a[None] + t[..., None] * ab[None])).norm(dim=-1).min(1).values
 
 
 def lid_width_caps(model: HeadModel, slots: UVSlots, verts: torch.Tensor) -> torch.Tensor:
-    """[N] the widest each slot's Gaussian may be (metres) so that none but the eyeballs' reaches
-    over the eye openings of ``verts`` [V, 3]: its distance to the nearest lid margin over
-    RIM_SIGMAS (at least MIN_RIM_WIDTH) for the slots of the skin, infinity for the rest and for
-    the eyeballs (the slots skinned to the eye joints), which the openings show."""
+    """[N] the widest each slot's Gaussian may be (metres) so that the skin's do not hang over the
+    eye openings of ``verts`` [V, 3]: its distance to the nearest lower lid margin, or to the
+    nearest upper one plus LASH_OVERHANG, whichever is less, over RIM_SIGMAS (at least
+    MIN_RIM_WIDTH); infinity for the eyeballs (the slots skinned to the eye joints), which the
+    openings show."""
     caps = torch.full((len(slots),), float("inf"), device=verts.device)
     margins = lid_margins(model, verts)
     if not margins:
         return caps
     face = slots.face.to(verts.device)
-    tri = verts[model.faces[face]]                                             # [N, 3, 3]
-    p = torch.einsum("nk,nkc->nc", slots.bary.to(verts), tri)
-    a = torch.cat([m for m in margins])                                       # segment starts [K, 3]
-    b = torch.cat([m.roll(-1, 0) for m in margins])                           # and ends (each loop closed)
-    ab = b - a
-    t = (((p[:, None] - a[None]) * ab[None]).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-12)).clamp(0, 1)
-    dist = (p[:, None] - (a[None] + t[..., None] * ab[None])).norm(dim=-1).min(1).values     # [N]
+    p = torch.einsum("nk,nkc->nc", slots.bary.to(verts), verts[model.faces[face]])
+    reach = torch.minimum(_distance(p, [up for up, _ in margins]) + LASH_OVERHANG,
+                          _distance(p, [low for _, low in margins]))
     w = model.weights[model.faces[face]]                                       # [N, 3, J]
     eyeball = w[..., 3:].sum(-1).mean(-1) > 0.5          # joints 3 and on are the eyes (HeadParams.full_pose)
-    return torch.where(eyeball, caps, (dist / RIM_SIGMAS).clamp_min(MIN_RIM_WIDTH))
+    return torch.where(eyeball, caps, (reach / RIM_SIGMAS).clamp_min(MIN_RIM_WIDTH))

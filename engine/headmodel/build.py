@@ -102,7 +102,7 @@ def build_openhead(face_file: Path = FACE_FILE, spec: ShellSpec = ShellSpec()) -
     jaw[groups["teeth_lower"]] = 1.0
     weights = rig.skinning_weights(verts, jaw, groups)
     graph = rig.edge_graph(verts, surface_faces)
-    names, exprdirs = rig.expression_basis(verts, faces, graph, jaw)
+    names, exprdirs = rig.expression_basis(verts, faces, graph, jaw, centres)
     local_names, local_dirs = rig.local_modes(verts, faces, graph, surface)
     names, exprdirs = names + local_names, np.concatenate([exprdirs, local_dirs], axis=2)
     followers = [(groups["eye_L"], np.array(fm.topology()["eye_L"])), (groups["eye_R"], np.array(fm.topology()["eye_R"])),

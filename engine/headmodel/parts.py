@@ -24,6 +24,7 @@ TEETH_UPPER = (0.670, 0.088, 0.995, 0.162)
 TEETH_LOWER = (0.670, 0.006, 0.995, 0.080)
 
 EYE_RADIUS = 0.0125
+EYE_LID_GAP = 0.0005  # the open lid margins' middle sits this far in front of the eyeball
 EYE_CAP_DEG = 100.0   # the eyeball is a cap: its back is inside the head and never seen
 EYE_RINGS, EYE_SEGMENTS = 10, 24
 CAVITY_RINGS, CAVITY_DEPTH, CAVITY_HEIGHT = 5, 0.035, 0.011
@@ -102,13 +103,13 @@ def _rect_uv(rect, rows: int, cols: int) -> np.ndarray:
 
 
 def eyeball_centre(face: np.ndarray, loop: list[int]) -> np.ndarray:
-    """Centre [3] of an eyeball of EYE_RADIUS whose surface sits 0.5 mm behind the lid
+    """Centre [3] of an eyeball of EYE_RADIUS whose surface sits EYE_LID_GAP behind the lid
     margins' middle (the lid corners reach past the eyeball, as real ones do)."""
     p = face[loop]
     c = p.mean(0)
     half = np.ptp(p[:, 0]) / 2
     mid = np.abs(p[:, 0] - c[0]) < 0.6 * half
-    r2 = (EYE_RADIUS + 0.0005) ** 2 - ((p[mid, :2] - c[:2]) ** 2).sum(1)
+    r2 = (EYE_RADIUS + EYE_LID_GAP) ** 2 - ((p[mid, :2] - c[:2]) ** 2).sum(1)
     cz = np.mean(p[mid, 2] - np.sqrt(np.maximum(r2, 1e-8)))
     return np.array([c[0], c[1], cz])
 

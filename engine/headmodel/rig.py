@@ -20,6 +20,7 @@ import scipy.sparse.linalg as spla
 from scipy.sparse.csgraph import dijkstra
 
 from engine.headmodel import facemesh as fm
+from engine.headmodel.parts import EYE_LID_GAP, EYE_RADIUS
 from engine.headmodel.shell import harmonic_fill, uniform_laplacian
 
 JAW_TARGET = (0.0, 0.0, -0.080)     # temporomandibular joints' midpoint
@@ -143,9 +144,22 @@ def vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)
 
 
+def clear_of_eyeball(verts: np.ndarray, t: np.ndarray, centre: np.ndarray, clearance: float) -> np.ndarray:
+    """The displacement ``t`` [V, 3] with every vertex that it would carry inside the sphere of
+    ``clearance`` round ``centre`` (and that starts outside it) stopped on that sphere instead:
+    a closing lid slides over the eyeball rather than through it."""
+    end = verts + t
+    r0 = np.linalg.norm(verts - centre, axis=1)
+    r1 = np.linalg.norm(end - centre, axis=1)
+    push = (r1 < clearance) & (r0 >= clearance)
+    end[push] = centre + (end[push] - centre) * (clearance / r1[push])[:, None]
+    return end - verts
+
+
 def expression_basis(verts: np.ndarray, faces: np.ndarray, surface_graph: sp.csr_matrix,
-                     jaw: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """(names, exprdirs [V, 3, E]) with ARKit names; weight 1 is the full expression."""
+                     jaw: np.ndarray, eye_centres: dict[str, np.ndarray] | None = None) -> tuple[list[str], np.ndarray]:
+    """(names, exprdirs [V, 3, E]) with ARKit names; weight 1 is the full expression. With the
+    eyeballs' ``eye_centres`` ("L", "R"), a blink's lid stays outside its eyeball."""
     topo = fm.topology()
     face = verts[: fm.N_FACE]
     h = Handles(verts, surface_graph)
@@ -176,6 +190,9 @@ def expression_basis(verts: np.ndarray, faces: np.ndarray, surface_graph: sp.csr
         zero = np.zeros((2, 3))
         shapes[f"eyeBlink_{s}"] = (h.bump(up + cs, np.concatenate([t_up, zero]), 0.013)
                                    + h.bump(low + cs, np.concatenate([t_low, zero]), 0.006))
+        if eye_centres is not None:
+            shapes[f"eyeBlink_{s}"] = clear_of_eyeball(verts, shapes[f"eyeBlink_{s}"], eye_centres[s],
+                                                       EYE_RADIUS + EYE_LID_GAP)
         shapes[f"eyeWide_{s}"] = (h.bump(up + cs, np.concatenate([np.tile([0, 0.003, 0.0005], (len(up), 1)), zero]), 0.012)
                                   + h.bump(low + cs, np.concatenate([np.tile([0, -0.001, 0], (len(low), 1)), zero]), 0.005))
         shapes[f"eyeSquint_{s}"] = (h.bump(low + cs, np.concatenate([np.tile([0, 0.0025, 0.0005], (len(low), 1)), zero]), 0.007)

@@ -14,7 +14,7 @@ from engine.binding import surface_init, texel_footprint, triangle_frames
 from engine.camera import orbit_camera
 from engine.eval.tracking import _rotvec_yaw_pitch, gaze_directions
 from engine.generator.eyes import eyeball_angles
-from engine.generator.lids import MIN_RIM_WIDTH, RIM_SIGMAS, lid_margins, lid_width_caps
+from engine.generator.lids import LASH_OVERHANG, MIN_RIM_WIDTH, RIM_SIGMAS, lid_margins, lid_width_caps
 from engine.generator.plain import plain_colors
 from engine.headmodel.base import HeadModel
 from engine.headmodel.build import IRIS_RIM_DEG
@@ -42,21 +42,26 @@ def _eyeball(model: HeadModel, slots) -> torch.Tensor:
     return model.weights[model.faces[slots.face]][..., 3:].sum(-1).mean(-1) > 0.5
 
 
-def test_lid_caps_are_the_distance_to_the_margin_over_rim_sigmas(model, slots):
+def test_lid_caps_are_the_distance_to_the_margins_over_rim_sigmas(model, slots):
     caps = lid_width_caps(model, slots, model.v_template)
     eyeball = _eyeball(model, slots)
     assert eyeball.sum() > 500 and torch.isinf(caps[eyeball]).all()          # the eyeballs are not capped
-    # The distance to the margin measured independently: each loop sampled densely.
-    pts = _slot_points(model, slots)
     margins = lid_margins(model, model.v_template)
-    assert len(margins) == 2 and all(len(m) == 16 for m in margins)
+    assert len(margins) == 2
+    for upper, lower in margins:                                             # corner to corner, upper above
+        assert len(upper) + len(lower) == 18
+        torch.testing.assert_close(upper[[0, -1]], lower[[0, -1]])
+        assert upper[1:-1, 1].mean() > lower[1:-1, 1].mean()
+    # The distances measured independently: each margin sampled densely.
     t = torch.linspace(0, 1, 200)[:, None, None]
-    dense = torch.cat([(m + t * (m.roll(-1, 0) - m)).reshape(-1, 3) for m in margins])
-    near = (~eyeball) & (torch.cdist(pts, dense).min(1).values < 0.006)
+    dense = lambda paths: torch.cat([(m[:-1] + t * (m[1:] - m[:-1])).reshape(-1, 3) for m in paths])  # noqa: E731
+    pts = _slot_points(model, slots)
+    d_up = torch.cdist(pts, dense([u for u, _ in margins])).min(1).values
+    d_low = torch.cdist(pts, dense([lo for _, lo in margins])).min(1).values
+    near = (~eyeball) & (torch.minimum(d_up, d_low) < 0.006)
     assert near.sum() > 200
-    d = torch.cdist(pts[near], dense).min(1).values
-    expected = (d / RIM_SIGMAS).clamp_min(MIN_RIM_WIDTH)
-    torch.testing.assert_close(caps[near], expected, rtol=0.02, atol=2e-5)
+    reach = torch.minimum(d_up + LASH_OVERHANG, d_low)[near]
+    torch.testing.assert_close(caps[near], (reach / RIM_SIGMAS).clamp_min(MIN_RIM_WIDTH), rtol=0.02, atol=2e-5)
 
 
 def test_surface_init_takes_the_smaller_of_footprint_and_cap(model, slots):
@@ -67,7 +72,7 @@ def test_surface_init_takes_the_smaller_of_footprint_and_cap(model, slots):
     footprint = texel_footprint(slots, _slot_points(model, slots))
     torch.testing.assert_close(width[:, 0], torch.minimum(footprint, caps))
     torch.testing.assert_close(width[:, 2], width[:, 0])
-    assert (footprint > caps).sum() > 100                                    # the lids' margin rows were narrowed
+    assert (footprint > caps).sum() > 50                                     # the lids' margin rows were narrowed
 
 
 def _avatar(model: HeadModel, slots, capped: bool, iris_rgb=(0.0, 0.0, 1.0)) -> AnimatedAvatar:
@@ -106,7 +111,8 @@ def _iris_offsets(model: HeadModel, avatar: AnimatedAvatar, yaw_deg: float) -> l
     on_eye = model.weights[:, 3:] > 0.5                                     # [V, 2] eyeball vertices
     gaze = torch.as_tensor(gaze_directions(p)[0], dtype=torch.float32)     # [2, 3]
     out = []
-    for margin in lid_margins(model, verts):
+    for upper, lower in lid_margins(model, verts):
+        margin = torch.cat([upper, lower.flip(0)[1:-1]])
         k = int(torch.argmin(torch.stack([(verts[on_eye[:, j]].mean(0) - margin.mean(0)).norm() for j in range(2)])))
         ball = verts[on_eye[:, k]]
         pole = _project(cam, ball[torch.argmax(ball @ gaze[k])][None])[0]    # the vertex furthest along the gaze
@@ -117,10 +123,37 @@ def _iris_offsets(model: HeadModel, avatar: AnimatedAvatar, yaw_deg: float) -> l
     return out
 
 
-@pytest.mark.parametrize(("yaw", "tolerance"), [(0.0, 0.8), (-10.0, 2.0), (10.0, 2.0)])
+@pytest.mark.parametrize(("yaw", "tolerance"), [(0.0, 1.0), (-10.0, 2.0), (10.0, 2.0)])
 def test_the_iris_seen_follows_the_eyeballs_pole(model, slots, yaw, tolerance):
     """The pole's image and the seen iris's centroid (which lids cropping a turned iris pull
     back a little, as they do a real one). With the lids' Gaussians hanging over the opening
     (no caps) the centroid lies 1.2 px off at rest and 2.6 px at 10°."""
     offsets = _iris_offsets(model, _avatar(model, slots, capped=True), yaw)
     assert max(abs(o) for o in offsets) < tolerance, offsets
+
+
+def test_a_closed_eye_shows_no_eyeball(model, slots):
+    """At the eyeBlink weight where this model's lid margins meet, the eyeballs (painted pure
+    green) do not show through the seam, wherever the eyes look: the upper lid's Gaussians reach
+    over it as lashes do, and the closing lid slides over the eyeball, not through it. With every
+    lid Gaussian ending at its margin (no overhang) the seam shows 52–56 units of green at 512²,
+    with the blink that went through the eyeball 39, and with neither change (the lids' full
+    footprints) 33–35; now 25–28."""
+    from engine.eval.tracking import _closing_blink
+
+    color = plain_colors(model, slots, shaded=False)
+    color[_eyeball(model, slots)] = torch.tensor([0.0, 1.0, 0.0])
+    uvg = surface_init(slots, model.v_template, model.faces, color,
+                       max_width=lid_width_caps(model, slots, model.v_template))
+    avatar = AnimatedAvatar(Avatar(uvg, model.name, torch.zeros(model.n_shape), {}), model)
+    names = list(model.expr_names)
+    closed = model.neutral()
+    closed = dataclasses.replace(closed, expr=closed.expr.clone())
+    for name in ("eyeBlink_L", "eyeBlink_R"):
+        closed.expr[0, names.index(name)] = _closing_blink(model, model.neutral())
+    for yaw, pitch in ((0.0, 0.0), (20.0, -12.0), (-20.0, 12.0)):
+        eyes = _rotvec_yaw_pitch(torch.tensor([np.radians(yaw)]), torch.tensor([np.radians(pitch)]))
+        with torch.no_grad():
+            rgb = select("cpu").render(avatar.gaussians(dataclasses.replace(closed, eyes=torch.cat([eyes, eyes], 1))),
+                                       orbit_camera(size=SIZE)).rgb.clamp(0, 1).numpy()
+        assert (rgb[..., 1] - rgb[..., 0]).clip(0, 1).sum() < 31.0
