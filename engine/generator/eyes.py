@@ -127,4 +127,3 @@ def paint_eyes(model: HeadModel, slots: UVSlots, readings: list[dict], color: to
     for mask, angle in eyes.values():
         out[torch.from_numpy(mask)] = torch.as_tensor(eye_texture(angle[mask], iris, sclera), dtype=out.dtype)
     return out
-

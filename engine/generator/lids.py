@@ -5,14 +5,15 @@ The skin's Gaussians are as wide as their texel's footprint (`binding.surface_in
 rows along both margins hang over it, painted with the source's lashes and iris, so the eye seen
 was mostly that still paint and hardly the eyeball turning behind it (the iris seen moved about
 half as far as the gaze turned it). Every generator narrows the Gaussians near a margin to their distance
-from it (`lid_width_caps`), for any head model whose landmarks include FaceMesh's eye loops.
+from it (`lid_width_caps`), for any head model whose landmarks include FaceMesh's eye loops:
+they lay their Gaussians out with `lidded_surface`.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from engine.binding import UVSlots
+from engine.binding import UVGaussians, UVSlots, surface_init
 from engine.headmodel import facemesh as fm
 from engine.headmodel.base import HeadModel
 
@@ -70,3 +71,11 @@ def lid_width_caps(model: HeadModel, slots: UVSlots, verts: torch.Tensor) -> tor
     w = model.weights[model.faces[face]]                                       # [N, 3, J]
     eyeball = w[..., 3:].sum(-1).mean(-1) > 0.5          # joints 3 and on are the eyes (HeadParams.full_pose)
     return torch.where(eyeball, caps, (reach / RIM_SIGMAS).clamp_min(MIN_RIM_WIDTH))
+
+
+def lidded_surface(model: HeadModel, slots: UVSlots, rest: torch.Tensor, colors: torch.Tensor,
+                   opacity: float | torch.Tensor = 0.99) -> UVGaussians:
+    """`binding.surface_init` on the rest mesh ``rest`` [V, 3] with the lids' Gaussians ending at
+    their margins (`lid_width_caps`): the Gaussians every generator starts from."""
+    caps = lid_width_caps(model, slots, rest)
+    return surface_init(slots, rest, model.faces, colors, opacity=opacity, max_width=caps)

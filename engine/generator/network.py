@@ -19,7 +19,7 @@ Where this differs from the paper, and why (``NetworkConfig`` switches):
   layers), so an untrained network *is* the projective stage, and training on a few videos
   can only start from there. With the switch off the heads predict absolute values, as in
   the paper.
-- Geometry heads predict offsets from the surface initialisation (`binding.surface_init`):
+- Geometry heads predict offsets from the surface initialisation (`lids.lidded_surface`):
   local position in triangle-scale units, log-scale relative to the texel footprint.
 - The heads are per-texel MLPs on the valid slots ([N, C]); the paper's 1x1-conv heads are
   the same function. Per-texel heads also make the Jacobian w.r.t. γ per-texel, which is what
@@ -38,9 +38,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine.animate import AnimatedAvatar
-from engine.binding import UVSlots, place, slot_frames, surface_init
+from engine.binding import UVSlots, place, slot_frames
 from engine.generator.eyes import eye_colors, paint_eyes
-from engine.generator.lids import lid_width_caps
+from engine.generator.lids import lidded_surface
 from engine.generator.projective import ProjectiveConfig, Source, pool, project_slots, sample_warp
 from engine.headmodel.base import HeadModel
 from engine.residual import RESIDUAL_CHANNELS
@@ -382,15 +382,14 @@ class FeedForwardNetwork(nn.Module):
 
     def _surface_init(self, model: HeadModel, shape: Tensor) -> tuple[Tensor, Tensor]:
         """Per-slot local position and log-scale of flat Gaussians on the subject's neutral surface
-        (`binding.surface_init`, as the projective stage places them); cached per shape."""
+        (`lids.lidded_surface`, as the projective stage places them); cached per shape."""
         key = shape.detach().cpu().numpy().tobytes()
         hit = self._surface.get(key)
         if hit is None:
             p = model.neutral()
             rest = model.vertices(HeadParams(shape.reshape(1, -1).to(p.shape), p.expr, p.rotation, p.neck, p.jaw,
                                              p.eyes, p.translation))[0]
-            uvg = surface_init(self.slots, rest, model.faces, torch.zeros(len(self.slots), 3),
-                               max_width=lid_width_caps(model, self.slots, rest))
+            uvg = lidded_surface(model, self.slots, rest, torch.zeros(len(self.slots), 3))
             hit = (self.slots.gather(uvg.local_position), self.slots.gather(uvg.log_scale))
             if len(self._surface) > 64:
                 self._surface.clear()

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from matplotlib.path import Path as PolyPath
 
-from engine.binding import UVSlots, surface_init
-from engine.generator.lids import lid_width_caps
+from engine.binding import UVSlots
+from engine.generator.lids import lidded_surface
 from engine.headmodel import facemesh as fm
 from engine.headmodel import parts
 from engine.headmodel.base import HeadModel
@@ -148,6 +148,5 @@ def plain_avatar(model: HeadModel, resolution: int = UV_RESOLUTION) -> Avatar:
     `Avatar` is data, moved to the device by `AnimatedAvatar`)."""
     model = model.host()
     slots = model.uv_slots(resolution)
-    uvg = surface_init(slots, model.v_template, model.faces, plain_colors(model, slots),
-                       max_width=lid_width_caps(model, slots, model.v_template))
+    uvg = lidded_surface(model, slots, model.v_template, plain_colors(model, slots))
     return Avatar(uvg, model.name, torch.zeros(model.n_shape), {"generator": "plain", "head_model": model.name})

@@ -34,9 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.binding import UVSlots, surface_init
+from engine.binding import UVSlots
 from engine.generator.eyes import eye_colors, paint_eyes
-from engine.generator.lids import lid_width_caps
+from engine.generator.lids import lidded_surface
 from engine.generator.plain import inner_parts, mouth_interior, plain_colors
 from engine.headmodel.base import HeadModel
 from engine.headmodel.rig import vertex_normals
@@ -298,6 +298,5 @@ def projective_gaussians(model: HeadModel, sources: list[Source], shape: torch.T
     color = paint_eyes(model, slots, [eye_colors(model, s) for s in sources], color)
     rest = model.vertices(HeadParams(shape[None], torch.zeros(1, model.n_expr), *(torch.zeros(1, 3),) * 3,
                                      torch.zeros(1, 6), torch.zeros(1, 3)))[0]
-    uvg = surface_init(slots, rest, model.faces, color, opacity=0.99 * opacity,
-                       max_width=lid_width_caps(model, slots, rest))
+    uvg = lidded_surface(model, slots, rest, color, opacity=0.99 * opacity)
     return uvg, slots.scatter(conf[:, None])[0]
