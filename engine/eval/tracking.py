@@ -20,7 +20,8 @@ Scored per frame against the truth, with the same code for any head model:
   with the head's pose removed (signed: a blink that closes past the lower lid counts more than
   1); the error is in units of the full range (0 open, 1 closed);
 - gaze: the angle between the tracked and the true direction of each eyeball (its joint's
-  rotation applied to the forward axis), degrees, and the bias of its yaw component, over the
+  rotation applied to the forward axis), degrees, the bias of its yaw component, and the gains
+  of yaw and pitch (the slope of tracked against true: below 1, a turn is read short), over the
   frames whose eyes are open (true closure below OPEN).
 """
 from __future__ import annotations
@@ -169,6 +170,8 @@ class TrackingScore:
     lid_bias: float
     gaze_error: float       # mean angle between tracked and true eyeball directions, degrees
     gaze_yaw_bias: float    # mean (tracked − true) yaw, degrees
+    gaze_yaw_gain: float    # slope of tracked against true yaw (1: the turn is read in full)
+    gaze_pitch_gain: float  # the same of pitch
     ms_per_frame: float     # the tracker's time per frame (detection included)
 
 
@@ -181,10 +184,19 @@ def score(tracker: str, model: HeadModel, truth: HeadParams, tracked: HeadParams
     open_ = f & (closure(model, truth).max(1) < OPEN)       # gaze is read through open eyes only
     dt, dg = gaze_directions(tracked)[open_], gaze_directions(truth)[open_]
     angle = np.degrees(np.arccos(np.clip((dt * dg).sum(-1), -1, 1)))
-    yaw = np.degrees(np.arctan2(dt[..., 0], dt[..., 2]) - np.arctan2(dg[..., 0], dg[..., 2]))
+    yaw_of = lambda d: np.degrees(np.arctan2(d[..., 0], d[..., 2])).ravel()  # noqa: E731
+    pitch_of = lambda d: np.degrees(np.arcsin(np.clip(d[..., 1], -1, 1))).ravel()  # noqa: E731
     mean = lambda x: float(np.mean(x)) if x.size else math.nan  # noqa: E731
     return TrackingScore(tracker, int(f.sum()), mean(np.abs(jaw)), mean(jaw), mean(np.abs(lid)), mean(lid),
-                         mean(angle), mean(yaw), 1000 * seconds / max(len(f), 1))
+                         mean(angle), mean(yaw_of(dt) - yaw_of(dg)), _gain(yaw_of(dg), yaw_of(dt)),
+                         _gain(pitch_of(dg), pitch_of(dt)), 1000 * seconds / max(len(f), 1))
+
+
+def _gain(true: np.ndarray, tracked: np.ndarray) -> float:
+    """Least-squares slope of ``tracked`` against ``true`` (nan when ``true`` does not vary)."""
+    if true.size < 2 or np.ptp(true) < 1e-9:
+        return math.nan
+    return float(np.polyfit(true, tracked, 1)[0])
 
 
 def evaluate_tracking(clip: KnownClip, model: HeadModel, trackers=TRACKERS,
@@ -239,11 +251,12 @@ def _cat(frames: list[HeadParams]) -> HeadParams:
 
 def format_table(scores: list[TrackingScore]) -> str:
     lines = [f"{'tracker':<10} {'frames':>6} {'jaw err':>8} {'jaw bias':>9} {'lid err':>8} {'lid bias':>9} "
-             f"{'gaze err':>9} {'yaw bias':>9} {'ms/frame':>9}",
+             f"{'gaze err':>9} {'yaw bias':>9} {'yaw gain':>9} {'pitch gain':>10} {'ms/frame':>9}",
              f"{'':<10} {'':>6} {'(rad)':>8} {'(rad)':>9} {'(range)':>8} {'(range)':>9} {'(deg)':>9} {'(deg)':>9}"]
     for s in scores:
         lines.append(f"{s.tracker:<10} {s.frames:>6} {s.jaw_error:>8.3f} {s.jaw_bias:>+9.3f} {s.lid_error:>8.3f} "
-                     f"{s.lid_bias:>+9.3f} {s.gaze_error:>9.2f} {s.gaze_yaw_bias:>+9.2f} {s.ms_per_frame:>9.1f}")
+                     f"{s.lid_bias:>+9.3f} {s.gaze_error:>9.2f} {s.gaze_yaw_bias:>+9.2f} {s.gaze_yaw_gain:>9.2f} "
+                     f"{s.gaze_pitch_gain:>10.2f} {s.ms_per_frame:>9.1f}")
     return "\n".join(lines)
 
 

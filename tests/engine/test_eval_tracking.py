@@ -57,6 +57,18 @@ def test_score_is_zero_for_the_truth_and_reads_a_bias(model):
     assert T.score("x", model, truth, off, found, 0.3).frames == 20
 
 
+def test_gaze_gains_are_the_slopes_of_tracked_against_true(model):
+    truth = T.known_params(model, model.neutral(), 30)
+    found = np.ones(30, bool)
+    s = T.score("x", model, truth, truth, found, 0.3)
+    assert s.gaze_yaw_gain == pytest.approx(1, abs=1e-4) and s.gaze_pitch_gain == pytest.approx(1, abs=1e-4)
+    sched = T.schedule(30)          # a tracker that reads 60 % of the yaw and none of the pitch
+    half = T._rotvec_yaw_pitch(torch.deg2rad(torch.as_tensor(0.6 * sched["gaze_yaw"], dtype=torch.float32)),
+                               torch.zeros(30))
+    s = T.score("x", model, truth, dataclasses.replace(truth, eyes=torch.cat([half, half], 1)), found, 0.3)
+    assert s.gaze_yaw_gain == pytest.approx(0.6, abs=0.01) and s.gaze_pitch_gain == pytest.approx(0, abs=0.01)
+
+
 def test_the_trackers_read_a_rendered_clip(model):
     """Four frames of the default avatar; loose bounds (the table of `eval tracking` is the measure):
     each tracker finds the face in every frame, and its jaw and gaze errors are of the right size."""
