@@ -2,11 +2,11 @@
 
 The skin's Gaussians are as wide as their texel's footprint (`binding.surface_init`), about
 1.4 mm on OpenHead's face at 256², and a splat shows to about 2σ: beside a 7 mm eye opening the
-rows along both margins hang over it, painted with the source's lashes and iris, so the eye seen
-was mostly that still paint and hardly the eyeball turning behind it (the iris seen moved about
-half as far as the gaze turned it). Every generator narrows the Gaussians near a margin to their distance
-from it (`lid_width_caps`), for any head model whose landmarks include FaceMesh's eye loops:
-they lay their Gaussians out with `lidded_surface`.
+rows along both margins would hang over it, painted with the source's lashes and iris, and the
+eye seen would be mostly that still paint, not the eyeball turning behind it. Every generator
+narrows the Gaussians near a margin to their distance from it (`lid_width_caps`), for any head
+model whose landmarks include FaceMesh's eye loops: they lay their Gaussians out with
+`lidded_surface`.
 """
 from __future__ import annotations
 
