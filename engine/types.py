@@ -157,6 +157,12 @@ class Camera:
         R, t = self.world_to_cam[:3, :3], self.world_to_cam[:3, 3]
         return -R.T @ t
 
+    def pixels(self, points: Tensor) -> Tensor:
+        """Image positions [N, 2] (pixels) of world points [N, 3] in front of the camera."""
+        c = points @ self.world_to_cam[:3, :3].T + self.world_to_cam[:3, 3]
+        uvw = c @ self.K.T
+        return uvw[:, :2] / uvw[:, 2:]
+
     def to(self, device: torch.device | str) -> "Camera":
         """The same camera with its matrices on ``device`` (itself when they are there already)."""
         if self.K.device == torch.device(device):

@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.eval.feedforward import _targets, build, load_clip  # noqa: E402
+from engine.eval.feedforward import build, held_out_targets, load_clip  # noqa: E402
 from engine.headmodel.openhead import load_head_model  # noqa: E402
 from engine.metrics.face import FaceReader, face_signals  # noqa: E402
 from engine.render.select import select  # noqa: E402
@@ -43,7 +43,7 @@ def main() -> None:
     clip = load_clip(args.video, model, ks=(1,), n_targets=args.targets)
     reader = FaceReader()
     signals = {}
-    for t in _targets(clip, args.targets):
+    for t in held_out_targets(clip, args.targets):
         face = reader.read(clip.image(t, clip.camera(t)))
         if face is not None:
             signals[t] = face_signals(face)

@@ -63,9 +63,7 @@ def main() -> None:
             continue
         with torch.no_grad():
             lm = model.landmarks(model.vertices(clip.truth.frame(i)))[0]
-        pc = torch.cat([lm, torch.ones(len(lm), 1)], 1) @ cam.world_to_cam.T
-        uv = (pc[:, :3] @ cam.K.T)
-        uv = (uv[:, :2] / uv[:, 2:]).numpy()
+        uv = cam.pixels(lm).numpy()
         faces = det.detect(rgb)
         if not faces:
             continue

@@ -179,7 +179,7 @@ def build(clip: Clip, model: HeadModel, k: int, generator: GeneratorChoice = PRO
     return generate(generator, model, sources, tr.params.shape[0], outer=outer)
 
 
-def _targets(clip: Clip, n_targets: int) -> list[int]:
+def held_out_targets(clip: Clip, n_targets: int) -> list[int]:
     """The target frames with a tracked face."""
     wanted = target_frames(clip.n, n_targets)
     if not set(wanted) <= set(clip.frames):
@@ -196,7 +196,7 @@ def evaluate_clip(clip: Clip, model: HeadModel, ks: Sequence[int] = (1, 4), n_ta
     generator.check()
     renderer = renderer or select(model.device)
     tr = clip.tracked
-    targets = _targets(clip, n_targets)
+    targets = held_out_targets(clip, n_targets)
     results = []
     for k in ks:
         animated = build(clip, model, k, generator, outer)
@@ -263,7 +263,7 @@ def cross_reenact(source: Clip, driver: Clip, model: HeadModel, faces: FaceMetri
 
     generator.check()
     renderer = renderer or select(model.device)
-    targets = _targets(driver, n_targets)
+    targets = held_out_targets(driver, n_targets)
     animated = build(source, model, k, generator)
     shape = source.tracked.params.shape[:1]
     identity = faces.real(source, source_frames(source.n, k)[0])

@@ -68,9 +68,13 @@ def lid_width_caps(model: HeadModel, slots: UVSlots, verts: torch.Tensor) -> tor
     p = torch.einsum("nk,nkc->nc", slots.bary.to(verts), verts[model.faces[face]])
     reach = torch.minimum(_distance(p, [up for up, _ in margins]) + LASH_OVERHANG,
                           _distance(p, [low for _, low in margins]))
-    w = model.weights[model.faces[face]]                                       # [N, 3, J]
-    eyeball = w[..., 3:].sum(-1).mean(-1) > 0.5          # joints 3 and on are the eyes (HeadParams.full_pose)
-    return torch.where(eyeball, caps, (reach / RIM_SIGMAS).clamp_min(MIN_RIM_WIDTH))
+    return torch.where(eyeball_slots(model, slots), caps, (reach / RIM_SIGMAS).clamp_min(MIN_RIM_WIDTH))
+
+
+def eyeball_slots(model: HeadModel, slots: UVSlots) -> torch.Tensor:
+    """[N] bool: the slot's triangle is skinned to the eye joints (3 and on, `HeadParams.full_pose`)."""
+    w = model.weights[model.faces[slots.face.to(model.weights.device)]]     # [N, 3, J]
+    return w[..., 3:].sum(-1).mean(-1) > 0.5
 
 
 def lidded_surface(model: HeadModel, slots: UVSlots, rest: torch.Tensor, colors: torch.Tensor,

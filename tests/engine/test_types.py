@@ -26,6 +26,13 @@ def _project(cam: Camera, point) -> torch.Tensor:
     return uvw[:2] / uvw[2]
 
 
+def test_camera_pixels_is_the_pinhole_formula_for_each_point() -> None:
+    cam = Camera.look_at((0.3, 0.1, 1.2), (0.0, 0.05, 0.0), width=320, height=240)
+    points = [(0.0, 0.0, 0.0), (0.05, -0.02, 0.1), (-0.1, 0.08, -0.05)]
+    expected = torch.stack([_project(cam, p) for p in points])
+    torch.testing.assert_close(cam.pixels(torch.tensor(points)), expected)
+
+
 # --- check_shape -----------------------------------------------------------------------------
 
 def test_check_shape_accepts_matching_shape_with_wildcards() -> None:

@@ -14,7 +14,8 @@ from engine.binding import surface_init, texel_footprint, triangle_frames
 from engine.camera import orbit_camera
 from engine.eval.tracking import _rotvec_yaw_pitch, gaze_directions
 from engine.generator.eyes import eyeball_angles
-from engine.generator.lids import LASH_OVERHANG, MIN_RIM_WIDTH, RIM_SIGMAS, lid_margins, lid_width_caps, lidded_surface
+from engine.generator.lids import (LASH_OVERHANG, MIN_RIM_WIDTH, RIM_SIGMAS, eyeball_slots, lid_margins, lid_width_caps,
+                                   lidded_surface)
 from engine.generator.plain import plain_colors
 from engine.headmodel.base import HeadModel
 from engine.headmodel.build import IRIS_RIM_DEG
@@ -38,13 +39,9 @@ def _slot_points(model: HeadModel, slots) -> torch.Tensor:
     return torch.einsum("nk,nkc->nc", slots.bary, model.v_template[model.faces[slots.face]])
 
 
-def _eyeball(model: HeadModel, slots) -> torch.Tensor:
-    return model.weights[model.faces[slots.face]][..., 3:].sum(-1).mean(-1) > 0.5
-
-
 def test_lid_caps_are_the_distance_to_the_margins_over_rim_sigmas(model, slots):
     caps = lid_width_caps(model, slots, model.v_template)
-    eyeball = _eyeball(model, slots)
+    eyeball = eyeball_slots(model, slots)
     assert eyeball.sum() > 500 and torch.isinf(caps[eyeball]).all()          # the eyeballs are not capped
     margins = lid_margins(model, model.v_template)
     assert len(margins) == 2
@@ -85,12 +82,6 @@ def _avatar(model: HeadModel, slots, capped: bool, iris_rgb=(0.0, 0.0, 1.0)) -> 
     return AnimatedAvatar(Avatar(uvg, model.name, torch.zeros(model.n_shape), {}), model)
 
 
-def _project(cam, pts: torch.Tensor) -> np.ndarray:
-    h = torch.cat([pts, torch.ones(len(pts), 1)], 1) @ cam.world_to_cam.T
-    uv = h[:, :3] @ cam.K.T
-    return (uv[:, :2] / uv[:, 2:]).numpy()
-
-
 def _look(model: HeadModel, yaw_deg: float):
     p = model.neutral()
     eyes = _rotvec_yaw_pitch(torch.tensor([np.radians(yaw_deg)]), torch.tensor([0.0]))
@@ -115,8 +106,8 @@ def _iris_offsets(model: HeadModel, avatar: AnimatedAvatar, yaw_deg: float) -> l
         margin = torch.cat([upper, lower.flip(0)[1:-1]])
         k = int(torch.argmin(torch.stack([(verts[on_eye[:, j]].mean(0) - margin.mean(0)).norm() for j in range(2)])))
         ball = verts[on_eye[:, k]]
-        pole = _project(cam, ball[torch.argmax(ball @ gaze[k])][None])[0]    # the vertex furthest along the gaze
-        inside = PolyPath(_project(cam, margin)).contains_points(pixels).reshape(SIZE, SIZE)
+        pole = cam.pixels(ball[torch.argmax(ball @ gaze[k])][None])[0].numpy()    # the vertex furthest along the gaze
+        inside = PolyPath(cam.pixels(margin).numpy()).contains_points(pixels).reshape(SIZE, SIZE)
         iris = blue & inside
         assert iris.sum() > 100
         out.append(float(xx[iris].mean() + 0.5 - pole[0]))
@@ -141,7 +132,7 @@ def test_a_closed_eye_hides_the_eyeball_better_than_full_footprints(model, slots
     from engine.eval.tracking import _closing_blink
 
     color = plain_colors(model, slots, shaded=False)
-    color[_eyeball(model, slots)] = torch.tensor([0.0, 1.0, 0.0])
+    color[eyeball_slots(model, slots)] = torch.tensor([0.0, 1.0, 0.0])
     uvg = lidded_surface(model, slots, model.v_template, color)
     avatar = AnimatedAvatar(Avatar(uvg, model.name, torch.zeros(model.n_shape), {}), model)
     names = list(model.expr_names)
