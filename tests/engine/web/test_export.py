@@ -23,21 +23,31 @@ def plain(openhead):
     return AnimatedAvatar(plain_avatar(model), model)
 
 
+def _dense(arrays: dict, name: str, n_verts: int) -> np.ndarray:
+    """[K, V, 3] from the page's sparse rows ``name``_count/_index/_delta."""
+    counts = arrays[f"{name}_count"]
+    off = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    out = np.zeros((len(counts), n_verts, 3), np.float32)
+    for k in range(len(counts)):
+        out[k, arrays[f"{name}_index"][off[k]:off[k + 1]]] = arrays[f"{name}_delta"][off[k]:off[k + 1]]
+    return out
+
+
 def test_the_payload_holds_the_model_and_the_slots_posing_needs(plain):
     model = plain.model
     header, arrays = web_payload(plain)
     S = model.n_shape
-    # the sparse blendshapes rebuild the dense ones (float16)
-    dense = np.zeros((model.n_expr, len(model.v_template), 3), np.float32)
-    off = np.concatenate([[0], np.cumsum(arrays["expr_count"])]).astype(np.int64)
-    for e in range(model.n_expr):
-        dense[e, arrays["expr_index"][off[e]:off[e + 1]]] = arrays["expr_delta"][off[e]:off[e + 1]]
+    # the sparse blendshapes and pose correctives rebuild the dense ones (float16)
+    V = len(model.v_template)
     want = model.dirs[..., S:].permute(2, 0, 1).numpy()
-    assert np.abs(dense - want).max() < 1e-3 * np.abs(want).max() + 1e-7
+    assert np.abs(_dense(arrays, "expr", V) - want).max() < 1e-3 * np.abs(want).max() + 1e-7
+    want = model.posedirs.reshape(len(model.posedirs), V, 3).numpy()
+    assert np.abs(want).max() > 0                                # OpenHead's lids follow the eyes' pitch
+    assert np.abs(_dense(arrays, "pose", V) - want).max() < 1e-3 * np.abs(want).max()
+    assert arrays["pose_count"].sum() < 0.02 * want.shape[0] * V  # and move few vertices: the page stays small
     torch.testing.assert_close(torch.as_tensor(arrays["j_rest"]), model.J_regressor @ model.v_template)
     assert len(arrays["slot_face"]) == len(plain.slots.face)
     assert ("outer_mean" in arrays) == (plain.outer_layer is not None)          # the plain avatar has none
-    assert "posedirs" not in arrays                              # OpenHead has no pose correctives
     assert header["joint_expressions"]["jawOpen"][0] == "jaw" and header["n_expr"] == model.n_expr
     assert set(header["pickable"]) <= set(model.expr_names) | set(header["joint_expressions"])
     assert header["shapes"] == {k: list(v.shape) for k, v in arrays.items()}
