@@ -117,7 +117,7 @@ def build_openhead(face_file: Path = FACE_FILE, spec: ShellSpec = ShellSpec()) -
         name=f"openhead-{OPENHEAD_VERSION}", charts="openhead",
         v_template=verts.astype(np.float32), faces=faces.astype(np.int64),
         shapedirs=shapedirs.astype(np.float32), exprdirs=exprdirs.astype(np.float32),
-        posedirs=rig.lid_follow(verts, graph, centres).astype(np.float32), J_regressor=J_regressor.astype(np.float32),
+        posedirs=np.zeros((len(verts), 3, 36), np.float32), J_regressor=J_regressor.astype(np.float32),
         weights=weights.astype(np.float32), parents=np.array([-1, 0, 1, 1, 1], np.int64),
         uvs=uvs.astype(np.float32), uv_faces=uv_faces.astype(np.int64),
         lmk_faces=lmk_faces, lmk_bary=lmk_bary, expr_names=tuple(names))

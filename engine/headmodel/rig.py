@@ -156,33 +156,6 @@ def clear_of_eyeball(verts: np.ndarray, t: np.ndarray, centre: np.ndarray, clear
     return end - verts
 
 
-LID_FOLLOW = (0.8, 0.3)  # how far the upper and the lower lid turn with the eye's pitch, as a share of its angle
-EYE_JOINTS = {"L": 3, "R": 4}   # the eyes' joints (HeadParams.full_pose: root, neck, jaw, left eye, right eye)
-
-
-def lid_follow(verts: np.ndarray, surface_graph: sp.csr_matrix, eye_centres: dict[str, np.ndarray]) -> np.ndarray:
-    """Pose correctives [V, 3, 36] (FLAME's layout) with which the lids follow the eyes up and down,
-    as real ones follow the cornea: an eye joint's pitch turns its upper lid LID_FOLLOW[0] and its
-    lower lid LID_FOLLOW[1] as far round the eyeball's centre, fading from the margins over the
-    lids as eyeBlink does, the corners still. Only the rotation's sin(pitch) element (row 2,
-    column 1 of R - I) carries them: a turn to the side moves no lid."""
-    topo = fm.topology()
-    face = verts[: fm.N_FACE]
-    h = Handles(verts, surface_graph)
-    out = np.zeros((len(verts), 3, 36))
-    for side, joint in EYE_JOINTS.items():
-        up, low, c0, c1 = fm.split_loop(topo[f"eye_{side}"], face)
-        share = np.zeros(len(verts))
-        for margin, k, radius in ((up, LID_FOLLOW[0], 0.013), (low, LID_FOLLOW[1], 0.006)):
-            t = np.zeros((len(margin), 3))
-            t[1:-1, 0] = k                                               # the corners (first, last) stay
-            share += h.bump(margin, t, radius)[:, 0]
-        u = verts - eye_centres[side]
-        turn = np.stack([np.zeros(len(u)), -u[:, 2], u[:, 1]], 1)        # d/dθ of R_x(θ) u at θ = 0
-        out[:, :, (joint - 1) * 9 + 7] = turn * share[:, None]
-    return out
-
-
 def expression_basis(verts: np.ndarray, faces: np.ndarray, surface_graph: sp.csr_matrix,
                      jaw: np.ndarray, eye_centres: dict[str, np.ndarray] | None = None) -> tuple[list[str], np.ndarray]:
     """(names, exprdirs [V, 3, E]) with ARKit names; weight 1 is the full expression. With the

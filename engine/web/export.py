@@ -10,9 +10,9 @@ The page carries everything it draws with, base64 in the HTML, and fetches nothi
 - the head model as posing needs it, with the avatar's identity baked in: the shaped rest
   vertices, the expression blendshapes (sparse: only the vertices each one moves, float16),
   the joints' rest positions and how expressions move them, skinning weights, kinematic tree,
-  pose correctives when the model has any (sparse as the blendshapes: each pose feature the
-  vertices it moves, float16; OpenHead's move only the lids with the eyes' pitch, FLAME's move
-  every vertex), and the faces;
+  pose correctives when the model has any (FLAME does; sparse as the blendshapes, each pose
+  feature the vertices it moves, float16, so correctives confined to a few vertices cost little),
+  and the faces;
 - the named expressions (joint motions such as jawOpen with their angle at weight 1), the
   panel's groups and pose ranges, the bundled expression presets, the renderer's constants
   (`RenderOptions`) and the splat shaders of ``shaders/`` turned into GLSL ES 3.00;

@@ -136,8 +136,8 @@ def test_an_arkit_track_plays_its_frames_and_names_what_the_model_lacks(default,
 
 
 def test_a_flame_layout_model_with_pose_correctives_plays_the_same(tmp_path, browser):
-    """What a FLAME avatar brings that OpenHead's does not: pose correctives on every vertex
-    (OpenHead's move only its lids), unnamed expression components and a UV atlas without OpenHead's charts. A head model with all three
+    """What a FLAME avatar brings that OpenHead's does not: pose correctives (posedirs), unnamed
+    expression components and a UV atlas without OpenHead's charts. A head model with all three
     (OpenHead's mesh with random correctives, renamed, read back through --head-model's .npz
     reader) posed by its jaw, neck and an expression component draws as the native renderer draws it."""
     import dataclasses
