@@ -10,9 +10,7 @@ The page carries everything it draws with, base64 in the HTML, and fetches nothi
 - the head model as posing needs it, with the avatar's identity baked in: the shaped rest
   vertices, the expression blendshapes (sparse: only the vertices each one moves, float16),
   the joints' rest positions and how expressions move them, skinning weights, kinematic tree,
-  pose correctives when the model has any (FLAME does; sparse as the blendshapes, each pose
-  feature the vertices it moves, float16, so correctives confined to a few vertices cost little),
-  and the faces;
+  pose correctives when the model has any (FLAME does; they are float16), and the faces;
 - the named expressions (joint motions such as jawOpen with their angle at weight 1), the
   panel's groups and pose ranges, the bundled expression presets, the renderer's constants
   (`RenderOptions`) and the splat shaders of ``shaders/`` turned into GLSL ES 3.00;
@@ -62,21 +60,6 @@ def _es300(source: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _sparse(name: str, dirs: torch.Tensor, n_verts: int) -> dict[str, np.ndarray]:
-    """``dirs`` [K, V, 3] (K blendshapes or pose features) as three arrays: ``{name}_count`` [K],
-    how many vertices each one moves (by more than EXPR_EPS); ``{name}_index``, those vertices,
-    one run per row; ``{name}_delta`` [sum, 3] float16, how far each moves at weight 1."""
-    counts, index, delta = [], [], []
-    for d in dirs:
-        moved = (d.abs() > EXPR_EPS).any(1).nonzero().squeeze(1)
-        counts.append(len(moved))
-        index.append(moved.numpy())
-        delta.append(d[moved].numpy())
-    return {f"{name}_count": np.asarray(counts, np.uint32),
-            f"{name}_index": np.concatenate(index).astype(np.uint16 if n_verts < 65536 else np.uint32),
-            f"{name}_delta": np.concatenate(delta).reshape(-1, 3).astype(np.float16)}
-
-
 def web_payload(animated: AnimatedAvatar, track: HeadParams | None = None, fps: float = 25.0,
                 presets: dict[str, dict[str, float]] | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """(the page's JSON header, its binary arrays by name) for ``animated`` (see the module docstring)."""
@@ -97,10 +80,20 @@ def web_payload(animated: AnimatedAvatar, track: HeadParams | None = None, fps: 
             "weights": model.weights.cpu().numpy().astype(np.float32),
             "faces": model.faces.cpu().numpy().astype(np.uint32 if len(v_shaped) >= 65536 else np.uint16),
         }
-        arrays.update(_sparse("expr", exprdirs.permute(2, 0, 1), len(v_shaped)))   # [E, V, 3]
-        posedirs = model.posedirs.cpu().reshape(model.posedirs.shape[0], -1, 3)  # [P, V, 3]
+        # Sparse blendshapes: for each expression, the vertices it moves and by how much.
+        counts, index, delta = [], [], []
+        for e in range(exprdirs.shape[2]):
+            d = exprdirs[:, :, e]
+            moved = (d.abs() > EXPR_EPS).any(1).nonzero().squeeze(1)
+            counts.append(len(moved))
+            index.append(moved.numpy())
+            delta.append(d[moved].numpy())
+        arrays["expr_count"] = np.asarray(counts, np.uint32)
+        arrays["expr_index"] = np.concatenate(index).astype(np.uint16 if len(v_shaped) < 65536 else np.uint32)
+        arrays["expr_delta"] = np.concatenate(delta).astype(np.float16)
+        posedirs = model.posedirs.cpu()                                   # [P, V*3]
         if posedirs.abs().max() > 0:
-            arrays.update(_sparse("pose", posedirs, len(v_shaped)))
+            arrays["posedirs"] = posedirs.numpy().astype(np.float16)
 
         # The head page, as the slots hold it (activated: unit quaternion, scale relative to the triangle).
         a = animated.activated(animated.neutral().condition()[0])     # a residual as at the neutral face

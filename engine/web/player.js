@@ -36,9 +36,7 @@
   const exprCount = blob("expr_count"), exprIndex = blob("expr_index"), exprDelta = blob("expr_delta");
   const exprOffset = new Uint32Array(E + 1);
   for (let e = 0; e < E; e++) exprOffset[e + 1] = exprOffset[e] + exprCount[e];
-  const poseCount = blob("pose_count"), poseIndex = blob("pose_index"), poseDelta = blob("pose_delta");  // null: none
-  const poseOffset = poseCount ? new Uint32Array(poseCount.length + 1) : null;
-  if (poseCount) for (let f = 0; f < poseCount.length; f++) poseOffset[f + 1] = poseOffset[f] + poseCount[f];
+  const posedirs = blob("posedirs");              // [P, V*3] or null
   const slotFace = blob("slot_face"), slotPos = blob("slot_pos"), slotQuat = blob("slot_quat");
   const slotLogScale = blob("slot_log_scale"), slotRGBA = blob("slot_rgba");
   const NS = slotFace.length;
@@ -158,24 +156,27 @@
     }) };
   }
 
-  function addSparse(w, from, to, index, delta) {   // verts += w * one sparse row (blendshape or pose feature)
-    if (w === 0) return;
-    for (let k = from; k < to; k++) {
-      const v = index[k];
-      verts[3 * v] += w * delta[3 * k]; verts[3 * v + 1] += w * delta[3 * k + 1]; verts[3 * v + 2] += w * delta[3 * k + 2];
-    }
-  }
-
   function pose(p) {
     // blendshapes (identity is baked into v_shaped)
     verts.set(vShaped);
-    for (let e = 0; e < E; e++) addSparse(p.expr[e], exprOffset[e], exprOffset[e + 1], exprIndex, exprDelta);
+    for (let e = 0; e < E; e++) {
+      const w = p.expr[e];
+      if (w === 0) continue;
+      for (let k = exprOffset[e]; k < exprOffset[e + 1]; k++) {
+        const v = exprIndex[k];
+        verts[3 * v] += w * exprDelta[3 * k]; verts[3 * v + 1] += w * exprDelta[3 * k + 1]; verts[3 * v + 2] += w * exprDelta[3 * k + 2];
+      }
+    }
     const { rots, A } = jointTransforms(p);
-    if (poseCount) {                   // pose correctives: (R_j - I) of the joints after the root
+    if (posedirs) {                    // pose correctives: (R_j - I) of the joints after the root
       const feat = [];
       for (let j = 1; j < J; j++) for (let k = 0; k < 9; k++) feat.push(rots[j][k] - (k % 4 === 0 ? 1 : 0));
-      for (let f = 0; f < feat.length; f++)
-        if (Math.abs(feat[f]) >= 1e-9) addSparse(feat[f], poseOffset[f], poseOffset[f + 1], poseIndex, poseDelta);
+      for (let f = 0; f < feat.length; f++) {
+        const w = feat[f];
+        if (Math.abs(w) < 1e-9) continue;
+        const row = f * V * 3;
+        for (let k = 0; k < V * 3; k++) verts[k] += w * posedirs[row + k];
+      }
     }
     // linear blend skinning; the translation is in A
     for (let v = 0; v < V; v++) {

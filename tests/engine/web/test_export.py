@@ -23,49 +23,24 @@ def plain(openhead):
     return AnimatedAvatar(plain_avatar(model), model)
 
 
-def _dense(arrays: dict, name: str, n_verts: int) -> np.ndarray:
-    """[K, V, 3] from the page's sparse rows ``name``_count/_index/_delta."""
-    counts = arrays[f"{name}_count"]
-    off = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    out = np.zeros((len(counts), n_verts, 3), np.float32)
-    for k in range(len(counts)):
-        out[k, arrays[f"{name}_index"][off[k]:off[k + 1]]] = arrays[f"{name}_delta"][off[k]:off[k + 1]]
-    return out
-
-
 def test_the_payload_holds_the_model_and_the_slots_posing_needs(plain):
     model = plain.model
     header, arrays = web_payload(plain)
     S = model.n_shape
     # the sparse blendshapes rebuild the dense ones (float16)
-    V = len(model.v_template)
+    dense = np.zeros((model.n_expr, len(model.v_template), 3), np.float32)
+    off = np.concatenate([[0], np.cumsum(arrays["expr_count"])]).astype(np.int64)
+    for e in range(model.n_expr):
+        dense[e, arrays["expr_index"][off[e]:off[e + 1]]] = arrays["expr_delta"][off[e]:off[e + 1]]
     want = model.dirs[..., S:].permute(2, 0, 1).numpy()
-    assert np.abs(_dense(arrays, "expr", V) - want).max() < 1e-3 * np.abs(want).max() + 1e-7
-    assert "pose_count" not in arrays                            # OpenHead has no pose correctives
+    assert np.abs(dense - want).max() < 1e-3 * np.abs(want).max() + 1e-7
     torch.testing.assert_close(torch.as_tensor(arrays["j_rest"]), model.J_regressor @ model.v_template)
     assert len(arrays["slot_face"]) == len(plain.slots.face)
     assert ("outer_mean" in arrays) == (plain.outer_layer is not None)          # the plain avatar has none
+    assert "posedirs" not in arrays                              # OpenHead has no pose correctives
     assert header["joint_expressions"]["jawOpen"][0] == "jaw" and header["n_expr"] == model.n_expr
     assert set(header["pickable"]) <= set(model.expr_names) | set(header["joint_expressions"])
     assert header["shapes"] == {k: list(v.shape) for k, v in arrays.items()}
-
-
-def test_pose_correctives_are_stored_sparse(openhead):
-    """A head model whose pose correctives move a few vertices (two features, 40 vertices each)
-    stores just those: the page's rows rebuild the dense correctives, and hold 80 entries."""
-    import dataclasses
-
-    rng = np.random.default_rng(0)
-    V = len(openhead.v_template)
-    posedirs = np.zeros((V, 3, 36), np.float32)
-    for feature in (7, 16):
-        moved = rng.choice(V, 40, replace=False)
-        posedirs[moved, :, feature] = rng.normal(size=(40, 3)) * 1e-3
-    model = HeadModel(dataclasses.replace(openhead, posedirs=posedirs))
-    _, arrays = web_payload(AnimatedAvatar(plain_avatar(model), model))
-    want = model.posedirs.reshape(36, V, 3).numpy()
-    assert np.abs(_dense(arrays, "pose", V) - want).max() < 1e-3 * np.abs(want).max()
-    assert arrays["pose_count"].sum() == 80 and len(arrays["pose_count"]) == 36
 
 
 def test_the_page_is_one_file_that_fetches_nothing_and_fits_the_budget(plain, tmp_path):
