@@ -55,6 +55,11 @@ class AlignConfig:
     """Adam learning rate of the expression coefficients."""
     w_expr: float = 1e-3
     """Weight of the squared distance of the expression from the tracked one."""
+    w_eyes: float = 0.1
+    """Weight of the squared distance (radians²) of the eye rotations from the tracked ones. The
+    landmark tracker reads the gaze from the irises; at the alignment's resolutions an eye is a
+    few pixels wide, so its gradient is tiny, and Adam's normalised steps, carried from frame to
+    frame, let the eyes wander without bound (docs/refine.md)."""
 
     def lr(self, name: str) -> float:
         return {"rotation": self.lr_rotation, "neck": self.lr_rotation, "jaw": self.lr_rotation,
@@ -105,7 +110,8 @@ def align_frames(avatar: Avatar, model: HeadModel, data: VideoData, frames: Sequ
                 outer, outer_attrs = animated.outer_layer
                 g = concat(g, place_activated(outer.slot_frames(model, posed), outer_attrs))
             frame = renderer.render(g, cam)
-            loss = (frame.rgb * m - target).abs().mean() + cfg.w_expr * ((var["expr"] - tracked.expr) ** 2).sum()
+            loss = ((frame.rgb * m - target).abs().mean() + cfg.w_expr * ((var["expr"] - tracked.expr) ** 2).sum()
+                    + cfg.w_eyes * ((var["eyes"] - tracked.eyes) ** 2).sum())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

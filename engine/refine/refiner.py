@@ -6,7 +6,8 @@ tracked video with the binding and the Gaussian count frozen (no densification, 
                (estimated each step on a random subset of the Gaussians)
 
 Log-scales are frozen for the first ``scale_freeze`` iterations and hard-clamped afterwards;
-render and target are composited on the same random background each step, so silhouette
+colours are projected into [0, 1] after every step (outside it the render's clamp would stop
+their gradient for good); render and target are composited on the same random background each step, so silhouette
 gradients stay symmetric. Each step trains on one random training frame.
 
 With ``residual_features`` > 0 the avatar also learns an expression residual
@@ -195,10 +196,14 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
                 if a:
                     a["log_scale"].grad = None
         opt.step()
-        if cfg.log_scale_max is not None and it >= cfg.scale_freeze:
-            with torch.no_grad():
-                for a in (attrs, outer_attrs):
-                    if a:
+        with torch.no_grad():
+            for a in (attrs, outer_attrs):
+                if a:
+                    # Rendering clamps colours to [0, 1], and a clamped channel gets no gradient:
+                    # one Adam step past the range would leave it there for good. Projected back,
+                    # it stays trainable.
+                    a["color"].clamp_(0, 1)
+                    if cfg.log_scale_max is not None and it >= cfg.scale_freeze:
                         a["log_scale"].clamp_(max=cfg.log_scale_max)
         value = float(loss.detach())
         loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value

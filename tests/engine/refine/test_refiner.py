@@ -88,6 +88,21 @@ def test_refinement_recovers_the_texture_and_keeps_the_layout(model, video):
     assert out.metadata["refined"]["train_frames"] == 6
 
 
+def test_colours_stay_in_the_rendered_range_and_a_dark_channel_can_brighten_again(model, video):
+    """The start's red channel lies below 0, where the render's clamp passes no gradient. Projected
+    into [0, 1] after each step, every colour stays in the range the render shows, and the red
+    channel learns the skin's red instead of staying black."""
+    slots = model.uv_slots(256)
+    colors = torch.full((len(slots), 3), 0.5)
+    colors[:, 0] = -0.3
+    start = avatar_with(model, colors)
+    out = refine(start, model, video, dataclasses.replace(CFG, iterations=60))
+    red = slots.gather(out.gaussians.color)[:, 0]
+    truth = plain_colors(model, slots, shaded=False)[:, 0]
+    assert float(red.min()) >= 0 and float(slots.gather(out.gaussians.color).max()) <= 1
+    assert float((red - truth).abs().mean()) < 0.6 * float((0 - truth).abs().mean())
+
+
 def test_scale_freeze_keeps_scales_exactly(model, video):
     start = avatar_with(model, torch.full((len(model.uv_slots(256)), 3), 0.5))
     out = refine(start, model, video, dataclasses.replace(CFG, iterations=40, scale_freeze=40))
@@ -352,6 +367,19 @@ def test_alignment_recovers_a_perturbed_head_pose(model, video):
     for k in ("rotation", "translation", "expr", "jaw"):
         assert torch.equal(getattr(params, k)[: video.first_test], getattr(off.params, k)[: video.first_test])
     assert torch.equal(params.shape, off.params.shape)
+
+
+def test_alignment_keeps_the_eyes_near_the_tracked_gaze(model, video):
+    """A 64-px render shows each eye a pixel or two wide: the image says next to nothing of the
+    gaze, and Adam's normalised steps, carried along the frames, would turn the eyes at random.
+    The pull to the tracked gaze keeps them there (the ablation without it wanders)."""
+    truth = avatar_with(model, plain_colors(model, model.uv_slots(256), shaded=False))
+    frames = range(len(video.found))
+    cfg = AlignConfig(iterations=30, resolution=SIZE)
+    kept = align_frames(truth, model, video, frames, cfg, warm_start=True)
+    free = align_frames(truth, model, video, frames, dataclasses.replace(cfg, w_eyes=0.0), warm_start=True)
+    assert float((kept.eyes - video.params.eyes).abs().max()) < 0.03
+    assert float((free.eyes - video.params.eyes).abs().max()) > 0.1
 
 
 def test_alignment_cancel(model, video):
