@@ -7,8 +7,8 @@ tracked video with the binding and the Gaussian count frozen (no densification, 
 
 Log-scales are frozen for the first ``scale_freeze`` iterations and hard-clamped afterwards;
 colours are projected into [0, 1] after every step (outside it the render's clamp would stop
-their gradient for good); render and target are composited on the same random background each step, so silhouette
-gradients stay symmetric. Each step trains on one random training frame.
+their gradient for good); render and target are composited on the same random background each
+step, so silhouette gradients stay symmetric. Each step trains on one random training frame.
 
 With ``residual_features`` > 0 the avatar also learns an expression residual
 (`engine.residual`, the paper's FLAME-conditioned residual head kept per subject): each step adds
