@@ -46,7 +46,7 @@ def tracker_camera(K: np.ndarray, size: tuple[int, int], longer_side: int) -> Ca
 def project(points: Tensor, focal: Tensor, image_size: Tensor) -> tuple[Tensor, Tensor]:
     """Pixels [N, L, 2] and camera depth [N, L] of head-space points [N, L, 3]; focal [N] or
     scalar, image_size [N, 2] (height, width)."""
-    pc = points * FLIP
+    pc = points * FLIP.to(points.device)
     z = pc[..., 2].clamp_min(1e-3)
     f = focal.reshape(-1, 1)
     uv = torch.stack([f * pc[..., 0] / z + image_size[:, 1:2] / 2, f * pc[..., 1] / z + image_size[:, 0:1] / 2], -1)

@@ -33,7 +33,10 @@ class VideoData:
     """Frames [N, h, w, 3] uint8 and training mattes [N, h, w] float32 at the working resolution;
     ``person``: the person mattes [N, h, w] uint8 the training mattes were cut from (None: the
     mattes are fixed, as in synthetic tests); ``matte``: which matte they are
-    (`engine.metrics.matte.matte_of`: "head" or "portrait")."""
+    (`engine.metrics.matte.matte_of`: "head" or "portrait"); ``landmarks``: the landmark
+    tracker's detected FaceMesh points [N, 478, 2] as fractions of the frame's width and height
+    (a resolution's pixels are these times its size; nan where no face was found), which the
+    photometric alignment keeps the mesh near (None: not known, as in synthetic tests)."""
 
     name: str
     images: np.ndarray
@@ -44,6 +47,7 @@ class VideoData:
     first_test: int
     person: np.ndarray | None = None
     matte: str = "head"
+    landmarks: np.ndarray | None = None
 
     def with_params(self, params: HeadParams, model: HeadModel) -> "VideoData":
         """The same frames tracked by ``params``; the mattes follow the new tracking.
@@ -113,4 +117,6 @@ def load_video_data(path: Path, tracked, model: HeadModel, longer_side: int, mat
             images[i] = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA) if rgb.shape[:2] != (h, w) else rgb
             person[i] = cv2.resize(tracked.mattes[i], (w, h), interpolation=cv2.INTER_AREA)
             mattes[i] = matte_of(matte, model, tracked.params.frame(i), person[i], float(cams[i].K[0, 0]), (h, w))
-    return VideoData(Path(path).stem, images, mattes, tracked.params, cams, tracked.found, first_test, person, matte)
+    landmarks = tracked.landmarks[..., :2] / tracked.image_size[:, None, ::-1]    # (x, y) over (width, height)
+    return VideoData(Path(path).stem, images, mattes, tracked.params, cams, tracked.found, first_test, person, matte,
+                     landmarks.astype(np.float32))

@@ -148,7 +148,8 @@ def initial_pose(lm: LandmarkModel, obs: Observations, focal: np.ndarray) -> tup
     return np.array(rots), np.array(trans)
 
 
-def _huber(x: Tensor, delta: float) -> Tensor:
+def huber(x: Tensor, delta: float) -> Tensor:
+    """Huber's loss of residuals ``x``: quadratic within ``delta``, linear beyond."""
     a = x.abs()
     return torch.where(a < delta, 0.5 * a * a, delta * (a - 0.5 * delta))
 
@@ -211,7 +212,7 @@ def fit_landmarks(lm: LandmarkModel, obs: Observations, cfg: FitConfig = FitConf
         f = u.log_f.exp().expand(n)
         uv, z = project(lm(p), f, size)
         r = (uv - target).norm(dim=-1) / scale[:, None]                             # [N, L] 512-px units
-        e = (_huber(r, cfg.huber_px).mean(1) * found).sum() / n_found
+        e = (huber(r, cfg.huber_px).mean(1) * found).sum() / n_found
         d_model = (z - z.mean(1, keepdim=True)) * f[:, None] / z.mean(1, keepdim=True)
         d_obs = depth - depth.mean(1, keepdim=True)
         e = e + cfg.w_depth * ((((d_model - d_obs) / scale[:, None]) ** 2).mean(1) * found).sum() / n_found

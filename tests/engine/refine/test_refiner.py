@@ -382,6 +382,32 @@ def test_alignment_keeps_the_eyes_near_the_tracked_gaze(model, video):
     assert float((free.eyes - video.params.eyes).abs().max()) > 0.1
 
 
+def test_alignment_holds_the_mesh_to_the_detected_landmarks(model, video):
+    """With the matte empty the render says nothing, so what moves a jaw tracked 0.08 rad too
+    open is the landmark term alone: it closes it to the jaw the detected points were projected
+    from, at the alignment's own resolution (half the frames'). Without landmarks it stays."""
+    from engine.camera import project
+    from engine.track.lmk_model import LandmarkModel
+
+    frames = [2, 5]                                       # jawOpen 0.5
+    with torch.no_grad():
+        uv, _ = project(LandmarkModel(model, detected=True)(video.params), video.cameras[0].K[0, 0].reshape(1),
+                        torch.tensor([[SIZE, SIZE]], dtype=torch.float32))
+    points = np.full((len(video.found), 478, 2), np.nan, np.float32)
+    points[:, np.asarray(model.lmk_ids)] = uv.numpy() / SIZE
+    jaw = video.params.jaw.clone()
+    jaw[:, 0] += 0.08
+    blind = dataclasses.replace(video, mattes=np.zeros_like(video.mattes), landmarks=points,
+                                params=dataclasses.replace(video.params, jaw=jaw))
+    cfg = AlignConfig(iterations=150, resolution=SIZE // 2)
+    held = align_frames(avatar_with(model, torch.full((len(model.uv_slots(256)), 3), 0.5)), model, blind, frames, cfg)
+    error = (held.jaw[frames, 0] - video.params.jaw[frames, 0]).abs()
+    assert float(error.max()) < 0.02, error
+    free = align_frames(avatar_with(model, torch.full((len(model.uv_slots(256)), 3), 0.5)), model,
+                        dataclasses.replace(blind, landmarks=None), frames, cfg)
+    torch.testing.assert_close(free.jaw[frames], jaw[frames])
+
+
 def test_alignment_cancel(model, video):
     stop = threading.Event()
     stop.set()
