@@ -66,11 +66,13 @@ class AlignConfig:
     few pixels wide, so its gradient is tiny, and Adam's normalised steps, carried from frame to
     frame, let the eyes wander without bound (docs/refine.md)."""
     w_landmarks: float = 3e-3
-    """Weight of the mean Huber distance (the landmark fit's, in pixels of a 512-px frame) from the
-    mesh's landmarks to the detected ones, where the data has them. An avatar built from one frame
-    matches a dark open mouth about as well with its lips closed over it: without this term the
-    aligned mesh drifted 9 px from the detected landmarks and opened the mouth 9 px short
-    (docs/refine.md)."""
+    """Weight of the mean Huber distance (the landmark fit's, in pixels of a 512-px frame) between
+    the mesh's landmarks and the detected ones, where the data has them, over the mouth's and each
+    eye's outline with each outline's centroid taken off both: it holds how far the mouth and the
+    lids open and leaves where the head is to the render. An avatar built from one frame matches
+    a dark open mouth about as well with its lips closed over it: without this term the aligned
+    mesh opened lp_d3's mouth 9 px short; held at the landmarks' absolute positions, the head
+    went with them and the render fitted the frames 11 % worse (docs/refine.md)."""
 
     def lr(self, name: str) -> float:
         return {"rotation": self.lr_rotation, "neck": self.lr_rotation, "jaw": self.lr_rotation,
@@ -94,7 +96,6 @@ def align_frames(avatar: Avatar, model: HeadModel, data: VideoData, frames: Sequ
     device = model.device
     renderer = select(device, need_grad=True)
     animated = AnimatedAvatar(avatar, model)
-    slots = animated.slots
     params = data.params.to(device)
     shape = avatar.shape[None].to(params.shape)
     out = {k: getattr(params, k).detach().clone() for k in FIELDS}
@@ -102,15 +103,15 @@ def align_frames(avatar: Avatar, model: HeadModel, data: VideoData, frames: Sequ
     if data.landmarks is not None and cfg.w_landmarks > 0:
         landmarks = LandmarkModel(model, detected=True)
         ids = torch.as_tensor(model.lmk_ids).cpu().numpy()
+        groups = [torch.as_tensor(g, device=device) for g in outline_groups(ids)]
+        if not groups:
+            landmarks = None
     carry, last = None, None
     for done, t in enumerate(frames):
         if cancel is not None and cancel.is_set():
             raise Cancelled()
         tracked = dataclasses.replace(params.frame(int(t)), shape=shape)
-        cam, image, matte = _at_resolution(data, int(t), cfg.resolution)
-        cam = cam.to(device)
-        m = torch.from_numpy(matte)[..., None].to(device)
-        target = torch.from_numpy(image).to(device).float() / 255 * m
+        cam, target, m = _target(data, int(t), cfg.resolution, device)
         detected = None
         if landmarks is not None and np.isfinite(data.landmarks[int(t)][ids]).all():
             size = torch.tensor([[cam.height, cam.width]], dtype=torch.float32, device=device)
@@ -123,18 +124,13 @@ def align_frames(avatar: Avatar, model: HeadModel, data: VideoData, frames: Sequ
         opt = torch.optim.Adam([{"params": [var[k]], "lr": cfg.lr(k)} for k in FIELDS])
         for _ in range(cfg.iterations):
             posed = dataclasses.replace(tracked, **var)
-            verts = model.vertices(posed)[0]
-            attrs = animated.activated(posed.condition()[0])     # the avatar's residual follows the expression
-            g = place_activated(slot_frames(slots, verts, model.faces), attrs)
-            if animated.outer_layer is not None:      # hair and bust: the matte is the portrait's then
-                outer, outer_attrs = animated.outer_layer
-                g = concat(g, place_activated(outer.slot_frames(model, posed), outer_attrs))
-            frame = renderer.render(g, cam)
+            frame = renderer.render(posed_gaussians(animated, model, posed), cam)
             loss = ((frame.rgb * m - target).abs().mean() + cfg.w_expr * ((var["expr"] - tracked.expr) ** 2).sum()
                     + cfg.w_eyes * ((var["eyes"] - tracked.eyes) ** 2).sum())
             if detected is not None:
                 uv, _ = project(landmarks(posed), focal, size)
-                loss = loss + cfg.w_landmarks * huber((uv[0] - detected).norm(dim=-1) / unit, FitConfig.huber_px).mean()
+                loss = loss + cfg.w_landmarks * huber(shape_distance(uv[0], detected, groups) / unit,
+                                                      FitConfig.huber_px).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -146,6 +142,37 @@ def align_frames(avatar: Avatar, model: HeadModel, data: VideoData, frames: Sequ
     return dataclasses.replace(data.params, **{k: v.cpu() for k, v in out.items()})   # tracking stays on the host
 
 
+def posed_gaussians(animated: AnimatedAvatar, model: HeadModel, posed: HeadParams):
+    """The avatar's Gaussians (its outer layer included) at one frame's parameters ``posed``,
+    differentiable in them; its expression residual follows the expression."""
+    verts = model.vertices(posed)[0]
+    g = place_activated(slot_frames(animated.slots, verts, model.faces), animated.activated(posed.condition()[0]))
+    if animated.outer_layer is not None:      # hair and bust: the matte is the portrait's then
+        outer, outer_attrs = animated.outer_layer
+        g = concat(g, place_activated(outer.slot_frames(model, posed), outer_attrs))
+    return g
+
+
+def outline_groups(lmk_ids: np.ndarray) -> list[np.ndarray]:
+    """Rows of a model's landmarks (FaceMesh indices ``lmk_ids``) on the mouth's outline (both lip
+    contours together) and on each eye's lid margins, a group each; a group the model has fewer
+    than three points of is left out."""
+    from engine.headmodel import facemesh as fm
+
+    topo = fm.topology()
+    groups = [np.flatnonzero(np.isin(lmk_ids, [i for name in names for i in topo[name]]))
+              for names in (("lips_outer", "lips_inner"), ("eye_L",), ("eye_R",))]
+    return [g for g in groups if len(g) >= 3]
+
+
+def shape_distance(points: torch.Tensor, detected: torch.Tensor, groups: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Distance of each point of ``groups`` (rows of ``points`` and ``detected``, [L, 2]) from its
+    detected counterpart with each group's centroid taken off both: a group moved whole is at
+    distance 0, one opened or closed is not."""
+    return torch.cat([((points[g] - points[g].mean(0)) - (detected[g] - detected[g].mean(0))).norm(dim=-1)
+                      for g in groups])
+
+
 def track_photometric(start: Avatar, model: HeadModel, data: VideoData, cfg: AlignConfig,
                       progress: Callable[[int, int], None] | None = None,
                       cancel: threading.Event | None = None) -> VideoData:
@@ -155,6 +182,34 @@ def track_photometric(start: Avatar, model: HeadModel, data: VideoData, cfg: Ali
     frames = np.flatnonzero(data.found)
     params = align_frames(start, model, data, frames, cfg, progress, cancel, warm_start=True)
     return data.with_params(params, model)
+
+
+def photometric_error(avatar: Avatar, model: HeadModel, data: VideoData, params: HeadParams,
+                      frames: Sequence[int], resolution: int) -> float:
+    """Mean L1 inside the matte, over ``frames``, of the avatar's render at ``params`` (one
+    tracking of the whole video) against the frames at ``resolution``: what the alignment
+    minimises, without its priors."""
+    from engine.render.select import select
+
+    device = model.device
+    renderer, animated = select(device, need_grad=False), AnimatedAvatar(avatar, model)
+    shape = avatar.shape[None].to(device)
+    errors = []
+    with torch.no_grad():
+        for t in frames:
+            cam, target, m = _target(data, int(t), resolution, device)
+            posed = dataclasses.replace(params.frame(int(t)).to(device), shape=shape)
+            rgb = renderer.render(posed_gaussians(animated, model, posed), cam).rgb
+            errors.append(float((rgb * m - target).abs().mean()))
+    return float(np.mean(errors))
+
+
+def _target(data: VideoData, t: int, longer_side: int, device):
+    """Camera, matted image [H, W, 3] in [0, 1] and matte [H, W, 1] of frame ``t`` at the
+    alignment's resolution, on ``device``."""
+    cam, image, matte = _at_resolution(data, t, longer_side)
+    m = torch.from_numpy(matte)[..., None].to(device)
+    return cam.to(device), torch.from_numpy(image).to(device).float() / 255 * m, m
 
 
 def _at_resolution(data: VideoData, t: int, longer_side: int):

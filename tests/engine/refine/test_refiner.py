@@ -18,7 +18,7 @@ from engine.headmodel.base import HeadModel
 from engine.eval.refined import evaluate
 from engine.metrics.matte import head_matte
 from engine.jobs import Cancelled
-from engine.refine.align import AlignConfig, align_frames, track_photometric
+from engine.refine.align import AlignConfig, align_frames, photometric_error, shape_distance, track_photometric
 from engine.refine.config import MAX_STAGES, RefineConfig, load_refine_config, stages
 from engine.refine.data import VideoData, split, tracker_camera
 from engine.refine.refiner import aspect_penalty, refine, refine_stages
@@ -382,10 +382,12 @@ def test_alignment_keeps_the_eyes_near_the_tracked_gaze(model, video):
     assert float((free.eyes - video.params.eyes).abs().max()) > 0.1
 
 
-def test_alignment_holds_the_mesh_to_the_detected_landmarks(model, video):
+def test_alignment_holds_the_mouth_to_the_detected_shape_and_leaves_the_place_to_the_render(model, video):
     """With the matte empty the render says nothing, so what moves a jaw tracked 0.08 rad too
     open is the landmark term alone: it closes it to the jaw the detected points were projected
-    from, at the alignment's own resolution (half the frames'). Without landmarks it stays."""
+    from, at the alignment's own resolution (half the frames'). The head, tracked 6 mm to the
+    side, stays there: the term compares outlines about their centroids, so where the head is
+    stays the render's to say. Without landmarks the jaw stays too."""
     from engine.camera import project
     from engine.track.lmk_model import LandmarkModel
 
@@ -395,17 +397,43 @@ def test_alignment_holds_the_mesh_to_the_detected_landmarks(model, video):
                         torch.tensor([[SIZE, SIZE]], dtype=torch.float32))
     points = np.full((len(video.found), 478, 2), np.nan, np.float32)
     points[:, np.asarray(model.lmk_ids)] = uv.numpy() / SIZE
-    jaw = video.params.jaw.clone()
+    jaw, trans = video.params.jaw.clone(), video.params.translation.clone()
     jaw[:, 0] += 0.08
+    trans[:, 0] += 0.006
     blind = dataclasses.replace(video, mattes=np.zeros_like(video.mattes), landmarks=points,
-                                params=dataclasses.replace(video.params, jaw=jaw))
-    cfg = AlignConfig(iterations=150, resolution=SIZE // 2)
+                                params=dataclasses.replace(video.params, jaw=jaw, translation=trans))
+    cfg = AlignConfig(iterations=300, resolution=SIZE // 2)
     held = align_frames(avatar_with(model, torch.full((len(model.uv_slots(256)), 3), 0.5)), model, blind, frames, cfg)
     error = (held.jaw[frames, 0] - video.params.jaw[frames, 0]).abs()
     assert float(error.max()) < 0.02, error
+    sideways = (held.translation[frames, 0] - trans[frames, 0]).abs()
+    assert float(sideways.max()) < 0.003, sideways      # less than half way back to the landmarks' place
     free = align_frames(avatar_with(model, torch.full((len(model.uv_slots(256)), 3), 0.5)), model,
                         dataclasses.replace(blind, landmarks=None), frames, cfg)
     torch.testing.assert_close(free.jaw[frames], jaw[frames])
+
+
+def test_shape_distance_is_blind_to_a_moved_outline_and_sees_an_opened_one():
+    groups = [torch.tensor([0, 1, 2, 3]), torch.tensor([4, 5, 6])]
+    detected = torch.tensor([[0., 0], [2, 0], [2, 2], [0, 2], [5, 5], [6, 5], [5, 6]])
+    moved = detected.clone()
+    moved[:4] += torch.tensor([3., -1])
+    moved[4:] -= 7
+    assert float(shape_distance(moved, detected, groups).abs().max()) < 1e-6
+    opened = detected.clone()
+    opened[2:4, 1] += 1.0                                 # the square's top edge up 1: centroid up 0.5
+    expected = torch.tensor([0.5, 0.5, 0.5, 0.5, 0, 0, 0])
+    torch.testing.assert_close(shape_distance(opened, detected, groups), expected)
+
+
+def test_photometric_error_is_least_at_the_parameters_the_frames_were_rendered_with(model, video):
+    truth = avatar_with(model, plain_colors(model, model.uv_slots(256), shaded=False))
+    rot = video.params.rotation.clone()
+    rot[:, 1] += 0.1
+    turned = dataclasses.replace(video.params, rotation=rot)
+    at = photometric_error(truth, model, video, video.params, [0, 3], SIZE)
+    off = photometric_error(truth, model, video, turned, [0, 3], SIZE)
+    assert at < 0.005 and off > 4 * at, (at, off)
 
 
 def test_alignment_cancel(model, video):

@@ -63,3 +63,21 @@ def test_prepare_starts_from_the_network_avatar_of_the_reference_frame(openhead,
         assert torch.allclose(avatar.gaussians.maps()[k], v, atol=1e-6), k
     projective, _ = prepare(tmp_path / "clip.mp4", model, SIZE, tracked=tracked, log=lambda s: None)
     assert projective.metadata["generator"] == "projective" and projective.gaussians.resolution == 256
+
+
+def test_the_data_carries_the_detected_landmarks_at_any_resolution(openhead, tmp_path):
+    """The alignment compares the mesh's landmarks with the detected ones at its own resolution:
+    the data keeps them as fractions of the frame, so any size's pixels are a product away, after
+    `VideoData.resized` too; a frame without a face stays nan."""
+    model = HeadModel(openhead)
+    tracked = clip(model, tmp_path / "clip.mp4")
+    rng = np.random.default_rng(0)
+    tracked.landmarks = rng.uniform(0, SIZE, (N, 478, 2))
+    tracked.landmarks[3] = np.nan
+    _, data = prepare(tmp_path / "clip.mp4", model, SIZE // 2, tracked=tracked, log=lambda s: None)
+    h, w = data.images.shape[1:3]
+    assert (w, h) == (SIZE // 2, SIZE // 2)
+    np.testing.assert_allclose(data.landmarks[5] * [w, h], tracked.landmarks[5] / 2, rtol=1e-5)
+    assert np.isnan(data.landmarks[3]).all()
+    small = data.resized(SIZE // 4, model)
+    np.testing.assert_allclose(small.landmarks[5] * small.images.shape[1:3][::-1], tracked.landmarks[5] / 4, rtol=1e-5)
