@@ -166,22 +166,16 @@ def face_signals(face: Face | None) -> np.ndarray | None:
     if face is None:
         return None
     p = face.landmarks
-    gaze = []
-    for iris, inner, outer, _ in _EYES:
+    gaze, opening = [], []
+    for iris, inner, outer, lids in _EYES:
         axis = p[outer] - p[inner]
         width = float(np.linalg.norm(axis))
         axis = axis / width * np.sign(axis[0])                      # both eyes measured towards image +x
         gaze.append(float((p[iris] - (p[inner] + p[outer]) / 2) @ axis) / width)
+        opening.append(float(np.mean([np.linalg.norm(p[u] - p[d]) for u, d in lids])) / width)
     (c0, c1), (u, d) = _MOUTH
     mouth = float(np.linalg.norm(p[u] - p[d]) / np.linalg.norm(p[c1] - p[c0]))
-    return np.array([np.mean(gaze), mouth, eye_opening(p)])
-
-
-def eye_opening(points: np.ndarray) -> float:
-    """Mean lid gap of FaceMesh points [478, 2] (any pixels, square), each eye's divided by its
-    corner-to-corner width and averaged over the two eyes; nan where the points are."""
-    return float(np.mean([np.mean([np.linalg.norm(points[u] - points[d]) for u, d in lids])
-                          / np.linalg.norm(points[outer] - points[inner]) for _, inner, outer, lids in _EYES]))
+    return np.array([np.mean(gaze), mouth, np.mean(opening)])
 
 
 def agreement(real: Iterable[np.ndarray | None], render: Iterable[np.ndarray | None]) -> dict[str, float | None]:

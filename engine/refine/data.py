@@ -12,7 +12,6 @@ import numpy as np
 from engine.camera import shrunk_size, tracker_camera  # noqa: F401 - re-exported: the refiner's callers import them here
 from engine.headmodel.base import HeadModel
 from engine.io.media import VideoReader
-from engine.metrics.face import eye_opening
 from engine.metrics.matte import matte_of
 from engine.types import Camera, HeadParams
 
@@ -20,9 +19,6 @@ LONG_VIDEO = 1400         # frames from which the paper's fixed 350-frame test s
 LONG_HOLDOUT = 350
 SHORT_HOLDOUT = 0.25      # held-out fraction of shorter videos
 MIN_TRAIN = 30
-JAW_NOISE = 0.02
-"""Radians: closed-mouth frames of one video differ by about this much in the tracked jaw, so the
-reference frame's choice among them goes by the eyes and the head's turn."""
 
 
 def split(n: int) -> int:
@@ -39,9 +35,8 @@ class VideoData:
     mattes are fixed, as in synthetic tests); ``matte``: which matte they are
     (`engine.metrics.matte.matte_of`: "head" or "portrait"); ``landmarks``: the landmark
     tracker's detected FaceMesh points [N, 478, 2] as fractions of the frame's width and height
-    (a resolution's pixels are these times its size; nan where no face was found), whose mouth and
-    eye outlines the photometric alignment holds the mesh to and whose eyes pick the reference
-    frame (None: not known, as in synthetic tests)."""
+    (a resolution's pixels are these times its size; nan where no face was found), which the
+    photometric alignment keeps the mesh near (None: not known, as in synthetic tests)."""
 
     name: str
     images: np.ndarray
@@ -93,25 +88,14 @@ class VideoData:
         return idx[self.found[self.first_test :]]
 
     def reference_frame(self) -> int:
-        """The training frame the start avatar is built from: mouth closed, eyes open, facing the
-        camera. Of the training frames whose jaw is within `JAW_NOISE` of the least, those whose
-        eyes are open at least as wide as in three quarters of the training frames (FaceMesh's lid
-        gap over the eye's width; a frame caught in a blink or a look down paints half-shut lids
-        into the avatar), or the widest-eyed of them where none is; of those the most frontal.
-        Without landmarks the eyes are not asked about."""
+        """The training frame with the least jaw opening; when the jaw hardly moves (max < 0.02
+        rad, e.g. a silent or occluded mouth) the most frontal one instead."""
         tr = self.train
-        jaw = self.params.jaw[tr].norm(dim=-1).numpy()
-        keep = jaw <= jaw.min() + JAW_NOISE
-        if self.landmarks is not None:
-            h, w = self.images.shape[1:3]
-            with np.errstate(invalid="ignore", divide="ignore"):          # all-zero points: no eyes
-                eyes = np.array([eye_opening(self.landmarks[t] * [w, h]) for t in tr])
-            if np.isfinite(eyes[keep]).any():
-                wide = keep & (eyes >= np.nanpercentile(eyes, 75))
-                keep = wide if wide.any() else keep & (eyes >= np.nanmax(eyes[keep]))
-        turn = (self.params.rotation[tr] + self.params.neck[tr]).norm(dim=-1).numpy()
-        turn[~keep] = np.inf
-        return int(tr[int(turn.argmin())])
+        jaw = self.params.jaw[tr].norm(dim=-1)
+        if float(jaw.max()) < 0.02:
+            turn = (self.params.rotation[tr] + self.params.neck[tr]).norm(dim=-1)
+            return int(tr[int(turn.argmin())])
+        return int(tr[int(jaw.argmin())])
 
 
 def load_video_data(path: Path, tracked, model: HeadModel, longer_side: int, matte: str = "head") -> VideoData:

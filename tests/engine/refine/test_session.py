@@ -2,8 +2,6 @@
 frame — the projective stage's, or the trained network's when its checkpoint is given."""
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import torch
 
@@ -83,31 +81,3 @@ def test_the_data_carries_the_detected_landmarks_at_any_resolution(openhead, tmp
     assert np.isnan(data.landmarks[3]).all()
     small = data.resized(SIZE // 4, model)
     np.testing.assert_allclose(small.landmarks[5] * small.images.shape[1:3][::-1], tracked.landmarks[5] / 4, rtol=1e-5)
-
-
-def test_the_reference_frame_has_the_mouth_closed_the_eyes_open_and_faces_the_camera():
-    """Frame 1 has the least jaw but blinks; 3 is as closed (within the tracker's noise), open-eyed
-    and turned; 4 is as closed, open-eyed and frontal; 6 is the most open-eyed but talks."""
-    from engine.metrics.face import LID_PAIRS
-    from engine.refine.data import JAW_NOISE, VideoData
-
-    n = 10
-    jaw = torch.full((n, 3), 0.2)
-    jaw[[1, 3, 4], 0] = torch.tensor([0.001, 0.01, JAW_NOISE * 0.9])
-    rotation = torch.zeros(n, 3)
-    rotation[3, 1] = 0.3
-    rotation[4, 1] = 0.05
-    gaps = np.full(n, 0.3)
-    gaps[1], gaps[6] = 0.02, 0.5
-    points = np.zeros((n, 478, 2))
-    for (inner, outer), lids in (((133, 33), LID_PAIRS["right"]), ((362, 263), LID_PAIRS["left"])):
-        points[:, outer, 0] = 0.1                   # eyes 0.1 of the frame wide
-        for up, down in lids:
-            points[:, down, 1] = gaps * 0.1
-    params = HeadParams(torch.zeros(n, 10), torch.zeros(n, 10), rotation, torch.zeros(n, 3), jaw,
-                        torch.zeros(n, 6), torch.zeros(n, 3))
-    data = VideoData("v", np.zeros((n, 8, 8, 3), np.uint8), np.zeros((n, 8, 8), np.float32), params, [None] * n,
-                     np.ones(n, bool), first_test=8, landmarks=points)
-    assert data.reference_frame() == 4
-    blind = dataclasses.replace(data, landmarks=None)
-    assert blind.reference_frame() == 1                  # without landmarks: the most frontal of the closed
