@@ -45,6 +45,16 @@ class RefineConfig:
     """Log-scales stay fixed for this many iterations (0 disables the freeze: ablation)."""
     log_scale_max: float | None = 1.1
     """Hard clamp of log-scale relative to the triangle scale (None disables it: ablation)."""
+    anchor: float = 1e-3
+    """After each Adam step every attribute moves back towards its start value (the avatar the
+    run began from), apart from the loss as AdamW's weight decay is: by ``anchor`` · m / (m + r)
+    of the way, r the parameter's root-mean-square gradient and m the median of r
+    (`engine.refine.refiner.anchor_pull`). Adam divides each gradient by its own size, so a
+    parameter the frames hardly constrain (the mouth's inside, a hidden layer, a face's depth)
+    takes steps as long as one they pin down, in directions its noise picks; without the pull
+    such colours walked to 0 or 1 and such Gaussians off their surface, which the training
+    frames do not see but the avatar shows once it opens its mouth wider or turns further than
+    they did. 0: off (the paper's refiner)."""
     residual_features: int = 0
     """Per-slot features of the avatar's expression residual (`engine.residual`: the paper's
     FLAME-conditioned residual head, learnt per subject); 0: a static avatar (the default preset:

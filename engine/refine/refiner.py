@@ -6,9 +6,12 @@ tracked video with the binding and the Gaussian count frozen (no densification, 
                (estimated each step on a random subset of the Gaussians)
 
 Log-scales are frozen for the first ``scale_freeze`` iterations and hard-clamped afterwards;
-colours are projected into [0, 1] after every step (outside it the render's clamp would stop
-their gradient for good); render and target are composited on the same random background each
-step, so silhouette gradients stay symmetric. Each step trains on one random training frame.
+after every step each attribute is pulled back towards its start value, the more the less the
+frames constrain it (``anchor``, `anchor_pull`), so what they leave open stays near the start
+instead of drifting; colours are projected into [0, 1] after every step (outside it the render's
+clamp would stop their gradient for good); render and target are composited on the same random
+background each step, so silhouette gradients stay symmetric. Each step trains on one random
+training frame.
 
 With ``residual_features`` > 0 the avatar also learns an expression residual
 (`engine.residual`, the paper's FLAME-conditioned residual head kept per subject): each step adds
@@ -61,6 +64,30 @@ def aspect_penalty(cov2d: torch.Tensor, visible: torch.Tensor, tau: float) -> to
         return cov2d.sum() * 0
     return torch.relu(0.5 * torch.log(eigen_ratio(cov2d[visible])) - tau).mean()
 
+
+def anchor_pull(state: dict, anchor: float) -> torch.Tensor | float:
+    """Per parameter [N, C], the fraction of the way back to its start value one attribute takes
+    after an Adam step: ``anchor`` · m / (m + r), where r is the parameter's root-mean-square
+    gradient (the square root of Adam's second moment) and m the median of r over the
+    attribute's parameters that have had a gradient (estimated on every k-th of them, at most
+    `ANCHOR_SAMPLE`, so that it costs little every step). What the frames hardly move (r << m: the
+    mouth's inside, a hidden layer, and of a position the coordinate along its triangle's normal,
+    which is the depth of a face seen from the front) takes nearly the whole ``anchor``, the
+    typical parameter half of it and the ones they move most little; ``anchor`` everywhere before
+    Adam has a moment."""
+    sq = state.get("exp_avg_sq")
+    if sq is None:
+        return anchor
+    r = sq.sqrt()
+    sample = r.flatten()[:: max(1, r.numel() // ANCHOR_SAMPLE)]
+    seen = sample[sample > 0]
+    if len(seen) == 0:
+        return anchor
+    m = seen.median()
+    return anchor * m / (m + r)
+
+
+ANCHOR_SAMPLE = 8192
 
 MAX_BAD_STEPS = 20
 """Consecutive steps with a non-finite loss after which a refine stops as diverged (one such
@@ -116,6 +143,8 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
     outer = model.outer() if avatar.outer is not None else None
     outer_attrs = {} if outer is None else {k: outer.slots.gather(v.to(device)).detach().clone().requires_grad_(True)
                                             for k, v in avatar.outer.maps().items()}
+    # what cfg.anchor pulls every attribute back to: the avatar this run started from
+    anchors = [(a, {k: v.detach().clone() for k, v in a.items()}) for a in (attrs, outer_attrs) if a]
     run = run or run_identity(avatar, data)
     state = None
     if resume and checkpoint is not None and checkpoint.exists():
@@ -197,14 +226,16 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
                     a["log_scale"].grad = None
         opt.step()
         with torch.no_grad():
-            for a in (attrs, outer_attrs):
-                if a:
-                    # Rendering clamps colours to [0, 1], and a clamped channel gets no gradient:
-                    # one Adam step past the range would leave it there for good. Projected back,
-                    # it stays trainable.
-                    a["color"].clamp_(0, 1)
-                    if cfg.log_scale_max is not None and it >= cfg.scale_freeze:
-                        a["log_scale"].clamp_(max=cfg.log_scale_max)
+            for a, a0 in anchors:
+                if cfg.anchor > 0:
+                    for k, v in a.items():
+                        v.lerp_(a0[k], anchor_pull(opt.state[v], cfg.anchor))
+                # Rendering clamps colours to [0, 1], and a clamped channel gets no gradient:
+                # one Adam step past the range would leave it there for good. Projected back,
+                # it stays trainable.
+                a["color"].clamp_(0, 1)
+                if cfg.log_scale_max is not None and it >= cfg.scale_freeze:
+                    a["log_scale"].clamp_(max=cfg.log_scale_max)
         value = float(loss.detach())
         loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
         done = it + 1

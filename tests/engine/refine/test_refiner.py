@@ -21,7 +21,7 @@ from engine.jobs import Cancelled
 from engine.refine.align import AlignConfig, align_frames, photometric_error, shape_distance, track_photometric
 from engine.refine.config import MAX_STAGES, RefineConfig, load_refine_config, stages
 from engine.refine.data import VideoData, split, tracker_camera
-from engine.refine.refiner import aspect_penalty, refine, refine_stages
+from engine.refine.refiner import anchor_pull, aspect_penalty, refine, refine_stages
 from engine.render.select import select
 from engine.track.fit import intrinsics
 from engine.types import Avatar, HeadParams
@@ -101,6 +101,39 @@ def test_colours_stay_in_the_rendered_range_and_a_dark_channel_can_brighten_agai
     truth = plain_colors(model, slots, shaded=False)[:, 0]
     assert float(red.min()) >= 0 and float(slots.gather(out.gaussians.color).max()) <= 1
     assert float((red - truth).abs().mean()) < 0.6 * float((0 - truth).abs().mean())
+
+
+def test_the_anchor_holds_what_the_frames_leave_open_and_leaves_what_they_show(model, video):
+    """Started from the avatar that rendered the frames, every attribute the frames pin down is at
+    its optimum already, so what moves is what they leave open: the Gaussians they barely see,
+    whose Adam steps are as long as the others' but point anywhere. Pulled back each step, the
+    farthest of those (the 99th percentile of each Gaussian's largest change) drift less than
+    0.6 as far (measured: 0.38 for colour, 0.49 for position). A start painted grey still learns
+    the frames' colours within 5 % as well as without the pull (measured: 1.7 % worse)."""
+    slots = model.uv_slots(256)
+    truth = avatar_with(model, plain_colors(model, slots, shaded=False))
+    grey = avatar_with(model, torch.full((len(slots), 3), 0.5))
+    cfg = dataclasses.replace(CFG, iterations=80, checkpoint_every=0)
+    far, learnt = {}, {}
+    for anchor in (0.0, 0.05):
+        run = dataclasses.replace(cfg, anchor=anchor)
+        out = refine(truth, model, video, run)
+        far[anchor] = {k: float((slots.gather(getattr(out.gaussians, k)) - slots.gather(getattr(truth.gaussians, k)))
+                                .abs().max(1).values.quantile(0.99)) for k in ("color", "local_position")}
+        learnt[anchor] = colour_error(model, refine(grey, model, video, run))
+    for k in ("color", "local_position"):
+        assert far[0.05][k] < 0.6 * far[0.0][k], (k, far, learnt)
+    assert learnt[0.05] < 1.05 * learnt[0.0], (far, learnt)
+
+
+def test_the_anchor_pull_against_the_formula():
+    """anchor · m / (m + r): r each parameter's root-mean-square gradient, m the median of r over
+    the parameters that have had one."""
+    r = np.array([[0.0, 1.0], [2.0, 3.0], [np.sqrt(8), 4.0]])
+    pull = anchor_pull({"exp_avg_sq": torch.tensor(r ** 2, dtype=torch.float32)}, 0.01)
+    m = float(np.median(r[r > 0]))
+    assert pull.shape == (3, 2) and np.allclose(pull.numpy(), 0.01 * m / (m + r), rtol=1e-6)
+    assert anchor_pull({}, 0.01) == 0.01 and anchor_pull({"exp_avg_sq": torch.zeros(3, 2)}, 0.01) == 0.01
 
 
 def test_scale_freeze_keeps_scales_exactly(model, video):
