@@ -147,7 +147,8 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
     outer = model.outer() if avatar.outer is not None else None
     outer_attrs = {} if outer is None else {k: outer.slots.gather(v.to(device)).detach().clone().requires_grad_(True)
                                             for k, v in avatar.outer.maps().items()}
-    # what cfg.anchor pulls every attribute back to: the avatar this run started from
+    # what cfg.anchor pulls every attribute back to: the avatar this run started from (a resumed
+    # run, the one its checkpoint's run started from: a later stage's start is the stage before's end)
     anchors = [(a, {k: v.detach().clone() for k, v in a.items()}) for a in (attrs, outer_attrs) if a]
     run = run or run_identity(avatar, data)
     state = None
@@ -173,6 +174,9 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
                 attrs[k].copy_(slots.gather(state["maps"][k]))
             for k in outer_attrs if state.get("outer_maps") is not None else ():
                 outer_attrs[k].copy_(outer.slots.gather(state["outer_maps"][k]))
+            for (_, a0), saved in zip(anchors, state.get("anchors") or ()):
+                for k in a0:
+                    a0[k].copy_(saved[k])
         opt.load_state_dict(state["optimizer"])
         start = int(state["iteration"])
     train = data.train
@@ -247,7 +251,8 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
             _check_finite(attrs, outer_attrs, done)
             _save_checkpoint(checkpoint, _to_maps(attrs, slots, avatar.gaussians), opt, done, cfg,
                              None if residual is None else residual.state(slots),
-                             None if outer is None else _to_maps(outer_attrs, outer.slots, avatar.outer), run)
+                             None if outer is None else _to_maps(outer_attrs, outer.slots, avatar.outer), run,
+                             [a0 for _, a0 in anchors])
         if progress is not None:
             rate = (done - start) / max(time.perf_counter() - t0, 1e-9)
             preview = frame.to_uint8() if cfg.preview_every and done % cfg.preview_every == 0 else None
@@ -341,15 +346,17 @@ def _check_finite(attrs: dict, outer_attrs: dict, step: int) -> None:
 
 
 def _save_checkpoint(path: Path, maps: dict, opt, iteration: int, cfg: RefineConfig,
-                     residual: dict | None = None, outer_maps: dict | None = None, run: dict | None = None) -> None:
-    """Atomic: a crash or cancel mid-write leaves the previous checkpoint loadable."""
+                     residual: dict | None = None, outer_maps: dict | None = None, run: dict | None = None,
+                     anchors: list[dict] | None = None) -> None:
+    """Atomic: a crash or cancel mid-write leaves the previous checkpoint loadable. ``anchors``:
+    the per-slot start values the run pulls towards (head page, then outer layer)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         torch.save({"maps": {k: v.detach() for k, v in maps.items()}, "optimizer": opt.state_dict(),
                     "iteration": iteration, "config": dataclasses.asdict(cfg), "residual": residual,
                     "outer_maps": None if outer_maps is None else {k: v.detach() for k, v in outer_maps.items()},
-                    "run": run}, tmp)
+                    "run": run, "anchors": anchors}, tmp)
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
