@@ -35,8 +35,9 @@ class VideoData:
     mattes are fixed, as in synthetic tests); ``matte``: which matte they are
     (`engine.metrics.matte.matte_of`: "head" or "portrait"); ``landmarks``: the landmark
     tracker's detected FaceMesh points [N, 478, 2] as fractions of the frame's width and height
-    (a resolution's pixels are these times its size; nan where no face was found), which the
-    photometric alignment keeps the mesh near (None: not known, as in synthetic tests)."""
+    (a resolution's pixels are these times its size; nan where no face was found), whose mouth and
+    eye outlines' shapes the photometric alignment holds the mesh's to (None: not known, as in
+    synthetic tests)."""
 
     name: str
     images: np.ndarray
