@@ -4,8 +4,8 @@ The landmark tracker's per-frame head rotation, translation, neck, jaw, eye and 
 parameters are moved so that the avatar's render (its outer layer included) matches the frame
 inside the data's matte (the portrait matte for avatars with an outer layer; L1 on black, as
 `engine.eval.refined` scores it), with a weak pull of the expression and the eyes towards the
-tracked ones and the mesh's landmarks held near the detected ones. The avatar and the identity
-shape do not change.
+tracked ones and the mesh's mouth and eye outlines held to the detected ones' shapes (how far
+they open, not where they are). The avatar and the identity shape do not change.
 
 Two uses:
 
