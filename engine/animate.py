@@ -5,12 +5,12 @@ computed once per avatar.
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import torch
 from torch import Tensor
 
-from engine.binding import Activated, UVSlots, pose_slots
+from engine.binding import Activated, UVSlots, place_activated, pose_slots
 from engine.headmodel.base import HeadModel
 from engine.residual import ExpressionResidual, add_residual
 from engine.types import Avatar, Camera, Gaussians, HeadParams, UVGaussians
@@ -66,6 +66,10 @@ class AnimatedAvatar:
             return None
         outer, attrs = self._outer
         p = params.frame(0).to(self.model.device)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in _tensors(p)):
+            # Differentiable in the pose (the photometric alignment): each slot's frame is the
+            # rigid motion of its rest frame, one rotation per joint, not a frame per triangle.
+            return place_activated(outer.slot_frames(self.model, p), attrs)
         return pose_slots(outer.slots, outer.pose(self.model, p)[0], outer.faces, attrs)
 
     def _with_outer(self, g: Gaussians, params: HeadParams) -> Gaussians:
@@ -92,8 +96,10 @@ class AnimatedAvatar:
         return HeadParams(self.avatar.shape[None].to(p.shape), p.expr, p.rotation, p.neck, p.jaw, p.eyes, p.translation)
 
     def gaussians(self, params: HeadParams, camera: Camera | None = None) -> Gaussians:
-        """World-space Gaussians of frame 0 of ``params``. ``camera`` is for avatars whose
-        Gaussians depend on the view (a network avatar's view-conditioned heads); ignored here."""
+        """World-space Gaussians of frame 0 of ``params``, the outer layer included. Differentiable
+        in ``params`` (expression residual included) when they require a gradient. ``camera`` is
+        for avatars whose Gaussians depend on the view (a network avatar's view-conditioned heads);
+        ignored here."""
         p = params.frame(0).to(self.model.device)       # trackers pose on the host
         verts = self.model.vertices(p)[0]
         return self._with_outer(pose_slots(self.slots, verts, self.model.faces, self.activated(p.condition()[0])), p)
@@ -114,6 +120,10 @@ class StaticScene:
 
     def gaussians(self, params: HeadParams, camera: Camera | None = None) -> Gaussians:
         return self._gaussians
+
+
+def _tensors(params: HeadParams) -> list[Tensor]:
+    return [getattr(params, f.name) for f in fields(HeadParams)]
 
 
 def concat(*parts: Gaussians) -> Gaussians:

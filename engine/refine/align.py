@@ -31,8 +31,7 @@ import cv2
 import numpy as np
 import torch
 
-from engine.animate import AnimatedAvatar, concat
-from engine.binding import place_activated, slot_frames
+from engine.animate import AnimatedAvatar
 from engine.camera import project
 from engine.headmodel.base import HeadModel
 from engine.jobs import Cancelled
@@ -124,7 +123,7 @@ def align_frames(avatar: Avatar, model: HeadModel, data: VideoData, frames: Sequ
         opt = torch.optim.Adam([{"params": [var[k]], "lr": cfg.lr(k)} for k in FIELDS])
         for _ in range(cfg.iterations):
             posed = dataclasses.replace(tracked, **var)
-            frame = renderer.render(posed_gaussians(animated, model, posed), cam)
+            frame = renderer.render(animated.gaussians(posed), cam)
             loss = ((frame.rgb * m - target).abs().mean() + cfg.w_expr * ((var["expr"] - tracked.expr) ** 2).sum()
                     + cfg.w_eyes * ((var["eyes"] - tracked.eyes) ** 2).sum())
             if detected is not None:
@@ -140,17 +139,6 @@ def align_frames(avatar: Avatar, model: HeadModel, data: VideoData, frames: Sequ
         if progress is not None:
             progress(done + 1, len(frames))
     return dataclasses.replace(data.params, **{k: v.cpu() for k, v in out.items()})   # tracking stays on the host
-
-
-def posed_gaussians(animated: AnimatedAvatar, model: HeadModel, posed: HeadParams):
-    """The avatar's Gaussians (its outer layer included) at one frame's parameters ``posed``,
-    differentiable in them; its expression residual follows the expression."""
-    verts = model.vertices(posed)[0]
-    g = place_activated(slot_frames(animated.slots, verts, model.faces), animated.activated(posed.condition()[0]))
-    if animated.outer_layer is not None:      # hair and bust: the matte is the portrait's then
-        outer, outer_attrs = animated.outer_layer
-        g = concat(g, place_activated(outer.slot_frames(model, posed), outer_attrs))
-    return g
 
 
 def outline_groups(lmk_ids: np.ndarray) -> list[np.ndarray]:
@@ -199,7 +187,7 @@ def photometric_error(avatar: Avatar, model: HeadModel, data: VideoData, params:
         for t in frames:
             cam, target, m = _target(data, int(t), resolution, device)
             posed = dataclasses.replace(params.frame(int(t)).to(device), shape=shape)
-            rgb = renderer.render(posed_gaussians(animated, model, posed), cam).rgb
+            rgb = renderer.render(animated.gaussians(posed), cam).rgb
             errors.append(float((rgb * m - target).abs().mean()))
     return float(np.mean(errors))
 

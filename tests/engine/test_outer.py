@@ -235,6 +235,27 @@ def test_rigid_slot_frames_are_the_frames_of_the_posed_layer(model: HeadModel) -
     assert float(same.max()) < 1e-3
 
 
+def test_the_posed_avatar_is_the_same_with_and_without_a_gradient(model: HeadModel) -> None:
+    """`AnimatedAvatar.gaussians` poses the outer layer by its rigid slot frames when the pose
+    needs a gradient (the photometric alignment) and natively when it does not (the display):
+    both give the same Gaussians, and the gradient reaches the pose and the jaw."""
+    truth = known_subject(model)
+    p = dataclasses.replace(pose(model, 0.3, 0.2), jaw=torch.tensor([[0.15, 0.0, 0.0]]))
+    with torch.no_grad():
+        shown = truth.gaussians(p)
+    var = dataclasses.replace(p, translation=p.translation.clone().requires_grad_(True),
+                              jaw=p.jaw.clone().requires_grad_(True))
+    g = truth.gaussians(var)
+    assert g.means.requires_grad and len(g.means) == len(shown.means) > len(truth.slots)
+    assert float((g.means.detach() - shown.means).abs().max()) < 1e-5                          # metres
+    q = g.quats.detach()
+    same = torch.minimum((q - shown.quats).abs().amax(1), (q + shown.quats).abs().amax(1))
+    assert float(same.max()) < 1e-3 and torch.allclose(g.scales.detach(), shown.scales, atol=1e-6)
+    g.means[:, 1].sum().backward()
+    assert float(var.translation.grad[0, 1]) == pytest.approx(len(g.means), rel=1e-4)     # d(sum y)/d(t_y)
+    assert float(var.jaw.grad.abs().sum()) > 0
+
+
 def test_alignment_sees_the_outer_layer(model: HeadModel) -> None:
     """Photometric alignment of an avatar with an outer layer (its render includes the layer, posed
     with the parameters being aligned): a frame of the known subject tracked 8 mm off sideways is
