@@ -147,9 +147,10 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
     outer = model.outer() if avatar.outer is not None else None
     outer_attrs = {} if outer is None else {k: outer.slots.gather(v.to(device)).detach().clone().requires_grad_(True)
                                             for k, v in avatar.outer.maps().items()}
+    trained = [a for a in (attrs, outer_attrs) if a]
     # what cfg.anchor pulls every attribute back to: the avatar this run started from (a resumed
     # run, the one its checkpoint's run started from: a later stage's start is the stage before's end)
-    anchors = [(a, {k: v.detach().clone() for k, v in a.items()}) for a in (attrs, outer_attrs) if a]
+    starts = [{k: v.detach().clone() for k, v in a.items()} for a in trained] if cfg.anchor > 0 else []
     run = run or run_identity(avatar, data)
     state = None
     if resume and checkpoint is not None and checkpoint.exists():
@@ -174,7 +175,7 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
                 attrs[k].copy_(slots.gather(state["maps"][k]))
             for k in outer_attrs if state.get("outer_maps") is not None else ():
                 outer_attrs[k].copy_(outer.slots.gather(state["outer_maps"][k]))
-            for (_, a0), saved in zip(anchors, state.get("anchors") or ()):
+            for a0, saved in zip(starts, state.get("anchors") or ()):
                 for k in a0:
                     a0[k].copy_(saved[k])
         opt.load_state_dict(state["optimizer"])
@@ -234,10 +235,9 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
                     a["log_scale"].grad = None
         opt.step()
         with torch.no_grad():
-            for a, a0 in anchors:
-                if cfg.anchor > 0:
-                    for k, v in a.items():
-                        v.lerp_(a0[k], anchor_pull(opt.state[v], cfg.anchor))
+            for a, a0 in zip(trained, starts or [None] * len(trained)):
+                for k, v in a.items() if a0 is not None else ():
+                    v.lerp_(a0[k], anchor_pull(opt.state[v], cfg.anchor))
                 # Rendering clamps colours to [0, 1], and a clamped channel gets no gradient:
                 # one Adam step past the range would leave it there for good. Projected back,
                 # it stays trainable.
@@ -252,7 +252,7 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
             _save_checkpoint(checkpoint, _to_maps(attrs, slots, avatar.gaussians), opt, done, cfg,
                              None if residual is None else residual.state(slots),
                              None if outer is None else _to_maps(outer_attrs, outer.slots, avatar.outer), run,
-                             [a0 for _, a0 in anchors])
+                             starts or None)
         if progress is not None:
             rate = (done - start) / max(time.perf_counter() - t0, 1e-9)
             preview = frame.to_uint8() if cfg.preview_every and done % cfg.preview_every == 0 else None
@@ -349,7 +349,7 @@ def _save_checkpoint(path: Path, maps: dict, opt, iteration: int, cfg: RefineCon
                      residual: dict | None = None, outer_maps: dict | None = None, run: dict | None = None,
                      anchors: list[dict] | None = None) -> None:
     """Atomic: a crash or cancel mid-write leaves the previous checkpoint loadable. ``anchors``:
-    the per-slot start values the run pulls towards (head page, then outer layer)."""
+    the per-slot start values the run pulls towards (head page, then outer layer); None without a pull."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:

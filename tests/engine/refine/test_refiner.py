@@ -165,13 +165,19 @@ def test_resume_repeats_an_unbroken_run_and_cancel_keeps_the_checkpoint(model, v
 
     with pytest.raises(Cancelled):
         refine(start, model, video, cfg, progress=stop_after_60, cancel=stop, checkpoint=ckpt)
-    assert torch.load(ckpt, weights_only=True)["iteration"] == 60
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["iteration"] == 60 and len(saved["anchors"]) == 1       # the head page's start values
     resumed = refine(start, model, video, cfg, checkpoint=ckpt, resume=True)
     for k, v in whole.gaussians.maps().items():
         torch.testing.assert_close(resumed.gaussians.maps()[k], v, atol=1e-6, rtol=0)
     assert whole.residual is not None and resumed.residual.keys() == whole.residual.keys()
     for k, v in whole.residual.items():
         torch.testing.assert_close(resumed.residual[k], v, atol=1e-6, rtol=0)
+    stop.clear()
+    with pytest.raises(Cancelled):      # without the pull there are no start values to keep
+        refine(start, model, video, dataclasses.replace(cfg, anchor=0.0), progress=stop_after_60, cancel=stop,
+               checkpoint=tmp_path / "bare.ckpt")
+    assert torch.load(tmp_path / "bare.ckpt", weights_only=True)["anchors"] is None
 
 
 _KILLED_RUN = """
