@@ -257,9 +257,11 @@ def test_live_drive_from_a_camera_records_until_the_camera_stops(model, animated
         assert sum(1 for _ in video) >= stats.frames and video.fps == pytest.approx(cam.fps)   # wall-clock timing
 
 
-def test_ctrl_c_during_a_live_recording_keeps_the_mp4(model, animated, talking_clip, tmp_path):
+def test_ctrl_c_during_a_live_recording_keeps_the_mp4(model, animated, talking_clip, tmp_path, monkeypatch):
     """Ctrl-C could land inside the encoder, which then deleted the whole recording. Now the first
-    Ctrl-C ends it after the frame in hand and the MP4 is complete."""
+    Ctrl-C ends it after the frame in hand and the MP4 is complete. The Ctrl-C comes half a second
+    after the first frame reached the screen: a fixed delay from the start came before any frame
+    when the tracker started cold."""
     import os
     import signal
     import threading
@@ -286,9 +288,19 @@ def test_ctrl_c_during_a_live_recording_keeps_the_mp4(model, animated, talking_c
         def __getattr__(self, name):
             return getattr(self.cap, name)
 
+    from engine.drive.live import LiveDriver
+
+    shown, first = LiveDriver.displayed, threading.Event()
+
+    def ctrl_c_soon_after_the_first(self, frame, render_ms):
+        shown(self, frame, render_ms)
+        if not first.is_set():
+            first.set()
+            threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+
+    monkeypatch.setattr(LiveDriver, "displayed", ctrl_c_soon_after_the_first)
     cam = WebcamSource(0, opener=lambda i: Looping())
     out = tmp_path / "live.mp4"
-    threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
     stats = drive_video(animated.avatar, model, cam, out, transfer=TransferConfig(relative=False), size=64,
                         tracker=UNBOUNDED)
     assert "stopped by Ctrl-C" in stats.notes and stats.frames >= 1
