@@ -5,7 +5,7 @@ computed once per avatar.
 """
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import replace
 
 import torch
 from torch import Tensor
@@ -66,7 +66,7 @@ class AnimatedAvatar:
             return None
         outer, attrs = self._outer
         p = params.frame(0).to(self.model.device)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in _tensors(p)):
+        if torch.is_grad_enabled() and p.requires_grad:
             # Differentiable in the pose (the photometric alignment): each slot's frame is the
             # rigid motion of its rest frame, one rotation per joint, not a frame per triangle.
             return place_activated(outer.slot_frames(self.model, p), attrs)
@@ -120,10 +120,6 @@ class StaticScene:
 
     def gaussians(self, params: HeadParams, camera: Camera | None = None) -> Gaussians:
         return self._gaussians
-
-
-def _tensors(params: HeadParams) -> list[Tensor]:
-    return [getattr(params, f.name) for f in fields(HeadParams)]
 
 
 def concat(*parts: Gaussians) -> Gaussians:

@@ -70,6 +70,11 @@ class HeadParams:
         """Whether every value is finite (no NaN or infinity anywhere)."""
         return all(bool(torch.isfinite(getattr(self, f.name)).all()) for f in fields(self))
 
+    @property
+    def requires_grad(self) -> bool:
+        """Whether any value requires a gradient (the posing then has to be differentiable)."""
+        return any(getattr(self, f).requires_grad for f in _HEAD_FIELDS)
+
     def condition(self) -> Tensor:
         """The residual-head conditioning code ``concat(expr, jaw, neck, eyes)``: [B, E+12]."""
         return torch.cat([self.expr, self.jaw, self.neck, self.eyes], dim=-1)

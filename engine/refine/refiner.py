@@ -235,9 +235,10 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
                     a["log_scale"].grad = None
         opt.step()
         with torch.no_grad():
-            for a, a0 in zip(trained, starts or [None] * len(trained)):
-                for k, v in a.items() if a0 is not None else ():
-                    v.lerp_(a0[k], anchor_pull(opt.state[v], cfg.anchor))
+            for i, a in enumerate(trained):
+                if starts:
+                    for k, v in a.items():
+                        v.lerp_(starts[i][k], anchor_pull(opt.state[v], cfg.anchor))
                 # Rendering clamps colours to [0, 1], and a clamped channel gets no gradient:
                 # one Adam step past the range would leave it there for good. Projected back,
                 # it stays trainable.
