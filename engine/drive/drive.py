@@ -117,7 +117,7 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
     timing. ``on_frame`` receives every rendered output frame as well (e.g. a `VirtualCamera`'s
     ``send``). Returns the per-stage timings; raises `MediaError` for an unreadable video."""
     from engine.camera import orbit_camera
-    from engine.io.media import write_video
+    from engine.io.media import NoFramesError, write_video
     from engine.render.select import select
 
     cfg = transfer if transfer is not None else TransferConfig(relative=relative)
@@ -239,6 +239,10 @@ def drive_video(avatar: Avatar, model: HeadModel, driver_video: str | os.PathLik
     try:
         with torch_threads(threads), (_ctrl_c_sets(interrupted) if live_mode else contextlib.nullcontext()):
             write_video(out_mp4, live_frames() if live_mode else frames(), source.fps)
+    except NoFramesError:
+        why = "stopped by Ctrl-C before the first frame was shown" if "stopped by Ctrl-C" in stats.notes \
+            else "no frame was read"
+        raise ValueError(f"{name}: {why}; nothing was recorded and {out_mp4} was not written") from None
     finally:
         tr.close()
         source.close()

@@ -44,6 +44,10 @@ class MediaError(ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class NoFramesError(ValueError):
+    """`write_video` was given no frames; nothing was written."""
+
+
 class MediaNotFoundError(MediaError, FileNotFoundError):
     """The input file does not exist (also a ``FileNotFoundError`` for callers that expect one)."""
 
@@ -254,7 +258,8 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
     by repeating the last column/row rather than resized. ``crf`` is x264's quality (18 is
     close to visually lossless, 23 its default). The index goes at the front of the file
     (``+faststart``) so browsers can play it while loading. The file replaces ``path``
-    atomically: on any error an existing file there is left untouched.
+    atomically: on any error an existing file there is left untouched. No frames at all raise
+    `NoFramesError` and write nothing.
     """
     import imageio.v2 as iio  # imported here: only writers need it
 
@@ -282,7 +287,7 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
             pad = ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0))
             writer.append_data(np.pad(frame, pad, mode="edge") if any(p[1] for p in pad) else frame)
         if writer is None:
-            raise ValueError("no frames to write")
+            raise NoFramesError(f"{path}: no frames to write")
         writer.close()
         os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644)
         os.replace(tmp, path)

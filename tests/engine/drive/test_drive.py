@@ -309,6 +309,35 @@ def test_ctrl_c_during_a_live_recording_keeps_the_mp4(model, animated, talking_c
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler      # restored
 
 
+def test_ctrl_c_before_the_first_live_frame_says_nothing_was_recorded(model, animated, talking_clip, tmp_path,
+                                                                      monkeypatch):
+    """A Ctrl-C before any tracked frame reached the screen: one line saying nothing was
+    recorded, no file, and Ctrl-C handled as usual again."""
+    import os
+    import signal
+
+    import cv2
+
+    from engine.drive.live import LiveDriver
+    from engine.drive.sources import WebcamSource
+
+    path, _ = talking_clip
+
+    def ctrl_c_while_waiting(self, seen):          # the display loop's first look for a frame
+        os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+    monkeypatch.setattr(LiveDriver, "latest", ctrl_c_while_waiting)
+    out = tmp_path / "live.mp4"
+    cam = WebcamSource(0, opener=lambda i: cv2.VideoCapture(str(path)))
+    with pytest.raises(ValueError, match=r"^camera 0: stopped by Ctrl-C before the first frame was shown; "
+                                         r"nothing was recorded"):
+        drive_video(animated.avatar, model, cam, out, transfer=TransferConfig(relative=False), size=64,
+                    tracker=UNBOUNDED)
+    assert not list(tmp_path.iterdir())
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_driven_frames_reach_a_virtual_camera_and_a_missing_one_is_explained(model, animated, talking_clip,
                                                                            tmp_path, monkeypatch):
     import sys
