@@ -47,6 +47,28 @@ class UVSlots:
         # transposing gave a strided tensor on which per-row norms were 10x slower.
         return uv_map.reshape(uv_map.shape[0], -1).T[self.texel]
 
+    def neighbours(self, faces: Tensor | None = None) -> Tensor:
+        """[P, 2] slot indices of the slots side by side in the raster (each pair once: the texel
+        to the right and the one below). With ``faces`` [F, 3] only pairs whose triangles share a
+        mesh vertex: texels that touch in the raster but lie on separate UV islands are not
+        neighbours on the surface."""
+        R = self.resolution
+        texel = self.texel.cpu()
+        index = torch.full((R * R,), -1, dtype=torch.long)
+        index[texel] = torch.arange(len(texel))
+        row, col = texel // R, texel % R
+        pairs = []
+        for ok, step in ((col < R - 1, 1), (row < R - 1, R)):
+            other = index[(texel + step).clamp(max=R * R - 1)]
+            keep = ok & (other >= 0)
+            pairs.append(torch.stack([torch.nonzero(keep)[:, 0], other[keep]], 1))
+        pairs = torch.cat(pairs)
+        if faces is not None:
+            tri = faces.cpu()[self.face.cpu()]                      # [N, 3] vertex indices
+            a, b = tri[pairs[:, 0]], tri[pairs[:, 1]]
+            pairs = pairs[(a[:, :, None] == b[:, None, :]).flatten(1).any(1)]
+        return pairs.to(self.texel.device)
+
     def scatter(self, values: Tensor) -> Tensor:
         """A UV map [C, R, R] holding per-slot ``values`` [N, C], zeros elsewhere."""
         out = values.new_zeros(values.shape[1], self.resolution * self.resolution)

@@ -55,6 +55,23 @@ class RefineConfig:
     such colours walked to 0 or 1 and such Gaussians off their surface, which the training
     frames do not see but the avatar shows once it opens its mouth wider or turns further than
     they did. 0: off (the paper's refiner)."""
+    lambda_color_tv: float = 0.1
+    """Weight of the colours' total variation over the UV raster: the mean absolute difference
+    between the colours of neighbouring slots (`engine.binding.UVSlots.neighbours`;
+    `engine.refine.refiner.smoothness`). Neighbouring Gaussians overlap, so the training views
+    see the blend of a few of them: noise of opposite sign in neighbours leaves those views
+    unchanged, and without the term the colour maps grew ten times as rough as the start's
+    (salt and pepper), which a view turned further than the frames shows as specks. 0: off (the
+    paper's refiner)."""
+    lambda_opacity_tv: float = 0.03
+    """Weight of the opacities' total variation over the UV raster (of the opacity, not its
+    logit). Without it a quarter of the face's Gaussians turned half transparent, in speckles,
+    and a turned view showed the layers behind them."""
+    lambda_scale_tv: float = 0.03
+    """Weight of the log-scales' total variation over the UV raster (the paper's feed-forward
+    stage smooths log-scale and position so). Without it a tenth of the Gaussians grew 2.7
+    times as long as they started, blurring noisy colours into the frames' at the training
+    views and smearing them across a turned one."""
     residual_features: int = 0
     """Per-slot features of the avatar's expression residual (`engine.residual`: the paper's
     FLAME-conditioned residual head, learnt per subject); 0: a static avatar (the default preset:

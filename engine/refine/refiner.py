@@ -1,9 +1,11 @@
 """The per-subject refiner (paper §2.5): optimise the UV-layout Gaussian attributes on a
 tracked video with the binding and the Gaussian count frozen (no densification, no pruning).
 
-    loss = λ1·L1 + λssim·(1 − SSIM) + 1[t ≥ aspect_start]·λaspect·L_aspect
+    loss = λ1·L1 + λssim·(1 − SSIM) + 1[t ≥ aspect_start]·λaspect·L_aspect + L_smooth
     L_aspect = mean_g ReLU(½·log(λmax/λmin of the projected 2D covariance) − τ)
                (estimated each step on a random subset of the Gaussians)
+    L_smooth = Σ_attr λattr · mean over neighbouring slots |attr_i − attr_j|
+               (colour, opacity and log-scale: total variation over the UV raster)
 
 Log-scales are frozen for the first ``scale_freeze`` iterations and hard-clamped afterwards;
 after every step each attribute is pulled back towards its start value, the more the less the
@@ -63,6 +65,30 @@ def aspect_penalty(cov2d: torch.Tensor, visible: torch.Tensor, tau: float) -> to
     if not bool(visible.any()):
         return cov2d.sum() * 0
     return torch.relu(0.5 * torch.log(eigen_ratio(cov2d[visible])) - tau).mean()
+
+
+def total_variation(values: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+    """Per channel [C], the mean absolute difference between the values [N, C] of neighbouring
+    slots ``pairs`` [P, 2]."""
+    return (values.index_select(0, pairs[:, 0]) - values.index_select(0, pairs[:, 1])).abs().mean(0)
+
+
+def smooths(cfg: RefineConfig) -> bool:
+    """Whether ``cfg`` has a smoothness term."""
+    return cfg.lambda_color_tv > 0 or cfg.lambda_opacity_tv > 0 or cfg.lambda_scale_tv > 0
+
+
+def smoothness(pages: list[dict], pairs: list[torch.Tensor], cfg: RefineConfig) -> torch.Tensor:
+    """λcolour · TV(colour) + λopacity · TV(opacity) + λscale · TV(log-scale), each TV the mean
+    absolute difference over neighbouring slots and channels, taken over the pairs of all
+    ``pages`` (head page, outer layer) together; of the opacity, not its logit. The three
+    attributes go through one gather (three cost twice the time)."""
+    cc, cs = cfg.lambda_color_tv / 3, cfg.lambda_scale_tv / 3
+    weights = torch.tensor([cc, cc, cc, cfg.lambda_opacity_tv, cs, cs, cs], device=pairs[0].device)
+    total = sum(len(p) for p in pairs)
+    return sum(len(p) / total * total_variation(torch.cat([a["color"], torch.sigmoid(a["opacity"]), a["log_scale"]], 1),
+                                                p) @ weights
+               for a, p in zip(pages, pairs))
 
 
 ANCHOR_SAMPLE = 8192
@@ -151,6 +177,9 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
     # what cfg.anchor pulls every attribute back to: the avatar this run started from (a resumed
     # run, the one its checkpoint's run started from: a later stage's start is the stage before's end)
     starts = [{k: v.detach().clone() for k, v in a.items()} for a in trained] if cfg.anchor > 0 else []
+    # neighbouring slots of each trained page, for the smoothness terms
+    pages = [(slots, model.faces)] + ([(outer.slots, outer.faces)] if outer_attrs else [])
+    pairs = [s.neighbours(f) for s, f in pages] if smooths(cfg) else []
     run = run or run_identity(avatar, data)
     state = None
     if resume and checkpoint is not None and checkpoint.exists():
@@ -213,6 +242,8 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
         loss = cfg.lambda_l1 * (pred - target).abs().mean() + cfg.lambda_ssim * (1 - ssim(pred, target))
         if delta is not None and cfg.lambda_residual > 0:
             loss = loss + cfg.lambda_residual * shrinkage(delta)
+        if pairs:
+            loss = loss + smoothness(trained, pairs, cfg)
         if cfg.lambda_aspect > 0 and it >= cfg.aspect_start:
             sub = g
             if 0 < cfg.aspect_sample < len(g):

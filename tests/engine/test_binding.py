@@ -159,6 +159,37 @@ def test_uvslots_gather_scatter_round_trip() -> None:
     assert_close(slots.gather(slots.scatter(vals)), vals, rtol=0, atol=0)
 
 
+def test_uvslots_neighbours_are_the_adjacent_texels_once_each() -> None:
+    R = 8
+    slots = rasterize_uv(np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), np.array([[0, 1, 2]]), R)
+    pairs = slots.neighbours()
+    rows, cols = slots.texel // R, slots.texel % R
+    a, b = pairs[:, 0], pairs[:, 1]
+    # every pair is one texel right or one texel down of its first, never the same pair twice
+    step = (rows[b] - rows[a]) * R + (cols[b] - cols[a])
+    assert set(step.tolist()) == {1, R}
+    assert len(set(map(tuple, pairs.tolist()))) == len(pairs)
+    # the staircase j <= i: row i has i + 1 texels, so i right-pairs; each of its i + 1 texels
+    # has one below it (row i + 1 is longer)
+    assert len(pairs) == sum(i for i in range(R)) + sum(i + 1 for i in range(R - 1))
+
+
+def test_uvslots_neighbours_with_faces_keep_apart_islands_that_share_no_vertex() -> None:
+    # two UV triangles touching along u = 0.5 in the raster; on the mesh the first pair of faces
+    # shares vertex 0, the second pair shares nothing
+    uvs = np.array([[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.5, 0.0], [1.0, 0.0], [0.5, 1.0]])
+    uv_faces = np.array([[0, 1, 2], [3, 4, 5]])
+    slots = rasterize_uv(uvs, uv_faces, 8)
+    across = lambda p: int((slots.face[p[:, 0]] != slots.face[p[:, 1]]).sum())  # noqa: E731
+    assert across(slots.neighbours()) > 0
+    touching = torch.tensor([[0, 1, 2], [0, 4, 5]])
+    apart = torch.tensor([[0, 1, 2], [3, 4, 5]])
+    assert across(slots.neighbours(touching)) == across(slots.neighbours())
+    assert across(slots.neighbours(apart)) == 0
+    within = lambda p: len(p) - across(p)  # noqa: E731
+    assert within(slots.neighbours(apart)) == within(slots.neighbours())
+
+
 # --- bind --------------------------------------------------------------------------------------
 
 def test_bind_single_triangle_matches_binding_formula() -> None:
