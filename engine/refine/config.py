@@ -60,13 +60,14 @@ class RefineConfig:
     between the colours of neighbouring slots (`engine.binding.UVSlots.neighbours`;
     `engine.refine.refiner.smoothness`). Neighbouring Gaussians overlap, so the training views
     see the blend of a few of them: noise of opposite sign in neighbours leaves those views
-    unchanged, and without the term the colour maps grew ten times as rough as the start's
+    unchanged, and without the term the colour maps grew eight times as rough as the start's
     (salt and pepper), which a view turned further than the frames shows as specks. 0: off (the
     paper's refiner)."""
     lambda_opacity_tv: float = 0.03
     """Weight of the opacities' total variation over the UV raster (of the opacity, not its
-    logit). Without it a quarter of the face's Gaussians turned half transparent, in speckles,
-    and a turned view showed the layers behind them."""
+    logit). With the colour term alone a quarter of the head page's Gaussians ended below
+    opacity 0.5, in speckles, and a turned view showed the layer behind them (docs/refine.md,
+    "Turned views")."""
     lambda_scale_tv: float = 0.03
     """Weight of the log-scales' total variation over the UV raster (the paper's feed-forward
     stage smooths log-scale and position so). Without it a tenth of the Gaussians grew 2.7
