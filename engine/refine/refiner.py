@@ -178,8 +178,8 @@ def refine(avatar: Avatar, model: HeadModel, data: VideoData, cfg: RefineConfig 
     # run, the one its checkpoint's run started from: a later stage's start is the stage before's end)
     starts = [{k: v.detach().clone() for k, v in a.items()} for a in trained] if cfg.anchor > 0 else []
     # neighbouring slots of each trained page, for the smoothness terms
-    pages = [(slots, model.faces)] + ([(outer.slots, outer.faces)] if outer_attrs else [])
-    pairs = [s.neighbours(f) for s, f in pages] if smooths(cfg) else []
+    layouts = [(slots, model.faces)] + ([(outer.slots, outer.faces)] if outer_attrs else [])
+    pairs = [s.neighbours(f) for s, f in layouts] if smooths(cfg) else []
     run = run or run_identity(avatar, data)
     state = None
     if resume and checkpoint is not None and checkpoint.exists():
