@@ -21,6 +21,11 @@ Expression confidence: a texel whose surface point moves far between the neutral
 the source's tracked expression (the inside of an open mouth, closed lids) is down-weighted,
 so with several sources the most neutral one paints it.
 
+Through the neck's cut: a head mesh's neck ends in a slanted cut, its back lower than its front,
+so a camera in front sees the inside of the back wall below the front rim, where the photo shows
+the chest. Those texels (`neck_inside`) take what the photo shows there: seen from the inside,
+they face away from the camera but are not hidden, and their weight uses the cosine's magnitude.
+
 At the silhouette: opacity is the person matte at each texel's projection (pooled like the
 colour), so where OpenHead's skull or neck is wider than the person, those Gaussians fade
 instead of painting the background onto the head; unseen texels stay opaque. Hair and
@@ -31,8 +36,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from scipy.sparse.csgraph import connected_components
 
 from engine.binding import UVSlots
 from engine.generator.eyes import eye_colors, paint_eyes
@@ -133,6 +140,7 @@ def project_slots(model: HeadModel, slots: UVSlots, src: Source, cfg: Projective
     uv, z = uv[0], z[0]
     to_cam = F.normalize(-(pts * FLIP), dim=-1)                              # towards the camera, camera axes
     cos = (nrm * FLIP * to_cam).sum(-1)
+    cos = torch.where(_tables(model, slots).neck_inside, cos.abs(), cos)     # seen from the inside
     tan = (1 - cos.clamp(cfg.min_cos, 1) ** 2).sqrt() / cos.clamp(cfg.min_cos, 1)
     slack = 2.0 * cfg.zbuffer_px * z / f * tan                              # two cells along the slope
     vis = _visible(uv, z, (h, w), cfg, slack) & (cos > cfg.min_cos)
@@ -231,7 +239,8 @@ def pool(model: HeadModel, slots: UVSlots, sources: list[Source], cfg: Projectiv
     color = torch.where(seen[:, None], num_c / den.clamp_min(1e-9)[:, None], torch.zeros(1, 3))
     opacity = torch.where(seen, num_m / den.clamp_min(1e-9), torch.ones(1))
     confidence = den / max(len(warps) if warps is not None else len(sources), 1)
-    inner, mirror, palette = _fill_tables(model, slots)
+    tables = _tables(model, slots)
+    inner, mirror, palette = tables.inner, tables.mirror, tables.palette
     # 1. small holes in what was seen (a nostril, a lid fold) from their UV neighbours
     pinholes = ~seen & ~inner & _near_seen(slots, seen)
     color = _inpaint(slots, color, seen | inner | ~pinholes)
@@ -246,18 +255,48 @@ def pool(model: HeadModel, slots: UVSlots, sources: list[Source], cfg: Projectiv
     return color.clamp(0, 1), opacity.clamp(0, 1), confidence
 
 
+@dataclass(frozen=True)
+class _Tables:
+    """What the pool and the warp need to know of a head model's slots, fixed per model and
+    resolution, so computed once (the network's training pools every step)."""
+
+    model: HeadModel
+    inner: torch.Tensor           # [N] bool: `inner_parts`
+    mirror: torch.Tensor          # [N] `mirror_slots`
+    palette: torch.Tensor         # [N, 3] the plain avatar's colours
+    neck_inside: torch.Tensor     # [N] bool: `neck_inside`
+
+
 _TABLES: dict = {}
 
 
-def _fill_tables(model: HeadModel, slots: UVSlots) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(inner-part mask, mirror slot, plain palette) of a head model's slots: fixed per model and
-    resolution, so computed once (the network's training pools every step)."""
+def _tables(model: HeadModel, slots: UVSlots) -> _Tables:
     key = (model.name, slots.resolution, len(slots))
     hit = _TABLES.get(key)
-    if hit is None or hit[0] is not model:
-        hit = _TABLES[key] = (model, torch.as_tensor(inner_parts(model, slots)), mirror_slots(model, slots),
-                              plain_colors(model, slots, shaded=False))
-    return hit[1], hit[2], hit[3]
+    if hit is None or hit.model is not model:
+        hit = _TABLES[key] = _Tables(model, torch.as_tensor(inner_parts(model, slots)), mirror_slots(model, slots),
+                                     plain_colors(model, slots, shaded=False),
+                                     torch.as_tensor(neck_inside(model, slots)))
+    return hit
+
+
+def neck_inside(model: HeadModel, slots: UVSlots) -> np.ndarray:
+    """[N] bool: the slot lies below the highest point of the neck's cut on the rest mesh (the
+    boundary loop through the mesh's lowest vertex). A cut whose back is lower than its front
+    leaves these slots, on the back and sides of the neck, open to view from the front through
+    the cut; a level cut leaves none."""
+    verts, faces = model.v_template.cpu().numpy(), model.faces.cpu().numpy()
+    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), 1)
+    pairs, count = np.unique(edges, axis=0, return_counts=True)
+    border = pairs[count == 1]                               # edges of one face: the mesh's boundaries
+    graph = sp.coo_matrix((np.ones(len(border)), (border[:, 0], border[:, 1])), shape=(len(verts),) * 2)
+    _, loop = connected_components(graph, directed=False)
+    cut = loop == loop[int(np.argmin(verts[:, 1]))]
+    cut &= np.isin(np.arange(len(verts)), border)
+    rim = verts[cut, 1].max()
+    tri = verts[faces[slots.face.cpu().numpy()]]
+    y = np.einsum("nk,nk->n", slots.bary.cpu().numpy(), tri[..., 1])
+    return y < rim
 
 
 def _near_seen(slots: UVSlots, seen: torch.Tensor, radius: int = 2) -> torch.Tensor:

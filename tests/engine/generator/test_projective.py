@@ -213,3 +213,29 @@ def test_surface_texels_inside_a_detected_opening_take_nothing_from_the_source(m
     near = cv2.dilate(mask, np.ones((5, 5), np.uint8))                  # the polygon's edge pixels may go either way
     outside = torch.from_numpy(near[ij[:, 1].numpy(), ij[:, 0].numpy()] == 0) | ~surface
     torch.testing.assert_close(w2[outside], w[outside])
+
+
+def test_the_inside_of_the_neck_seen_through_its_cut_takes_what_the_photo_shows_there(model, plain):
+    """OpenHead's neck cut is lower at the back than at the front, so from the front the inside of
+    the back wall shows below the front rim. Painted green in the rendered portrait, those slots
+    come back green from the pool; without the inside view they were unseen and inpainted from
+    the skin around them."""
+    from engine.generator.projective import neck_inside, project_slots
+
+    slots = model.uv_slots(256)
+    inside = neck_inside(model, slots)
+    pts = torch.einsum("nk,nkc->nc", slots.bary, model.v_template[model.faces[slots.face]])
+    assert inside.sum() > 300
+    assert float(pts[torch.as_tensor(inside), 2].max()) < float(pts[~torch.as_tensor(inside), 2].max()) - 0.05  # not the front
+    green = recoloured(plain, model, inside, (0.1, 0.8, 0.2))
+    p = posed(model)
+    low = HeadParams(p.shape, p.expr, p.rotation, p.neck, p.jaw, p.eyes, torch.tensor([[0.0, 0.08, -1.2]]))  # the cut in view
+    src = portrait(green, low)
+    _, w = project_slots(model, slots, src, ProjectiveConfig())
+    seen = torch.as_tensor(inside) & (w > 0.05)
+    assert seen.sum() > 100
+    color, _, _ = pool(model, slots, [src])
+    near = (color[seen] - torch.tensor([0.1, 0.8, 0.2])).abs().max(1).values < 0.1
+    assert float(near.float().mean()) > 0.7, float(near.float().mean())    # the rest: its rim, blended with skin
+    outside = ~torch.as_tensor(inside)
+    assert float((color[outside] - torch.tensor([0.1, 0.8, 0.2])).abs().sum(1).lt(0.2).float().mean()) < 0.01
