@@ -18,7 +18,7 @@ import torch
 
 from engine.animate import AnimatedAvatar
 from engine.generator.outer import fit_outer, polish
-from engine.generator.projective import Source, projective_gaussians
+from engine.generator.projective import Source, projective_gaussians, untrusted
 from engine.generator.registry import KINDS, PROJECTIVE, GeneratorChoice  # noqa: F401 - re-exported for callers
 from engine.headmodel.base import HeadModel
 from engine.types import Avatar
@@ -66,7 +66,9 @@ def projective_avatar(model: HeadModel, sources: list[Source], shape: torch.Tens
     uvg, confidence = projective_gaussians(host, sources, shape.cpu())
     animated = AnimatedAvatar(Avatar(uvg, model.name, shape, {"generator": "projective"}, outer=layer), model)
     animated.confidence = animated.slots.gather(confidence[None].to(model.device))[:, 0]
-    return animated if layer is None else polish(animated, sources)
+    if layer is None:
+        return animated
+    return polish(animated, sources, frozen=[untrusted(host, animated.slots.to("cpu"), src) for src in sources])
 
 
 def network_avatar(model: HeadModel, sources: list[Source], shape: torch.Tensor, checkpoint: Path | None,

@@ -339,14 +339,18 @@ class PolishConfig:
     """Also the outer layer's opacity."""
 
 
-def polish(animated, sources: list[Source], cfg: PolishConfig = PolishConfig()):
+def polish(animated, sources: list[Source], cfg: PolishConfig = PolishConfig(),
+           frozen: list[torch.Tensor] | None = None):
     """``animated`` (a projective `engine.animate.AnimatedAvatar` with an outer layer) after
     ``cfg.steps`` steps of the differentiable renderer at the sources' cameras: L1 against each
     source inside its portrait matte (black off the person; the torso below the matte's cut is
     left out) on the colours of both pages and the
     outer layer's opacity. The construction samples one colour per texel and the Gaussians'
     overlap blurs them; these steps undo that where the sources saw the avatar (what they
-    gain at the source camera: docs/evaluation.md)."""
+    gain at the source camera: docs/evaluation.md). ``frozen``: per source, the head slots [N]
+    whose colours its steps leave alone (`engine.generator.projective.untrusted`): fitted to
+    that photo they would take what lies there, the tongue on an open mouth's lower lip, the
+    iris on a lid."""
     import cv2
 
     from engine.animate import AnimatedAvatar, concat
@@ -379,6 +383,8 @@ def polish(animated, sources: list[Source], cfg: PolishConfig = PolishConfig()):
             frames = outer.slot_frames(model, params)
         views.append((cam, target, weight, head, frames))
     head_color = views[0][3].colors.detach().clone().requires_grad_(True)     # per head slot, the same in every view
+    keep = [None if frozen is None else (~f).to(head_color.device, torch.float32)[:, None] for f in
+            (frozen or [None] * len(views))]
     free = [attrs["color"].requires_grad_(True)] + ([attrs["opacity"].requires_grad_(True)] if cfg.opacity else []) \
         + ([head_color] if cfg.head else [])
     # The loss is summed over pixels (per channel) and Adam's eps is 1: a slot's step then scales
@@ -391,6 +397,8 @@ def polish(animated, sources: list[Source], cfg: PolishConfig = PolishConfig()):
         loss = ((renderer.render(g, cam).rgb - target).abs() * weight).sum() / 3
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if keep[it % len(views)] is not None and head_color.grad is not None:
+            head_color.grad *= keep[it % len(views)]   # this view moves them only by Adam momentum of other views
         opt.step()
     with torch.no_grad():
         outer_maps = {k: _into(v, outer.slots.texel, attrs[k]) for k, v in uvg.maps().items()}

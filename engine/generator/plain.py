@@ -115,14 +115,22 @@ def mouth_interior(model: HeadModel, slots: UVSlots) -> np.ndarray:
     return inner_parts(model, slots) & (slot_uv(slots)[:, 0] >= parts.CAVITY_UPPER[0] - 0.004)
 
 
+def lip_slots(model: HeadModel, slots: UVSlots) -> np.ndarray:
+    """[N] bool: the slot lies on the lips (inside FaceMesh's outer lip loop on the face chart);
+    all False for head models without OpenHead's charts."""
+    if model.charts != "openhead":
+        return np.zeros(len(slots), bool)
+    uvs = model.uvs.numpy()          # UV vertex i < 468 is landmark i on the face chart
+    return PolyPath(uvs[fm.topology()["lips_outer"]]).contains_points(slot_uv(slots))
+
+
 def plain_colors(model: HeadModel, slots: UVSlots, shaded: bool = True) -> torch.Tensor:
     """Per-slot albedo [N, 3], with soft shading of the rest pose baked in when ``shaded``."""
     uv = slot_uv(slots)
     color = np.tile(np.array(SKIN), (len(slots), 1))
     if model.charts == "openhead":
         uvs = model.uvs.numpy()
-        # UV vertex i < 468 is landmark i on the face chart.
-        lips = PolyPath(uvs[fm.topology()["lips_outer"]]).contains_points(uv)
+        lips = lip_slots(model, slots)
         color[lips] = LIPS
         color[(_distance_to_edges(uv, uvs, fm.brow_edges()) < 0.006) & ~lips] = BROWS
         for cu, cv, r in (parts.EYE_R_DISC, parts.EYE_L_DISC):

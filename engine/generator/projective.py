@@ -14,7 +14,9 @@ one open-mouth source among several, the teeth are that source's. Where the fit 
 lips or skin over what the photo shows as an eye's or the mouth's opening (FaceMesh's detected
 loops, when the source carries them), those texels take nothing from the source and are filled
 from their neighbours, so a fit that reads a mouth or an eye less open than it is does not paint
-the teeth or the iris onto the lips or the lids. The eyeballs are painted as
+the teeth or the iris onto the lips or the lids; nor do skin texels inside the detected outer
+lip outline, which would paint the lips onto the chin. Lips no source showed at rest take the
+colour of the lips it did show. The eyeballs are painted as
 eyes in their own frame, in the colours of the sources' irises and sclerae (`engine.generator.eyes`).
 
 Expression confidence: a texel whose surface point moves far between the neutral face and
@@ -44,7 +46,7 @@ from scipy.sparse.csgraph import connected_components
 from engine.binding import UVSlots
 from engine.generator.eyes import eye_colors, paint_eyes
 from engine.generator.lids import lidded_surface
-from engine.generator.plain import inner_parts, mouth_interior, plain_colors
+from engine.generator.plain import inner_parts, lip_slots, mouth_interior, plain_colors
 from engine.headmodel.base import HeadModel
 from engine.headmodel.rig import vertex_normals
 from engine.camera import FLIP, project
@@ -70,8 +72,8 @@ class ProjectiveConfig:
     min_confidence: float = 0.05
     """Pooled weight below which a texel counts as unseen and is filled."""
     opening_margin_px: int = 1
-    """Pixels by which the detected eye and mouth openings are shrunk before the lid, lip and skin
-    texels that project into them are refused (the lid margins' own pixels stay theirs)."""
+    """Pixels by which the detected eye and mouth openings (and the outer lip outline) are shrunk
+    before the texels that project into them are refused (the margins' own pixels stay theirs)."""
     mouth_open: float = 0.004
     """Metres the lips must part beyond the head model's rest mouth before a source paints the
     teeth and mouth cavity: through a closed mouth's rest gap they would only take lip colours."""
@@ -133,11 +135,9 @@ def project_slots(model: HeadModel, slots: UVSlots, src: Source, cfg: Projective
     weight [N]: visible x cos(view angle)^p x expression confidence, 0 where not seen, for the
     teeth and cavity of a closed mouth, and for lid, lip and skin texels that fall inside the
     detected eye and mouth openings when the source has its landmarks)."""
-    pts, nrm = slot_points(model, slots, src.params)
+    pts, nrm, uv, z = _projected(model, slots, src)
     h, w = src.rgb.shape[:2]
     f = float(src.K[0, 0])
-    uv, z = project(pts[None], torch.tensor([f]), torch.tensor([[h, w]], dtype=torch.float32))
-    uv, z = uv[0], z[0]
     to_cam = F.normalize(-(pts * FLIP), dim=-1)                              # towards the camera, camera axes
     cos = (nrm * FLIP * to_cam).sum(-1)
     cos = torch.where(_tables(model, slots).neck_inside, cos.abs(), cos)     # seen from the inside
@@ -148,14 +148,55 @@ def project_slots(model: HeadModel, slots: UVSlots, src: Source, cfg: Projective
     if mouth_gap(model, src.params) < cfg.mouth_open:
         weight = weight * ~torch.as_tensor(mouth_interior(model, slots))
     if src.landmarks is not None:
-        weight = weight * ~(_in_openings(src.landmarks, uv, (h, w), cfg) & ~torch.as_tensor(inner_parts(model, slots)))
+        weight = weight * ~_over_openings(model, slots, src, uv, cfg)
     return uv, weight
 
 
-def _in_openings(landmarks: np.ndarray, uv: torch.Tensor, size: tuple, cfg: ProjectiveConfig) -> torch.Tensor:
-    """[N] bool: the pixel at ``uv`` lies inside an eye's or the mouth's opening as FaceMesh
-    detected it (``landmarks`` [478, 2]), shrunk by ``cfg.opening_margin_px``: what shows there
-    is an eyeball, teeth or the mouth's inside, never lid, lip or skin, whatever the fit says."""
+def _projected(model: HeadModel, slots: UVSlots, src: Source) -> tuple[torch.Tensor, ...]:
+    """(points [N, 3], normals [N, 3], pixel positions [N, 2], depths [N]) of the slots posed as in ``src``."""
+    pts, nrm = slot_points(model, slots, src.params)
+    h, w = src.rgb.shape[:2]
+    uv, z = project(pts[None], torch.tensor([float(src.K[0, 0])]), torch.tensor([[h, w]], dtype=torch.float32))
+    return pts, nrm, uv[0], z[0]
+
+
+def _over_openings(model: HeadModel, slots: UVSlots, src: Source, uv: torch.Tensor, cfg: ProjectiveConfig
+                   ) -> torch.Tensor:
+    """[N] bool: what the fit puts over a feature the source's detected landmarks say is
+    something else: lid, lip and skin slots (not the eyeballs, teeth or cavity) inside the eye
+    and mouth openings, where the photo shows an eye or the mouth's inside; and skin slots
+    inside the outer lip outline, where it shows lips (an open jaw read short puts the chin over
+    the lower lip)."""
+    size = src.rgb.shape[:2]
+    tables = _tables(model, slots)
+    out = _inside_loops(src.landmarks, uv, size, ("eye_L", "eye_R", "lips_inner"), cfg.opening_margin_px)
+    if bool(tables.lips.any()):         # a head model whose lips are known (OpenHead's charts)
+        out |= _inside_loops(src.landmarks, uv, size, ("lips_outer",), cfg.opening_margin_px) & ~tables.lips
+    return out & ~tables.inner
+
+
+def untrusted(model: HeadModel, slots: UVSlots, src: Source, cfg: ProjectiveConfig = ProjectiveConfig()
+              ) -> torch.Tensor:
+    """[N] bool: slots whose colour the source's photo is not to set at the source's own pose
+    (the photometric polish leaves them as the construction made them):
+    - those the fit puts over a feature the detected landmarks say is something else
+      (`_over_openings`; only when the source carries its landmarks);
+    - where the source's mouth is open beyond the rest mouth, every slot its expression moved
+      (expression confidence below ``min_confidence``: the pool did not count them seen either).
+      An open jaw is read short (docs/evaluation.md, "Eyes and mouth"), so at the source's pose
+      the fitted lower lip and chin lie over the tongue, the mouth's corners and the lower lip."""
+    out = torch.zeros(len(slots), dtype=torch.bool)
+    if src.landmarks is not None:
+        out |= _over_openings(model, slots, src, _projected(model, slots, src)[2], cfg)
+    if mouth_gap(model, src.params) >= cfg.mouth_open:
+        out |= expression_confidence(model, slots, src.params, cfg) < cfg.min_confidence
+    return out
+
+
+def _inside_loops(landmarks: np.ndarray, uv: torch.Tensor, size: tuple, names: tuple, margin: int) -> torch.Tensor:
+    """[N] bool: the pixel at ``uv`` lies inside one of FaceMesh's detected loops ``names``
+    (``landmarks`` [478, 2]; `engine.headmodel.facemesh.topology`), shrunk by ``margin`` pixels
+    (the outline's own pixels may go either way)."""
     import cv2
 
     from engine.headmodel import facemesh as fm
@@ -163,11 +204,11 @@ def _in_openings(landmarks: np.ndarray, uv: torch.Tensor, size: tuple, cfg: Proj
     h, w = size
     mask = np.zeros((h, w), np.uint8)
     loops = fm.topology()
-    for name in ("eye_L", "eye_R", "lips_inner"):
+    for name in names:
         pts = np.asarray(landmarks)[loops[name]]
         if np.isfinite(pts).all():
             cv2.fillPoly(mask, [np.round(pts * 4).astype(np.int32)], 1, shift=2)
-    k = 2 * cfg.opening_margin_px + 1
+    k = 2 * margin + 1
     mask = cv2.erode(mask, np.ones((k, k), np.uint8))
     ij = uv.floor().long()
     inside = (ij[:, 0] >= 0) & (ij[:, 0] < w) & (ij[:, 1] >= 0) & (ij[:, 1] < h)
@@ -226,6 +267,11 @@ def mirror_slots(model: HeadModel, slots: UVSlots) -> torch.Tensor:
     return torch.as_tensor(idx)
 
 
+MIN_SEEN_LIPS = 30
+"""Seen lip slots (of OpenHead's 300 at 256²) below which the unseen lips are filled like any other
+unseen surface rather than from them."""
+
+
 def pool(model: HeadModel, slots: UVSlots, sources: list[Source], cfg: ProjectiveConfig = ProjectiveConfig(),
          warps: list[tuple] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mean-pooled (colour [N, 3], opacity [N], confidence [N]) over the sources, unseen texels
@@ -241,6 +287,7 @@ def pool(model: HeadModel, slots: UVSlots, sources: list[Source], cfg: Projectiv
     confidence = den / max(len(warps) if warps is not None else len(sources), 1)
     tables = _tables(model, slots)
     inner, mirror, palette = tables.inner, tables.mirror, tables.palette
+    lip_color = color[tables.lips & seen].median(0).values if int((tables.lips & seen).sum()) >= MIN_SEEN_LIPS else None
     # 1. small holes in what was seen (a nostril, a lid fold) from their UV neighbours
     pinholes = ~seen & ~inner & _near_seen(slots, seen)
     color = _inpaint(slots, color, seen | inner | ~pinholes)
@@ -252,6 +299,14 @@ def pool(model: HeadModel, slots: UVSlots, sources: list[Source], cfg: Projectiv
     # 3. inner parts nobody saw keep the plain palette; 4. the rest is inpainted in UV
     color[~filled & inner] = palette[~filled & inner]
     color = _inpaint(slots, color, filled | inner)
+    # 5. lips no source showed at rest (an open mouth's stretched lower lip, lips the fit put
+    # over the mouth's opening) take the colour of the lips that were seen: filled from the skin
+    # around them they came out skin-coloured
+    fill = tables.lips & ~seen
+    if lip_color is not None and bool(fill.any()):
+        # the seen lips' colour, with the brightness the inpainting carried in from around them
+        lum = color[fill].mean(1, keepdim=True)
+        color[fill] = lip_color * lum / lum.mean().clamp_min(1e-3)
     return color.clamp(0, 1), opacity.clamp(0, 1), confidence
 
 
@@ -265,6 +320,7 @@ class _Tables:
     mirror: torch.Tensor          # [N] `mirror_slots`
     palette: torch.Tensor         # [N, 3] the plain avatar's colours
     neck_inside: torch.Tensor     # [N] bool: `neck_inside`
+    lips: torch.Tensor            # [N] bool: `lip_slots`
 
 
 _TABLES: dict = {}
@@ -276,7 +332,7 @@ def _tables(model: HeadModel, slots: UVSlots) -> _Tables:
     if hit is None or hit.model is not model:
         hit = _TABLES[key] = _Tables(model, torch.as_tensor(inner_parts(model, slots)), mirror_slots(model, slots),
                                      plain_colors(model, slots, shaded=False),
-                                     torch.as_tensor(neck_inside(model, slots)))
+                                     torch.as_tensor(neck_inside(model, slots)), torch.as_tensor(lip_slots(model, slots)))
     return hit
 
 

@@ -148,6 +148,25 @@ def test_turned_views_match_the_known_subject_without_background_bleed(built, mo
     assert float((t & b).sum() / (t | b).sum()) > 0.85
 
 
+def test_the_polish_leaves_the_frozen_head_slots_alone(built, model: HeadModel) -> None:
+    """`polish` with ``frozen``: the head colours a source does not vouch for stay as they were;
+    the others are fitted to it."""
+    from engine.generator.outer import PolishConfig, polish
+
+    _, build, _, K, photo, matte = built
+    src = Source(photo, matte, pose(model), K)
+    before = build.slots.gather(build.avatar.gaussians.color)
+    dull = dataclasses.replace(build.avatar, gaussians=dataclasses.replace(
+        build.avatar.gaussians, color=build.avatar.gaussians.color * 0.5))      # something to fit
+    start = AnimatedAvatar(dull, model)
+    frozen = torch.zeros(len(build.slots), dtype=torch.bool)
+    frozen[::2] = True
+    out = polish(start, [src], PolishConfig(steps=6), frozen=[frozen])
+    after = out.slots.gather(out.avatar.gaussians.color)
+    torch.testing.assert_close(after[frozen], 0.5 * before[frozen])
+    assert float((after[~frozen] - 0.5 * before[~frozen]).abs().max()) > 0.05
+
+
 def test_fit_is_symmetric_where_unseen(built, model: HeadModel) -> None:
     """The back of the head (seen by no source) takes its hair volume from the sides: the
     fitted back radius is within a centimetre of the truth's 2.5 cm over the template."""

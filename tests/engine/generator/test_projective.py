@@ -239,3 +239,75 @@ def test_the_inside_of_the_neck_seen_through_its_cut_takes_what_the_photo_shows_
     assert float(near.float().mean()) > 0.7, float(near.float().mean())    # the rest: its rim, blended with skin
     outside = ~torch.as_tensor(inside)
     assert float((color[outside] - torch.tensor([0.1, 0.8, 0.2])).abs().sum(1).lt(0.2).float().mean()) < 0.01
+
+
+def test_lips_no_source_showed_at_rest_take_the_seen_lips_colour(model):
+    """A wide-open mouth moves the lower lip far from its rest place, so the pool counts it unseen;
+    inpainted from the skin around it, it came out skin-coloured. It takes the seen lips' colour,
+    with the inpainting's shading."""
+    from engine.generator.plain import lip_slots
+
+    slots = model.uv_slots(256)
+    pts = torch.einsum("nk,nkc->nc", slots.bary, model.v_template[model.faces[slots.face]])
+    lips = torch.as_tensor(lip_slots(model, slots))
+    lower = lips & (pts[:, 1] < pts[lips, 1].mean())
+    skin, blue = torch.tensor([0.8, 0.6, 0.5]), torch.tensor([0.2, 0.3, 0.7])
+    color = torch.where(lips[:, None], blue, skin).expand(len(slots), 3).contiguous()
+    weight = (~lower).float()                      # everything seen but the lower lip
+    out, _, conf = pool(model, slots, [], warps=[(color, torch.ones(len(slots)), weight)])
+    assert lower.sum() > 60 and bool((conf[lower] == 0).all())
+    torch.testing.assert_close(out[lower].mean(0), blue, atol=0.03, rtol=0)
+    near_lip = (out[lower] - blue).norm(dim=1) < (out[lower] - skin).norm(dim=1)
+    assert bool(near_lip.all())                          # shaded, but no slot skin-coloured
+    torch.testing.assert_close(out[~lower & ~lips], skin.expand(int((~lower & ~lips).sum()), 3))
+
+
+def test_what_the_fit_puts_over_another_feature_is_not_the_photos_to_paint(model, plain):
+    """`untrusted` and the pool's weights: FaceMesh says the mouth is open and the lips lie lower
+    than the fit puts them. Lip slots over the detected opening and skin slots over the detected
+    lips take nothing from the photo; lip slots over the detected lips and skin outside them do.
+    A source whose fit opens the mouth vouches for nothing its jaw moved."""
+    from engine.generator.plain import lip_slots
+    from engine.generator.projective import untrusted
+
+    slots = model.uv_slots(256)
+    src = portrait(plain, posed(model))
+    assert not untrusted(model, slots, src).any()                     # no landmarks: nothing to go by
+    uv, w = project_slots_of(model, slots, src)
+    lips = torch.as_tensor(lip_slots(model, slots))
+    inner = torch.as_tensor(inner_parts(model, slots))
+    lmk = np.full((478, 2), np.nan)
+    topo = fm.topology()
+    width, height = (uv[lips].max(0).values - uv[lips].min(0).values).tolist()
+    centre = uv[lips].mean(0).numpy() + np.array([0.0, 0.6 * height])    # the detected mouth: lower, and open
+    radii = {"lips_inner": (width / 3, height / 3), "lips_outer": (width / 2, height)}
+    for name, (rx, ry) in radii.items():
+        angle = np.linspace(0, 2 * np.pi, len(topo[name]), endpoint=False)
+        lmk[topo[name]] = centre + np.stack([rx * np.cos(angle), ry * np.sin(angle)], 1)
+    marked = Source(src.rgb, src.matte, src.params, src.K, lmk)
+    bad = untrusted(model, slots, marked)
+    _, w2 = project_slots_of(model, slots, marked)
+    d = (uv - torch.tensor(centre)) / torch.tensor(radii["lips_inner"])
+    e = (uv - torch.tensor(centre)) / torch.tensor(radii["lips_outer"])
+    in_opening, in_lips = d.norm(dim=1) < 0.8, e.norm(dim=1) < 0.9
+    skin_over_lips = in_lips & ~in_opening & ~lips & ~inner & (w > 0)
+    lips_over_lips = in_lips & (d.norm(dim=1) > 1.2) & lips & (w > 0)
+    assert skin_over_lips.sum() > 20 and lips_over_lips.sum() > 10
+    assert bool(bad[skin_over_lips].all()) and float(w2[skin_over_lips].max()) == 0
+    assert bool(bad[in_opening & lips].all())
+    assert not bad[lips_over_lips].any()
+    torch.testing.assert_close(w2[lips_over_lips], w[lips_over_lips])
+    assert not bad[e.norm(dim=1) > 1.2].any() and not bad[inner].any()
+    # a mouth that is open: what the jaw moved is not vouched for either, the forehead is
+    wide = untrusted(model, slots, portrait(plain, posed(model, jawOpen=0.8)))
+    pts = torch.einsum("nk,nkc->nc", slots.bary, model.v_template[model.faces[slots.face]])
+    chin = (pts[:, 1] < pts[lips, 1].min() - 0.01) & (pts[:, 1] > -0.085) & (pts[:, 2] > 0) & (pts[:, 0].abs() < 0.015)
+    lower = lips & (pts[:, 1] < pts[lips, 1].mean())
+    assert chin.sum() > 20 and wide[lower].float().mean() > 0.9 and wide[chin].float().mean() > 0.5
+    assert not wide[(pts[:, 1] > 0.06) & (pts[:, 2] > 0)].any()
+
+
+def project_slots_of(model, slots, src):
+    from engine.generator.projective import project_slots
+
+    return project_slots(model, slots, src, ProjectiveConfig())
