@@ -347,8 +347,9 @@ def neck_inside(model: HeadModel, slots: UVSlots) -> np.ndarray:
     border = pairs[count == 1]                               # edges of one face: the mesh's boundaries
     graph = sp.coo_matrix((np.ones(len(border)), (border[:, 0], border[:, 1])), shape=(len(verts),) * 2)
     _, loop = connected_components(graph, directed=False)
-    cut = loop == loop[int(np.argmin(verts[:, 1]))]
-    cut &= np.isin(np.arange(len(verts)), border)
+    cut = (loop == loop[int(np.argmin(verts[:, 1]))]) & np.isin(np.arange(len(verts)), border)
+    if not cut.any():                                        # the lowest point is on no open boundary
+        return np.zeros(len(slots), bool)
     rim = verts[cut, 1].max()
     tri = verts[faces[slots.face.cpu().numpy()]]
     y = np.einsum("nk,nk->n", slots.bary.cpu().numpy(), tri[..., 1])

@@ -311,3 +311,37 @@ def project_slots_of(model, slots, src):
     from engine.generator.projective import project_slots
 
     return project_slots(model, slots, src, ProjectiveConfig())
+
+
+@pytest.mark.parametrize("slant, closed", [(0.0, False), (0.05, False), (0.05, True)])
+def test_neck_inside_is_what_lies_below_the_cuts_highest_point(slant, closed):
+    """On an open tube whose bottom cut is level, nothing; slanted (the back lower), the slots on
+    the back below the front rim; closed at the bottom, nothing."""
+    from types import SimpleNamespace
+
+    from engine.generator.projective import neck_inside
+
+    n, rows = 16, 6
+    a = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    verts = []
+    for r in range(rows):
+        y = r * 0.02 - 0.05 - slant * (1 - np.cos(a)) / 2 * (1 - r / (rows - 1))   # back (a = pi) lower
+        verts.append(np.stack([np.sin(a) * 0.05, y, np.cos(a) * 0.05], 1))
+    verts = np.concatenate(verts)
+    faces = []
+    for r in range(rows - 1):
+        for i in range(n):
+            p, q = r * n + i, r * n + (i + 1) % n
+            faces += [[p, q, p + n], [q, q + n, p + n]]
+    if closed:                                        # a cap under the tube: no open boundary at the bottom
+        verts = np.concatenate([verts, [[0.0, -0.2, 0.0]]])
+        faces += [[len(verts) - 1, (i + 1) % n, i] for i in range(n)]
+    faces = torch.tensor(faces)
+    slots = SimpleNamespace(face=torch.arange(len(faces)), bary=torch.full((len(faces), 3), 1 / 3))
+    model = SimpleNamespace(v_template=torch.tensor(verts, dtype=torch.float32), faces=faces)
+    inside = neck_inside(model, slots)
+    centre = verts[faces.numpy()].mean(1)
+    if slant == 0 or closed:
+        assert not inside.any()
+    else:
+        assert inside.any() and (centre[inside, 1] < -0.05).all() and (centre[inside, 2] < 0.03).all()
