@@ -349,7 +349,7 @@ def neck_inside(model: HeadModel, slots: UVSlots) -> np.ndarray:
     _, loop = connected_components(graph, directed=False)
     cut = (loop == loop[int(np.argmin(verts[:, 1]))]) & np.isin(np.arange(len(verts)), border)
     if not cut.any():                                        # the lowest point is on no open boundary
-        return np.zeros(len(slots), bool)
+        return np.zeros(len(slots.face), bool)
     rim = verts[cut, 1].max()
     tri = verts[faces[slots.face.cpu().numpy()]]
     y = np.einsum("nk,nk->n", slots.bary.cpu().numpy(), tri[..., 1])
