@@ -8,6 +8,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from engine.camera import shrunk_size, tracker_camera  # noqa: F401 - re-exported: the refiner's callers import them here
 from engine.headmodel.base import HeadModel
@@ -19,6 +20,9 @@ LONG_VIDEO = 1400         # frames from which the paper's fixed 350-frame test s
 LONG_HOLDOUT = 350
 SHORT_HOLDOUT = 0.25      # held-out fraction of shorter videos
 MIN_TRAIN = 30
+REFERENCE_SLACK = 0.01
+"""Radians of jaw opening (or head turn) over the least within which `VideoData.reference_frame`
+prefers open eyes."""
 
 
 def split(n: int) -> int:
@@ -88,15 +92,25 @@ class VideoData:
         idx = np.arange(self.first_test, len(self.found))
         return idx[self.found[self.first_test :]]
 
-    def reference_frame(self) -> int:
-        """The training frame with the least jaw opening; when the jaw hardly moves (max < 0.02
-        rad, e.g. a silent or occluded mouth) the most frontal one instead."""
+    def reference_frame(self, expr_names: tuple[str, ...] = ()) -> int:
+        """The training frame the refine's start avatar is built from: the one with the least jaw
+        opening; when the jaw hardly moves (max < 0.02 rad, e.g. a silent or occluded mouth) the
+        most frontal one instead. Of the frames within `REFERENCE_SLACK` of that least opening
+        (or turn), the one with the most open eyes (the least eyeBlink weight, when
+        ``expr_names``, the head model's expression names, has them): a start built from a
+        half blink keeps half-shut eyes through the refine."""
         tr = self.train
         jaw = self.params.jaw[tr].norm(dim=-1)
         if float(jaw.max()) < 0.02:
-            turn = (self.params.rotation[tr] + self.params.neck[tr]).norm(dim=-1)
-            return int(tr[int(turn.argmin())])
-        return int(tr[int(jaw.argmin())])
+            key = (self.params.rotation[tr] + self.params.neck[tr]).norm(dim=-1)
+        else:
+            key = jaw
+        blinks = [expr_names.index(n) for n in ("eyeBlink_L", "eyeBlink_R") if n in expr_names]
+        if not blinks:
+            return int(tr[int(key.argmin())])
+        near = key <= key.min() + REFERENCE_SLACK
+        shut = self.params.expr[tr][:, blinks].max(dim=1).values
+        return int(tr[int(torch.where(near, shut, torch.inf).argmin())])
 
 
 def load_video_data(path: Path, tracked, model: HeadModel, longer_side: int, matte: str = "head") -> VideoData:
