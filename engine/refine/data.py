@@ -108,9 +108,10 @@ class VideoData:
         blinks = [expr_names.index(n) for n in ("eyeBlink_L", "eyeBlink_R") if n in expr_names]
         if not blinks:
             return int(tr[int(key.argmin())])
-        near = key <= key.min() + REFERENCE_SLACK
-        shut = self.params.expr[tr][:, blinks].max(dim=1).values
-        return int(tr[int(torch.where(near, shut, torch.inf).argmin())])
+        shut = torch.where(key <= key.min() + REFERENCE_SLACK, self.params.expr[tr][:, blinks].max(dim=1).values,
+                           torch.inf)
+        widest = shut <= shut.min() + 1e-6                  # ties (no blink anywhere): the least opening
+        return int(tr[int(torch.where(widest, key, torch.inf).argmin())])
 
 
 def load_video_data(path: Path, tracked, model: HeadModel, longer_side: int, matte: str = "head") -> VideoData:

@@ -103,5 +103,7 @@ def test_the_reference_frame_is_the_least_open_mouth_with_open_eyes():
     data = VideoData("clip", None, None, params, [], np.ones(n, bool), 30)
     assert data.reference_frame(names) == 1
     assert data.reference_frame() == 3
+    calm = HeadParams(params.shape, torch.zeros(n, 3), z, z, jaw, params.eyes, z)   # no blink anywhere
+    assert VideoData("clip", None, None, calm, [], np.ones(n, bool), 30).reference_frame(names) == 3
     still = HeadParams(params.shape, expr, z, z, torch.zeros(n, 3), params.eyes, z)   # the jaw never moves
     assert VideoData("clip", None, None, still, [], np.ones(n, bool), 30).reference_frame(names) == 2
