@@ -8,7 +8,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from engine.camera import shrunk_size, tracker_camera  # noqa: F401 - re-exported: the refiner's callers import them here
 from engine.headmodel.base import HeadModel
@@ -20,9 +19,6 @@ LONG_VIDEO = 1400         # frames from which the paper's fixed 350-frame test s
 LONG_HOLDOUT = 350
 SHORT_HOLDOUT = 0.25      # held-out fraction of shorter videos
 MIN_TRAIN = 30
-REFERENCE_SLACK = 0.01
-"""Radians of jaw opening (or head turn) over the least within which `VideoData.reference_frame`
-prefers open eyes."""
 
 
 def split(n: int) -> int:
@@ -92,26 +88,15 @@ class VideoData:
         idx = np.arange(self.first_test, len(self.found))
         return idx[self.found[self.first_test :]]
 
-    def reference_frame(self, expr_names: tuple[str, ...] = ()) -> int:
-        """The training frame the refine's start avatar is built from: the one with the least jaw
-        opening; when the jaw hardly moves (max < 0.02 rad, e.g. a silent or occluded mouth) the
-        most frontal one instead. Of the frames within `REFERENCE_SLACK` of that least opening
-        (or turn), the one with the most open eyes (the least eyeBlink weight, when
-        ``expr_names``, the head model's expression names, has them): a start built from a
-        half blink keeps half-shut eyes through the refine."""
+    def reference_frame(self) -> int:
+        """The training frame with the least jaw opening; when the jaw hardly moves (max < 0.02
+        rad, e.g. a silent or occluded mouth) the most frontal one instead."""
         tr = self.train
         jaw = self.params.jaw[tr].norm(dim=-1)
         if float(jaw.max()) < 0.02:
-            key = (self.params.rotation[tr] + self.params.neck[tr]).norm(dim=-1)
-        else:
-            key = jaw
-        blinks = [expr_names.index(n) for n in ("eyeBlink_L", "eyeBlink_R") if n in expr_names]
-        if not blinks:
-            return int(tr[int(key.argmin())])
-        shut = torch.where(key <= key.min() + REFERENCE_SLACK, self.params.expr[tr][:, blinks].max(dim=1).values,
-                           torch.inf)
-        widest = shut <= shut.min() + 1e-6                  # ties (no blink anywhere): the least opening
-        return int(tr[int(torch.where(widest, key, torch.inf).argmin())])
+            turn = (self.params.rotation[tr] + self.params.neck[tr]).norm(dim=-1)
+            return int(tr[int(turn.argmin())])
+        return int(tr[int(jaw.argmin())])
 
 
 def load_video_data(path: Path, tracked, model: HeadModel, longer_side: int, matte: str = "head") -> VideoData:

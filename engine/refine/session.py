@@ -36,7 +36,7 @@ def prepare(video: Path, model: HeadModel, resolution: int, avatar: Avatar | Non
     matte = "portrait" if (avatar is None and outer) or (avatar is not None and avatar.outer is not None) else "head"
     data = load_video_data(video, tracked, model, resolution, matte)
     if avatar is None:
-        ref = data.reference_frame(model.expr_names)
+        ref = data.reference_frame()
         with VideoReader(video) as frames:
             rgb = next(f for i, f in enumerate(frames) if i == ref)
         choice = GeneratorChoice("network", network) if network is not None else PROJECTIVE

@@ -52,7 +52,7 @@ def test_prepare_starts_from_the_network_avatar_of_the_reference_frame(openhead,
     avatar, data = prepare(tmp_path / "clip.mp4", model, SIZE, tracked=tracked, network=tmp_path / "net.pt",
                            log=lambda s: None)
     ref = avatar.metadata["reference_frame"]
-    assert ref == data.reference_frame(model.expr_names) == 5 and avatar.metadata["generator"] == "network"
+    assert ref == data.reference_frame() == 5 and avatar.metadata["generator"] == "network"
     from engine.io.media import VideoReader
 
     with VideoReader(tmp_path / "clip.mp4") as video:
@@ -81,29 +81,3 @@ def test_the_data_carries_the_detected_landmarks_at_any_resolution(openhead, tmp
     assert np.isnan(data.landmarks[3]).all()
     small = data.resized(SIZE // 4, model)
     np.testing.assert_allclose(small.landmarks[5] * small.images.shape[1:3][::-1], tracked.landmarks[5] / 4, rtol=1e-5)
-
-
-def test_the_reference_frame_is_the_least_open_mouth_with_open_eyes():
-    """Frame 3 has the least jaw opening but half-shut eyes; frame 1 opens the jaw 0.005 rad more
-    with open eyes, frame 2 0.05 rad more with eyes wide open. The start is built from frame 1;
-    without the expression names (a head model without named blinks), from frame 3."""
-    from engine.refine.data import VideoData
-    from engine.types import HeadParams
-
-    names = ("jawOpen", "eyeBlink_L", "eyeBlink_R")
-    n = 40                                           # 30 training frames, 10 held out
-    jaw = torch.full((n, 3), 0.0)
-    jaw[:, 0] = 0.2
-    jaw[1, 0], jaw[2, 0], jaw[3, 0] = 0.015, 0.06, 0.01
-    expr = torch.zeros(n, 3)
-    expr[3, 1:] = torch.tensor([0.5, 0.4])
-    expr[2, 1:] = -0.3
-    z = torch.zeros(n, 3)
-    params = HeadParams(torch.zeros(n, 4), expr, z, z, jaw, torch.zeros(n, 6), z)
-    data = VideoData("clip", None, None, params, [], np.ones(n, bool), 30)
-    assert data.reference_frame(names) == 1
-    assert data.reference_frame() == 3
-    calm = HeadParams(params.shape, torch.zeros(n, 3), z, z, jaw, params.eyes, z)   # no blink anywhere
-    assert VideoData("clip", None, None, calm, [], np.ones(n, bool), 30).reference_frame(names) == 3
-    still = HeadParams(params.shape, expr, z, z, torch.zeros(n, 3), params.eyes, z)   # the jaw never moves
-    assert VideoData("clip", None, None, still, [], np.ones(n, bool), 30).reference_frame(names) == 2
