@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.generator.plain import lip_slots  # noqa: E402
 from engine.headmodel.openhead import load_head_model  # noqa: E402
 from engine.io.bundle import load_avatar  # noqa: E402
+from engine.refine.refiner import total_variation  # noqa: E402
 
 
 def main() -> None:
@@ -36,7 +37,7 @@ def main() -> None:
         pairs = slots.neighbours(model.faces)
         pairs = pairs[lower[pairs[:, 0]] & lower[pairs[:, 1]]]
         color = slots.gather(avatar.gaussians.maps()["color"])
-        diff = (color[pairs[:, 0]] - color[pairs[:, 1]]).abs().mean(1).mean()
+        diff = total_variation(color, pairs).mean()
         lum = color[lower].mean(1)
         dark = (lum < 0.7 * lum.median()).float().mean()
         print(f"{path.name:40s} {float(diff):14.4f} {float(lum.std()):13.3f} {float(dark):10.3f}")
