@@ -4,8 +4,10 @@ the feature): portraits -> UV-layout Gaussians.
 For each source the tracked head model is posed as in the photo; every UV slot's surface
 point is projected into the image and takes the colour there if it is visible (a z-buffer
 of the slots' own points) and faces the camera. The K sources are mean-pooled, weighted by
-visibility x cos(view angle)^p x person matte x expression confidence; K = 1 is the
-identity. Texels no source sees are filled: small holes from their UV neighbours, larger
+visibility x cos(view angle)^p x expression confidence; K = 1 is the identity. The view
+weight has a floor, so a texel a source sees only at a grazing angle (the jaw's underside and
+the sides of the head, from the front) still counts as seen and takes that source's colour
+where no other source saw it. Texels no source sees are filled: small holes from their UV neighbours, larger
 areas from their left/right mirror where that was seen, the rest by inpainting in UV; teeth
 and mouth cavity that were not seen keep the plain avatar's palette, since inpainting them from
 skin would paint skin-coloured teeth; a source whose lips do not part beyond the rest mouth
@@ -61,8 +63,14 @@ class ProjectiveConfig:
     """UV raster size."""
     view_power: float = 2.0
     """Source weight grows as cos(view angle) to this power: grazing views count little."""
-    min_cos: float = 0.1
-    """Texels seen more grazingly than this are not taken from a source."""
+    min_cos: float = 0.0
+    """Texels whose cosine to a source's camera is at or below this face away from it and are
+    not taken from it."""
+    grazing_weight: float = 0.1
+    """A visible texel's least weight, however grazingly the source sees it: above
+    ``min_confidence``, so a texel that one source shows only at a grazing angle (the underside
+    of the jaw, seen from the front) takes what the photo shows there instead of a fill from
+    its UV neighbours, which drew a pale band along every jaw."""
     zbuffer_px: int = 2
     """Z-buffer cell size in source pixels (the slots' points are splatted into it)."""
     depth_tolerance: float = 0.003
@@ -129,10 +137,15 @@ def _sample(img: np.ndarray, uv: torch.Tensor) -> torch.Tensor:
     return s[0, :, 0].T
 
 
+_SLACK_COS = 0.1
+"""The cosine below which the z-buffer's slope slack stops growing (it grows as the tangent)."""
+
+
 def project_slots(model: HeadModel, slots: UVSlots, src: Source, cfg: ProjectiveConfig
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """(pixel position [N, 2] of every slot's surface point in the source image, source
-    weight [N]: visible x cos(view angle)^p x expression confidence, 0 where not seen, for the
+    weight [N]: visible x view weight (`ProjectiveConfig.grazing_weight` + the rest x
+    cos(view angle)^p) x expression confidence, 0 where not seen, for the
     teeth and cavity of a closed mouth, and for lid, lip and skin texels that fall inside the
     detected eye and mouth openings when the source has its landmarks)."""
     pts, nrm, uv, z = _projected(model, slots, src)
@@ -141,10 +154,11 @@ def project_slots(model: HeadModel, slots: UVSlots, src: Source, cfg: Projective
     to_cam = F.normalize(-(pts * FLIP), dim=-1)                              # towards the camera, camera axes
     cos = (nrm * FLIP * to_cam).sum(-1)
     cos = torch.where(_tables(model, slots).neck_inside, cos.abs(), cos)     # seen from the inside
-    tan = (1 - cos.clamp(cfg.min_cos, 1) ** 2).sqrt() / cos.clamp(cfg.min_cos, 1)
+    tan = (1 - cos.clamp(_SLACK_COS, 1) ** 2).sqrt() / cos.clamp(_SLACK_COS, 1)
     slack = 2.0 * cfg.zbuffer_px * z / f * tan                              # two cells along the slope
     vis = _visible(uv, z, (h, w), cfg, slack) & (cos > cfg.min_cos)
-    weight = vis.float() * cos.clamp_min(0) ** cfg.view_power * expression_confidence(model, slots, src.params, cfg)
+    view = cfg.grazing_weight + (1 - cfg.grazing_weight) * cos.clamp_min(0) ** cfg.view_power
+    weight = vis.float() * view * expression_confidence(model, slots, src.params, cfg)
     if mouth_gap(model, src.params) < cfg.mouth_open:
         weight = weight * ~torch.as_tensor(mouth_interior(model, slots))
     if src.landmarks is not None:

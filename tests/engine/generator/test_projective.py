@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from engine.animate import AnimatedAvatar
 from engine.expressions import apply_expressions
@@ -239,6 +240,36 @@ def test_the_inside_of_the_neck_seen_through_its_cut_takes_what_the_photo_shows_
     assert float(near.float().mean()) > 0.7, float(near.float().mean())    # the rest: its rim, blended with skin
     outside = ~torch.as_tensor(inside)
     assert float((color[outside] - torch.tensor([0.1, 0.8, 0.2])).abs().sum(1).lt(0.2).float().mean()) < 0.01
+
+
+def test_what_a_source_sees_only_at_a_grazing_angle_takes_the_photos_colour(model, plain):
+    """Slots a frontal source sees at a grazing angle (the sides of the head and the jaw's
+    underside), painted green in the rendered portrait, take what the photo shows at their
+    projection: green-tinted, since seen edge-on they cover few pixels. Weighted by cos² alone
+    they fell below the pool's threshold and were inpainted from their skin-coloured UV
+    neighbours, which drew a pale band along every jaw."""
+    import dataclasses
+
+    from engine.generator.projective import sample_warp, slot_points
+
+    slots = model.uv_slots(256)
+    p = posed(model)
+    pts, nrm = slot_points(model, slots, p)
+    cos = (nrm * F.normalize(-pts, dim=-1)).sum(-1)                 # the camera sits at the origin
+    grazing = ((cos > 0.02) & (cos < 0.15) & ~torch.as_tensor(inner_parts(model, slots))).numpy()
+    src = portrait(recoloured(plain, model, grazing, (0.1, 0.8, 0.2)), p)
+    uv, w = project_slots_of(model, slots, src)
+    seen = torch.as_tensor(grazing) & (w > 0)
+    assert seen.sum() > 1000
+    photo = sample_warp(src, uv, w)[0]
+    green = lambda c: float((c[:, 1] - c[:, 0]).mean())               # noqa: E731
+    assert green(photo[seen]) > 0.1                  # the photo shows them green, thin as they are
+    color, _, conf = pool(model, slots, [src])
+    assert bool((conf[seen] > ProjectiveConfig().min_confidence).all())
+    torch.testing.assert_close(color[seen], photo[seen].clamp(0, 1), atol=1e-5, rtol=0)
+    by_cos_alone = dataclasses.replace(ProjectiveConfig(), min_cos=0.1, grazing_weight=0.0)
+    old, _, _ = pool(model, slots, [src], by_cos_alone)
+    assert green(old[seen]) < 0.5 * green(photo[seen])              # the fill this replaces
 
 
 def test_lips_no_source_showed_at_rest_take_the_seen_lips_colour(model):
