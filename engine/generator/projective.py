@@ -1,25 +1,25 @@
 """The parameter-free feed-forward stage (DESIGN §9, paper §2.2's warp + mean pool with RGB as
 the feature): portraits -> UV-layout Gaussians.
 
-For each source the tracked head model is posed as in the photo; every UV slot's surface
-point is projected into the image and takes the colour there if it is visible (a z-buffer
-of the slots' own points) and faces the camera. The K sources are mean-pooled, weighted by
-visibility x cos(view angle)^p x expression confidence; K = 1 is the identity. The view
-weight has a floor, so a texel a source sees only at a grazing angle (the jaw's underside and
-the sides of the head, from the front) still counts as seen and takes that source's colour
-where no other source saw it. Texels no source sees are filled: small holes from their UV neighbours, larger
-areas from their left/right mirror where that was seen, the rest by inpainting in UV; teeth
-and mouth cavity that were not seen keep the plain avatar's palette, since inpainting them from
+For each source the tracked head model is posed as in the photo; every UV slot's surface point
+is projected into the image and takes the colour there if it is visible (a z-buffer of the
+slots' own points) and faces the camera. The K sources are mean-pooled, weighted by visibility
+x cos(view angle)^p x expression confidence; K = 1 is the identity. The view weight has a
+floor, so a texel a source sees only at a grazing angle (the jaw's underside and the sides of
+the head, from the front) still counts as seen and takes that source's colour where no other
+source saw it. Texels no source sees are filled: small holes from their UV neighbours, larger
+areas from their left/right mirror where that was seen, the rest by inpainting in UV; teeth and
+mouth cavity that were not seen keep the plain avatar's palette, since inpainting them from
 skin would paint skin-coloured teeth; a source whose lips do not part beyond the rest mouth
 paints neither (seen through the rest mouth's gap they would take the lips' colours), so with
-one open-mouth source among several, the teeth are that source's. Where the fit puts lids,
-lips or skin over what the photo shows as an eye's or the mouth's opening (FaceMesh's detected
+one open-mouth source among several, the teeth are that source's. Where the fit puts lids, lips
+or skin over what the photo shows as an eye's or the mouth's opening (FaceMesh's detected
 loops, when the source carries them), those texels take nothing from the source and are filled
-from their neighbours, so a fit that reads a mouth or an eye less open than it is does not paint
-the teeth or the iris onto the lips or the lids; nor do skin texels inside the detected outer
-lip outline, which would paint the lips onto the chin. Lips no source showed at rest take the
-colour of the lips it did show. The eyeballs are painted as
-eyes in their own frame, in the colours of the sources' irises and sclerae (`engine.generator.eyes`).
+from their neighbours, so a fit that reads a mouth or an eye less open than it is does not
+paint the teeth or the iris onto the lips or the lids; nor do skin texels inside the detected
+outer lip outline, which would paint the lips onto the chin. Lips no source showed at rest take
+the colour of the lips it did show. The eyeballs are painted as eyes in their own frame, in the
+colours of the sources' irises and sclerae (`engine.generator.eyes`).
 
 Expression confidence: a texel whose surface point moves far between the neutral face and
 the source's tracked expression (the inside of an open mouth, closed lids) is down-weighted,
@@ -145,9 +145,9 @@ def project_slots(model: HeadModel, slots: UVSlots, src: Source, cfg: Projective
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """(pixel position [N, 2] of every slot's surface point in the source image, source
     weight [N]: visible x view weight (`ProjectiveConfig.grazing_weight` + the rest x
-    cos(view angle)^p) x expression confidence, 0 where not seen, for the
-    teeth and cavity of a closed mouth, and for lid, lip and skin texels that fall inside the
-    detected eye and mouth openings when the source has its landmarks)."""
+    cos(view angle)^p) x expression confidence, 0 where not seen, for the teeth and cavity of
+    a closed mouth, and for lid, lip and skin texels that fall inside the detected eye and
+    mouth openings when the source has its landmarks)."""
     pts, nrm, uv, z = _projected(model, slots, src)
     h, w = src.rgb.shape[:2]
     f = float(src.K[0, 0])
