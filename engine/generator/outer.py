@@ -383,8 +383,8 @@ def polish(animated, sources: list[Source], cfg: PolishConfig = PolishConfig(),
             frames = outer.slot_frames(model, params)
         views.append((cam, target, weight, head, frames))
     head_color = views[0][3].colors.detach().clone().requires_grad_(True)     # per head slot, the same in every view
-    keep = [None if frozen is None else (~f).to(head_color.device, torch.float32)[:, None] for f in
-            (frozen or [None] * len(views))]
+    keep = [None] * len(views) if frozen is None else \
+        [(~f).to(head_color.device, torch.float32)[:, None] for f in frozen]
     free = [attrs["color"].requires_grad_(True)] + ([attrs["opacity"].requires_grad_(True)] if cfg.opacity else []) \
         + ([head_color] if cfg.head else [])
     # The loss is summed over pixels (per channel) and Adam's eps is 1: a slot's step then scales
