@@ -303,8 +303,9 @@ def pool(model: HeadModel, slots: UVSlots, sources: list[Source], cfg: Projectiv
     inner, mirror, palette = tables.inner, tables.mirror, tables.palette
     lip_color = color[tables.lips & seen].median(0).values if int((tables.lips & seen).sum()) >= MIN_SEEN_LIPS else None
     # 1. small holes in what was seen (a nostril, a lid fold) from their UV neighbours
+    # (inpainted from the seen texels alone: the unseen ones around are still black)
     pinholes = ~seen & ~inner & _near_seen(slots, seen)
-    color = _inpaint(slots, color, seen | inner | ~pinholes)
+    color = torch.where(pinholes[:, None], _inpaint(slots, color, seen), color)
     filled = seen | pinholes
     # 2. larger unseen areas from their left/right mirror image, where that was seen
     use_mirror = ~filled & seen[mirror]

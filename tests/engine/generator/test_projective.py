@@ -272,6 +272,23 @@ def test_what_a_source_sees_only_at_a_grazing_angle_takes_the_photos_colour(mode
     assert green(old[seen]) < 0.5 * green(photo[seen])              # the fill this replaces
 
 
+def test_the_fill_beside_a_large_unseen_area_takes_the_seen_colour_not_black(model):
+    """A head seen all in one colour but for one side, which only its mirror can fill: every
+    surface slot comes back that colour. The small holes at the unseen side's edge were
+    inpainted with the still-black unseen slots beside them counted as known: a dotted dark line
+    along the edge of what the source saw."""
+    slots = model.uv_slots(256)
+    pts = torch.einsum("nk,nkc->nc", slots.bary, model.v_template[model.faces[slots.face]])
+    surface = ~torch.as_tensor(inner_parts(model, slots))
+    skin = torch.tensor([0.8, 0.6, 0.5])
+    color = skin.expand(len(slots), 3).contiguous()
+    weight = (pts[:, 0] > -0.02).float()              # the head's right side unseen
+    out, _, conf = pool(model, slots, [], warps=[(color, torch.ones(len(slots)), weight)])
+    edge = surface & (conf == 0) & (pts[:, 0] > -0.025)
+    assert edge.sum() > 100
+    assert float((out[surface] - skin).abs().max()) < 0.01, float((out[surface] - skin).abs().max())
+
+
 def test_lips_no_source_showed_at_rest_take_the_seen_lips_colour(model):
     """A wide-open mouth moves the lower lip far from its rest place, so the pool counts it unseen;
     inpainted from the skin around it, it came out skin-coloured. It takes the seen lips' colour,
